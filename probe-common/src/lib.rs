@@ -1,0 +1,215 @@
+//! Wire layout of everything that crosses the kernel/user boundary.
+//!
+//! Every ring-buffer record starts with a [`RecordHeader`]; the decoder in
+//! probe-user checks `size` against the bytes it got before it reads the body.
+//! Only integers and byte arrays cross the boundary: enums are rebuilt on the
+//! user side with `TryFrom`, never transmuted.
+#![no_std]
+
+use core::mem::size_of;
+
+/// Record kinds (the `kind` field of [`RecordHeader`]).
+pub mod kind {
+    pub const RETRANSMIT: u16 = 1;
+    pub const NEIGHBOUR: u16 = 2;
+    pub const TLS: u16 = 3;
+    pub const ARP: u16 = 4;
+    /// One past the highest kind: sizes the per-kind loss counters.
+    pub const COUNT: u32 = 5;
+}
+
+/// Packet direction on a TC hook.
+pub mod direction {
+    pub const INGRESS: u8 = 0;
+    pub const EGRESS: u8 = 1;
+}
+
+/// `TlsRecord::part` values.
+pub mod tls_part {
+    /// The segment starts with a TLS handshake record header.
+    pub const START: u8 = 1;
+    /// A later segment of a handshake record that did not fit in the first.
+    pub const CONTINUATION: u8 = 2;
+}
+
+/// `ArpRecord::op` values (ARP opcodes, plus ICMPv6 neighbour advertisement).
+pub mod arp_op {
+    pub const REQUEST: u8 = 1;
+    pub const REPLY: u8 = 2;
+    pub const NEIGHBOUR_ADVERT: u8 = 136;
+}
+
+pub const AF_INET: u8 = 2;
+pub const AF_INET6: u8 = 10;
+
+/// Bytes of TLS payload copied per segment. A ClientHello is usually 200-600
+/// bytes; longer ones arrive as several records and are reassembled by seq.
+pub const TLS_CAPTURE: usize = 512;
+/// Bytes of one handshake record netprobe follows across segments at most.
+pub const TLS_FOLLOW_MAX: u32 = 4096;
+/// Entries of the watched-ports map.
+pub const MAX_PORTS: u32 = 64;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecordHeader {
+    pub kind: u16,
+    /// Size of the whole record, header included.
+    pub size: u16,
+    pub _reserved: u32,
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC.
+    pub ts_ns: u64,
+}
+
+impl RecordHeader {
+    pub const fn new(kind: u16, size: usize, ts_ns: u64) -> Self {
+        Self {
+            kind,
+            size: size as u16,
+            _reserved: 0,
+            ts_ns,
+        }
+    }
+}
+
+/// From `tcp/tcp_retransmit_skb`, enriched through the socket pointer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RetransmitRecord {
+    pub header: RecordHeader,
+    pub skaddr: u64,
+    /// Inode of the socket's network namespace; 0 when unknown.
+    pub netns: u32,
+    /// Kernel TCP state (`TCP_ESTABLISHED` = 1 ...).
+    pub state: u8,
+    pub family: u8,
+    /// 1 when `snd_una`/`snd_nxt` were read from the socket.
+    pub has_seq: u8,
+    pub _pad: u8,
+    pub sport: u16,
+    pub dport: u16,
+    pub snd_una: u32,
+    pub snd_nxt: u32,
+    pub _pad2: u32,
+    /// IPv4 uses the first 4 bytes.
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
+/// From `neigh/neigh_update`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct NeighRecord {
+    pub header: RecordHeader,
+    pub family: u8,
+    pub lladdr_len: u8,
+    /// NUD_* bits before and after the update.
+    pub old_state: u8,
+    pub new_state: u8,
+    /// NTF_* flags of the entry.
+    pub flags: u8,
+    pub dead: u8,
+    pub _pad: [u8; 2],
+    /// NEIGH_UPDATE_F_* flags of this update.
+    pub update_flags: u32,
+    /// Process that asked for the change (0 for the kernel itself).
+    pub pid: u32,
+    pub ip: [u8; 16],
+    pub old_mac: [u8; 8],
+    pub new_mac: [u8; 8],
+    /// Device name, NUL padded.
+    pub dev: [u8; 16],
+}
+
+/// An ARP frame or an ICMPv6 neighbour advertisement seen on a TC hook.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ArpRecord {
+    pub header: RecordHeader,
+    pub ifindex: u32,
+    pub direction: u8,
+    pub op: u8,
+    pub family: u8,
+    /// ARP: 1 when sender IP == target IP. NDP: the advertisement's R/S/O bits.
+    pub flags: u8,
+    pub sender_ip: [u8; 16],
+    pub target_ip: [u8; 16],
+    pub sender_mac: [u8; 6],
+    pub eth_src: [u8; 6],
+    pub eth_dst: [u8; 6],
+    pub _pad: [u8; 6],
+}
+
+/// A TCP segment on a watched port carrying (part of) a TLS handshake record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TlsRecord {
+    pub header: RecordHeader,
+    pub ifindex: u32,
+    pub direction: u8,
+    pub family: u8,
+    pub part: u8,
+    pub _pad: u8,
+    pub sport: u16,
+    pub dport: u16,
+    /// TCP sequence number of the segment's first payload byte.
+    pub seq: u32,
+    /// Payload bytes in the segment, and how many of them are in `payload`.
+    pub payload_len: u16,
+    pub captured: u16,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub payload: [u8; TLS_CAPTURE],
+}
+
+/// Key of the in-kernel map that follows a handshake record across segments.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowKey {
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Byte range of a handshake record still to come on a flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FollowState {
+    pub start_seq: u32,
+    pub end_seq: u32,
+}
+
+/// Kernel structure offsets, found in BTF by userspace and handed to the
+/// programs as globals (aya-ebpf has no CO-RE relocations). 0 = unknown.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// `sock.__sk_common.skc_net` (pointer to `struct net`).
+    pub sock_net: u32,
+    /// `net.ns.inum`.
+    pub net_inum: u32,
+    /// `tcp_sock.snd_una` and `tcp_sock.snd_nxt`.
+    pub tcp_snd_una: u32,
+    pub tcp_snd_nxt: u32,
+}
+
+const _: () = assert!(size_of::<RecordHeader>() == 16);
+const _: () = assert!(size_of::<RetransmitRecord>() == 80);
+const _: () = assert!(size_of::<NeighRecord>() == 80);
+const _: () = assert!(size_of::<ArpRecord>() == 80);
+const _: () = assert!(size_of::<TlsRecord>() == 80 + TLS_CAPTURE);
+const _: () = assert!(size_of::<FlowKey>() == 40);
+const _: () = assert!(size_of::<KernelOffsets>() == 16);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain-old-data: repr(C), integers and byte arrays only, no padding holes.
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FollowState {}
+    unsafe impl aya::Pod for super::KernelOffsets {}
+}

@@ -1,0 +1,55 @@
+//! netprobe's kernel side. Every program is passive: it copies what it saw
+//! into the ring buffer and never changes a packet's fate.
+#![no_std]
+#![no_main]
+
+mod classifier;
+mod emit;
+mod maps;
+mod neigh;
+mod packet;
+mod retransmit;
+mod tls;
+
+use aya_ebpf::{
+    macros::{classifier, tracepoint},
+    programs::{TcContext, TracePointContext},
+};
+use probe_common::direction;
+
+/// TCX_NEXT (== TC_ACT_UNSPEC): let the next program and the stack decide.
+const TCX_NEXT: i32 = -1;
+
+#[tracepoint]
+pub fn tcp_retransmit(ctx: TracePointContext) -> u32 {
+    retransmit::handle(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn neigh_update(ctx: TracePointContext) -> u32 {
+    neigh::handle(&ctx);
+    0
+}
+
+#[classifier]
+pub fn tc_ingress(ctx: TcContext) -> i32 {
+    classifier::handle(&ctx, direction::INGRESS);
+    TCX_NEXT
+}
+
+#[classifier]
+pub fn tc_egress(ctx: TcContext) -> i32 {
+    classifier::handle(&ctx, direction::EGRESS);
+    TCX_NEXT
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,39 @@
+//! Maps and load-time globals shared by the programs.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use probe_common::{FlowKey, FollowState, KernelOffsets, MAX_PORTS, kind};
+
+/// Every record goes through this one buffer; userspace may resize it.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(2 * 1024 * 1024, 0);
+
+/// Records that found the ring buffer full, per record kind.
+#[map]
+pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(kind::COUNT, 0);
+
+/// TCP ports the classifier looks at (value unused), set from `--port`.
+#[map]
+pub static PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_PORTS, 0);
+
+/// Handshake records that did not fit in their first segment, by flow.
+#[map]
+pub static FOLLOW: LruHashMap<FlowKey, FollowState> = LruHashMap::with_max_entries(4096, 0);
+
+/// Structure offsets userspace found in the kernel's BTF (0 = unknown).
+#[unsafe(no_mangle)]
+static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
+    sock_net: 0,
+    net_inum: 0,
+    tcp_snd_una: 0,
+    tcp_snd_nxt: 0,
+};
+
+#[inline(always)]
+pub fn kernel_offsets() -> KernelOffsets {
+    // SAFETY: a global the loader may rewrite before load; read it volatile
+    // so the compiler does not fold the zero initialiser.
+    unsafe { core::ptr::read_volatile(&KERNEL_OFFSETS) }
+}

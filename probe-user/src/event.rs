@@ -1,0 +1,233 @@
+//! Decoded events: the typed form of what the kernel reported, and the JSON
+//! lines contract of `netprobe trace --json` (see shared/design.md).
+//!
+//! These types serialise and deserialise, so a recorded stream can be fed
+//! back to the correlator (`netprobe replay`) without root.
+
+use std::{fmt, net::SocketAddr};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// One line of the stream: a timestamp, the namespace it came from where the
+/// kernel tells it, and the payload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    #[serde(flatten)]
+    pub body: EventBody,
+    #[serde(with = "rfc3339")]
+    pub time: DateTime<Utc>,
+    /// Inode of the network namespace (as in `/proc/PID/ns/net`), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventBody {
+    Retransmit(Retransmit),
+    TlsClientHello(TlsClientHello),
+    TlsServerHello(TlsServerHello),
+    Neighbour(Neighbour),
+    Arp(Arp),
+    Stats(Stats),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Retransmit {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    /// `ESTABLISHED`, `SYN_SENT`, ...
+    pub state: String,
+    /// Retransmits of this flow seen so far.
+    pub count: u64,
+    /// Lowest unacknowledged sequence number when it fired, if read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snd_una: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snd_nxt: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TlsClientHello {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub iface: String,
+    pub src_mac: String,
+    pub dst_mac: String,
+    pub sni: Option<String>,
+    /// Record-layer version, e.g. `0x0301`.
+    pub record_version: String,
+    /// Version in the ClientHello body (TLS 1.3 still says `0x0303` here).
+    pub handshake_version: String,
+    /// Number of TCP segments the ClientHello arrived in.
+    pub segments: u32,
+    /// `ingress` or `egress`.
+    pub direction: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TlsServerHello {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub iface: String,
+    pub src_mac: String,
+    pub dst_mac: String,
+    pub record_version: String,
+    pub handshake_version: String,
+    pub direction: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Neighbour {
+    pub ip: std::net::IpAddr,
+    pub dev: String,
+    /// `None` when the entry had no link-layer address.
+    pub old_mac: Option<String>,
+    pub new_mac: Option<String>,
+    /// `REACHABLE`, `STALE`, `FAILED`, ... (`NONE` for 0).
+    pub old_state: String,
+    pub new_state: String,
+    /// NEIGH_UPDATE_F_* names, e.g. `OVERRIDE`, `ADMIN`.
+    pub update_flags: Vec<String>,
+    /// Process that asked for the change; 0 for the kernel itself.
+    pub pid: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Arp {
+    pub iface: String,
+    /// `request`, `reply`, `gratuitous`, `neighbour_advert`.
+    pub op: String,
+    pub sender_ip: std::net::IpAddr,
+    pub sender_mac: String,
+    pub target_ip: std::net::IpAddr,
+    pub eth_src: String,
+    pub eth_dst: String,
+    pub direction: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Records decoded since start.
+    pub events: u64,
+    /// Records the kernel could not put in the ring buffer, since start.
+    pub lost: u64,
+    /// The same loss, by record type (only non-zero entries).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub lost_by_type: std::collections::BTreeMap<String, u64>,
+    /// Records that failed to decode (bad size, unknown type).
+    #[serde(default)]
+    pub malformed: u64,
+    /// TLS segments that did not make a full handshake message.
+    #[serde(default)]
+    pub tls_incomplete: u64,
+    /// Interfaces the classifier is attached to now.
+    #[serde(default)]
+    pub interfaces: u32,
+    /// `true` on the last line, written at exit.
+    #[serde(default)]
+    pub r#final: bool,
+}
+
+/// Lower-case `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: &[u8]) -> String {
+    let mut out = String::with_capacity(mac.len() * 3);
+    for (i, b) in mac.iter().enumerate() {
+        if i > 0 {
+            out.push(':');
+        }
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// `0x0303` style.
+pub fn format_version(v: u16) -> String {
+    format!("0x{v:04x}")
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        crate::output::text::write_event(f, self)
+    }
+}
+
+/// Timestamps as RFC 3339 in UTC with microseconds, `Z` suffix.
+mod rfc3339 {
+    use chrono::{DateTime, SecondsFormat, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Micros, true))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let s = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-21T12:00:00.5Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn retransmit_json_has_contract_fields() {
+        let e = Event {
+            time: at(),
+            netns: Some(4026531840),
+            body: EventBody::Retransmit(Retransmit {
+                src: "10.0.0.1:40000".parse().unwrap(),
+                dst: "[fd00::2]:8000".parse().unwrap(),
+                state: "ESTABLISHED".into(),
+                count: 3,
+                snd_una: None,
+                snd_nxt: None,
+            }),
+        };
+        let v: serde_json::Value = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["type"], "retransmit");
+        assert_eq!(v["time"], "2026-11-21T12:00:00.500000Z");
+        assert_eq!(v["src"], "10.0.0.1:40000");
+        assert_eq!(v["dst"], "[fd00::2]:8000");
+        assert_eq!(v["state"], "ESTABLISHED");
+        assert_eq!(v["count"], 3);
+        assert!(v.get("snd_una").is_none());
+        let back: Event = serde_json::from_value(v).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn client_hello_sni_null_when_absent() {
+        let e = Event {
+            time: at(),
+            netns: None,
+            body: EventBody::TlsClientHello(TlsClientHello {
+                src: "10.0.0.1:40000".parse().unwrap(),
+                dst: "10.0.0.2:6443".parse().unwrap(),
+                iface: "eth0".into(),
+                src_mac: format_mac(&[2, 0, 0, 0, 0, 1]),
+                dst_mac: format_mac(&[0xAA, 0xBB, 0xCC, 0xDD, 0xEE, 0xFF]),
+                sni: None,
+                record_version: format_version(0x0301),
+                handshake_version: format_version(0x0303),
+                segments: 1,
+                direction: "egress".into(),
+            }),
+        };
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["type"], "tls_client_hello");
+        assert!(v["sni"].is_null());
+        assert_eq!(v["dst_mac"], "aa:bb:cc:dd:ee:ff");
+        assert_eq!(v["record_version"], "0x0301");
+    }
+}

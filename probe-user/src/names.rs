@@ -1,0 +1,87 @@
+//! Kernel constants to the names operators know (`ip neigh`, `ss`).
+
+/// TCP states as `ss` prints them, from include/net/tcp_states.h.
+pub fn tcp_state(state: u8) -> &'static str {
+    match state {
+        1 => "ESTABLISHED",
+        2 => "SYN_SENT",
+        3 => "SYN_RECV",
+        4 => "FIN_WAIT1",
+        5 => "FIN_WAIT2",
+        6 => "TIME_WAIT",
+        7 => "CLOSE",
+        8 => "CLOSE_WAIT",
+        9 => "LAST_ACK",
+        10 => "LISTEN",
+        11 => "CLOSING",
+        12 => "NEW_SYN_RECV",
+        _ => "UNKNOWN",
+    }
+}
+
+const NUD: [(u8, &str); 8] = [
+    (0x01, "INCOMPLETE"),
+    (0x02, "REACHABLE"),
+    (0x04, "STALE"),
+    (0x08, "DELAY"),
+    (0x10, "PROBE"),
+    (0x20, "FAILED"),
+    (0x40, "NOARP"),
+    (0x80, "PERMANENT"),
+];
+
+/// NUD_* state bits as `ip neigh` names them (`NONE` for 0).
+pub fn nud_state(state: u8) -> String {
+    if state == 0 {
+        return "NONE".to_string();
+    }
+    NUD.iter()
+        .filter(|(bit, _)| state & bit != 0)
+        .map(|(_, name)| *name)
+        .collect::<Vec<_>>()
+        .join("|")
+}
+
+/// Parses what [`nud_state`] wrote (for replayed streams and tests).
+pub fn nud_bits(name: &str) -> u8 {
+    name.split('|')
+        .filter_map(|part| NUD.iter().find(|(_, n)| *n == part).map(|(b, _)| *b))
+        .fold(0, |acc, b| acc | b)
+}
+
+const UPDATE_FLAGS: [(u32, &str); 8] = [
+    (0x0000_0001, "OVERRIDE"),
+    (0x0000_0002, "WEAK_OVERRIDE"),
+    (0x0000_0004, "OVERRIDE_ISROUTER"),
+    (0x0000_0008, "USE"),
+    (0x0000_0010, "MANAGED"),
+    (0x0000_0020, "EXT_LEARNED"),
+    (0x4000_0000, "ISROUTER"),
+    (0x8000_0000, "ADMIN"),
+];
+
+/// NEIGH_UPDATE_F_* bits (include/net/neighbour.h).
+pub fn update_flags(flags: u32) -> Vec<String> {
+    UPDATE_FLAGS
+        .iter()
+        .filter(|(bit, _)| flags & bit != 0)
+        .map(|(_, name)| name.to_string())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(tcp_state(1), "ESTABLISHED");
+        assert_eq!(tcp_state(2), "SYN_SENT");
+        assert_eq!(tcp_state(200), "UNKNOWN");
+        assert_eq!(nud_state(0), "NONE");
+        assert_eq!(nud_state(0x04), "STALE");
+        assert_eq!(nud_state(0x22), "REACHABLE|FAILED");
+        assert_eq!(nud_bits("REACHABLE|FAILED"), 0x22);
+        assert_eq!(update_flags(0x8000_0001), vec!["OVERRIDE", "ADMIN"]);
+    }
+}
