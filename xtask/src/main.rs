@@ -1,0 +1,85 @@
+//! `cargo xtask`: the one entry point for setting up, building, running and
+//! testing netprobe. See `cargo xtask --help`.
+
+mod build_cmd;
+mod lint;
+mod run;
+mod setup;
+mod test;
+mod util;
+
+use std::{ffi::OsString, process::ExitCode};
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(bin_name = "cargo xtask", about = "netprobe developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Check and install what building and testing need (idempotent; installs need root)
+    Setup,
+    /// Set up, then build netprobe (release unless --debug)
+    Build {
+        /// Release build; the default, accepted for habit's sake
+        #[arg(long, conflicts_with = "debug")]
+        release: bool,
+        /// Debug build of the userspace binary (the eBPF object is release either way)
+        #[arg(long)]
+        debug: bool,
+    },
+    /// Set up, build, then exec netprobe as root with ARGS
+    Run {
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<OsString>,
+    },
+    /// Set up, build, run the unit tests, then the privileged lab tests (as root)
+    Test {
+        /// Passed to every test harness, e.g. a name filter or --nocapture
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<OsString>,
+    },
+    /// cargo fmt --all -- --check
+    FmtCheck,
+    /// Set up, then clippy the workspace (eBPF crate excluded) with warnings denied
+    Clippy,
+}
+
+fn main() -> ExitCode {
+    // Print the cause chain on one line ourselves: anyhow's Debug output would
+    // add a backtrace to CI logs whenever RUST_BACKTRACE is set.
+    match try_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn try_main() -> Result<()> {
+    // Must come first: it edits the process environment, which is only sound
+    // while no other thread exists.
+    util::init_env()?;
+    match Cli::parse().cmd {
+        Cmd::Setup => setup::setup(),
+        Cmd::Build { release: _, debug } => build_cmd::build(!debug).map(drop),
+        Cmd::Run { args } => run::run(args),
+        Cmd::Test { args } => test::test(&args),
+        Cmd::FmtCheck => lint::fmt_check(),
+        Cmd::Clippy => lint::clippy(),
+    }
+}
