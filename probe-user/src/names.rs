@@ -49,13 +49,17 @@ pub fn nud_bits(name: &str) -> u8 {
         .fold(0, |acc, b| acc | b)
 }
 
-const UPDATE_FLAGS: [(u32, &str); 8] = [
+// Linux >= 5.16 numbers these BIT(0)..BIT(7); older kernels kept ISROUTER
+// and ADMIN in the top bits, which nothing else uses, so both are read.
+const UPDATE_FLAGS: [(u32, &str); 10] = [
     (0x0000_0001, "OVERRIDE"),
     (0x0000_0002, "WEAK_OVERRIDE"),
     (0x0000_0004, "OVERRIDE_ISROUTER"),
     (0x0000_0008, "USE"),
     (0x0000_0010, "MANAGED"),
     (0x0000_0020, "EXT_LEARNED"),
+    (0x0000_0040, "ISROUTER"),
+    (0x0000_0080, "ADMIN"),
     (0x4000_0000, "ISROUTER"),
     (0x8000_0000, "ADMIN"),
 ];
@@ -82,6 +86,7 @@ mod tests {
         assert_eq!(nud_state(0x04), "STALE");
         assert_eq!(nud_state(0x22), "REACHABLE|FAILED");
         assert_eq!(nud_bits("REACHABLE|FAILED"), 0x22);
+        assert_eq!(update_flags(0x0000_0085), vec!["OVERRIDE", "OVERRIDE_ISROUTER", "ADMIN"]);
         assert_eq!(update_flags(0x8000_0001), vec!["OVERRIDE", "ADMIN"]);
     }
 }

@@ -1,0 +1,99 @@
+//! Command-line contract (shared/design.md).
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "netprobe", version, about = "Names the cause of TLS handshake timeouts and retransmit storms, with evidence and the fix")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Stream events (and diagnoses) until Ctrl-C.
+    Trace(TraceArgs),
+    /// Check what this kernel and these privileges allow.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TraceArgs {
+    /// TCP port to watch for TLS handshakes (repeatable). Default: 443 and 6443.
+    #[arg(long = "port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub ports: Vec<u16>,
+    /// Interface to attach to (repeatable). Default: every interface that is
+    /// up, and those that come up later.
+    #[arg(long = "iface", value_name = "IF")]
+    pub ifaces: Vec<String>,
+    /// JSON lines on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// How long a ClientHello may wait for its ServerHello.
+    #[arg(long, value_name = "DUR", default_value = "3s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+    /// Run the namespace-bound parts (TC attach, state look-ups) in this
+    /// network namespace: a name under /run/netns or a path such as
+    /// /proc/PID/ns/net.
+    #[arg(long, value_name = "NAME|PATH")]
+    pub netns: Option<String>,
+    /// Ring buffer size in KiB (a power of two, at least 4).
+    #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = parse_ring_kib)]
+    pub ring_kib: u32,
+    /// How often a `stats` line is written.
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
+    pub stats_interval: Duration,
+}
+
+impl TraceArgs {
+    pub fn ports(&self) -> Vec<u16> {
+        if self.ports.is_empty() { vec![443, 6443] } else { self.ports.clone() }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DoctorArgs {
+    /// Check inside this network namespace.
+    #[arg(long, value_name = "NAME|PATH")]
+    pub netns: Option<String>,
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 3s, 1m)"))?;
+    if d.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+fn parse_ring_kib(s: &str) -> Result<u32, String> {
+    let kib: u32 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if kib < 4 || !kib.is_power_of_two() || kib > 1 << 20 {
+        return Err("must be a power of two between 4 and 1048576".into());
+    }
+    Ok(kib)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("netprobe").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn ports_default_and_range() {
+        let Command::Trace(t) = parse(&["trace"]).unwrap().command else { panic!() };
+        assert_eq!(t.ports(), vec![443, 6443]);
+        assert_eq!(t.handshake_timeout, Duration::from_secs(3));
+        let Command::Trace(t) = parse(&["trace", "--port", "8443", "--port", "1"]).unwrap().command else { panic!() };
+        assert_eq!(t.ports(), vec![8443, 1]);
+        assert!(parse(&["trace", "--port", "0"]).is_err());
+        assert!(parse(&["trace", "--port", "70000"]).is_err());
+        assert!(parse(&["trace", "--handshake-timeout", "0s"]).is_err());
+        assert!(parse(&["trace", "--ring-kib", "3"]).is_err());
+    }
+}

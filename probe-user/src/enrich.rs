@@ -1,0 +1,269 @@
+//! Typed kernel records to contract events: wall-clock time, interface
+//! names, per-flow retransmit counts, TLS reassembly and SNI.
+//!
+//! Pure apart from what it is given: the clock offset and an interface-name
+//! lookup are passed in, so recorded records replay the same way.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+};
+
+use chrono::{DateTime, Utc};
+use probe_common::{AF_INET, ArpRecord, NeighRecord, RetransmitRecord, TlsRecord, arp_op, direction, tls_part};
+
+use crate::{
+    decode::Record,
+    event::{self, Arp, Event, EventBody, Neighbour, Retransmit, TlsClientHello, TlsServerHello},
+    names,
+    tls::{FlowId, Handshake, Reassembler, Segment},
+};
+
+/// Maps kernel CLOCK_MONOTONIC nanoseconds to wall-clock time.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    /// realtime - monotonic, in nanoseconds, measured once at start.
+    offset_ns: i128,
+}
+
+impl Clock {
+    pub fn new(offset_ns: i128) -> Self {
+        Self { offset_ns }
+    }
+
+    /// Reads both clocks now.
+    pub fn system() -> Self {
+        let read = |id| {
+            let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            // SAFETY: valid clock id and out pointer.
+            unsafe { libc::clock_gettime(id, &mut ts) };
+            i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+        };
+        Self::new(read(libc::CLOCK_REALTIME) - read(libc::CLOCK_MONOTONIC))
+    }
+
+    pub fn wall(&self, mono_ns: u64) -> DateTime<Utc> {
+        let ns = i128::from(mono_ns) + self.offset_ns;
+        DateTime::from_timestamp_nanos(ns.clamp(0, i128::from(i64::MAX)) as i64)
+    }
+}
+
+/// Interface index to name, in the namespace the classifier is attached in.
+pub trait IfaceNames {
+    fn name(&self, ifindex: u32) -> String;
+}
+
+impl IfaceNames for HashMap<u32, String> {
+    fn name(&self, ifindex: u32) -> String {
+        self.get(&ifindex).cloned().unwrap_or_else(|| format!("if{ifindex}"))
+    }
+}
+
+/// Retransmits per flow, bounded: the oldest flow is forgotten first.
+struct FlowCounts {
+    counts: HashMap<(SocketAddr, SocketAddr), u64>,
+    order: VecDeque<(SocketAddr, SocketAddr)>,
+    cap: usize,
+    evicted: u64,
+}
+
+impl FlowCounts {
+    fn new(cap: usize) -> Self {
+        Self {
+            counts: HashMap::new(),
+            order: VecDeque::new(),
+            cap,
+            evicted: 0,
+        }
+    }
+
+    fn bump(&mut self, flow: (SocketAddr, SocketAddr)) -> u64 {
+        if !self.counts.contains_key(&flow) {
+            while self.counts.len() >= self.cap {
+                let Some(old) = self.order.pop_front() else { break };
+                self.counts.remove(&old);
+                self.evicted += 1;
+            }
+            self.order.push_back(flow);
+        }
+        let count = self.counts.entry(flow).or_insert(0);
+        *count += 1;
+        *count
+    }
+}
+
+pub struct Enricher {
+    clock: Clock,
+    /// Namespace the TC hooks are in: TC events are attributed to it.
+    tc_netns: Option<u32>,
+    retransmits: FlowCounts,
+    tls: Reassembler,
+}
+
+pub fn socket_addr(family: u8, addr: &[u8; 16], port: u16) -> SocketAddr {
+    SocketAddr::new(ip_addr(family, addr), port)
+}
+
+pub fn ip_addr(family: u8, addr: &[u8; 16]) -> IpAddr {
+    if family == AF_INET {
+        IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(*addr))
+    }
+}
+
+fn direction_name(d: u8) -> String {
+    if d == direction::EGRESS { "egress" } else { "ingress" }.to_string()
+}
+
+/// NUL-padded kernel string to `String`.
+fn c_str(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+fn mac_or_none(mac: &[u8], len: u8) -> Option<String> {
+    let len = usize::from(len).min(mac.len());
+    if len == 0 || mac[..len].iter().all(|&b| b == 0) {
+        return None;
+    }
+    Some(event::format_mac(&mac[..len]))
+}
+
+impl Enricher {
+    pub fn new(clock: Clock, tc_netns: Option<u32>) -> Self {
+        Self {
+            clock,
+            tc_netns,
+            retransmits: FlowCounts::new(100_000),
+            tls: Reassembler::default(),
+        }
+    }
+
+    pub fn tls_counters(&self) -> crate::tls::TlsCounters {
+        self.tls.counters()
+    }
+
+    pub fn flows_evicted(&self) -> u64 {
+        self.retransmits.evicted
+    }
+
+    /// Drops TLS reassembly state older than the reassembler's limit.
+    pub fn expire(&mut self, now_mono_ns: u64) {
+        self.tls.expire(now_mono_ns);
+    }
+
+    /// The event a record stands for; `None` while a TLS hello is still
+    /// being reassembled, or for handshake bytes that are not a hello.
+    pub fn event(&mut self, record: &Record, ifaces: &impl IfaceNames) -> Option<Event> {
+        let ts = record.header().ts_ns;
+        let (body, netns) = match record {
+            Record::Retransmit(r) => (self.retransmit(r), (r.netns != 0).then_some(r.netns)),
+            Record::Neighbour(r) => (neighbour(r), None),
+            Record::Arp(r) => (arp(r, ifaces), self.tc_netns),
+            Record::Tls(r) => (self.tls(r, ifaces)?, self.tc_netns),
+        };
+        Some(Event {
+            body,
+            time: self.clock.wall(ts),
+            netns,
+        })
+    }
+
+    fn retransmit(&mut self, r: &RetransmitRecord) -> EventBody {
+        let src = socket_addr(r.family, &r.saddr, r.sport);
+        let dst = socket_addr(r.family, &r.daddr, r.dport);
+        let has_seq = r.has_seq != 0;
+        EventBody::Retransmit(Retransmit {
+            src,
+            dst,
+            state: names::tcp_state(r.state).to_string(),
+            count: self.retransmits.bump((src, dst)),
+            snd_una: has_seq.then_some(r.snd_una),
+            snd_nxt: has_seq.then_some(r.snd_nxt),
+        })
+    }
+
+    fn tls(&mut self, r: &TlsRecord, ifaces: &impl IfaceNames) -> Option<EventBody> {
+        let src = socket_addr(r.family, &r.saddr, r.sport);
+        let dst = socket_addr(r.family, &r.daddr, r.dport);
+        let captured = usize::from(r.captured).min(r.payload.len());
+        let segment = Segment {
+            flow: FlowId { src, dst },
+            seq: r.seq,
+            start: r.part == tls_part::START,
+            payload: &r.payload[..captured],
+            payload_len: r.payload_len,
+        };
+        let iface = ifaces.name(r.ifindex);
+        let src_mac = event::format_mac(&r.src_mac);
+        let dst_mac = event::format_mac(&r.dst_mac);
+        let direction = direction_name(r.direction);
+        Some(match self.tls.push(segment, r.header.ts_ns)? {
+            Handshake::ClientHello {
+                record_version,
+                version,
+                sni,
+                segments,
+            } => EventBody::TlsClientHello(TlsClientHello {
+                src,
+                dst,
+                iface,
+                src_mac,
+                dst_mac,
+                sni,
+                record_version: event::format_version(record_version),
+                handshake_version: event::format_version(version),
+                segments,
+                direction,
+            }),
+            Handshake::ServerHello {
+                record_version,
+                version,
+                selected_version,
+            } => EventBody::TlsServerHello(TlsServerHello {
+                src,
+                dst,
+                iface,
+                src_mac,
+                dst_mac,
+                record_version: event::format_version(record_version),
+                handshake_version: event::format_version(selected_version.unwrap_or(version)),
+                direction,
+            }),
+        })
+    }
+}
+
+fn neighbour(r: &NeighRecord) -> EventBody {
+    EventBody::Neighbour(Neighbour {
+        ip: ip_addr(r.family, &r.ip),
+        dev: c_str(&r.dev),
+        old_mac: mac_or_none(&r.old_mac, r.lladdr_len),
+        new_mac: mac_or_none(&r.new_mac, r.lladdr_len),
+        old_state: names::nud_state(r.old_state),
+        new_state: names::nud_state(r.new_state),
+        update_flags: names::update_flags(r.update_flags),
+        pid: r.pid,
+    })
+}
+
+fn arp(r: &ArpRecord, ifaces: &impl IfaceNames) -> EventBody {
+    let op = match (r.op, r.flags) {
+        (arp_op::NEIGHBOUR_ADVERT, _) => "neighbour_advert",
+        // Sender IP == target IP: an announcement, whether sent as request or reply.
+        (_, 1) => "gratuitous",
+        (arp_op::REPLY, _) => "reply",
+        _ => "request",
+    };
+    EventBody::Arp(Arp {
+        iface: ifaces.name(r.ifindex),
+        op: op.to_string(),
+        sender_ip: ip_addr(r.family, &r.sender_ip),
+        sender_mac: event::format_mac(&r.sender_mac),
+        target_ip: ip_addr(r.family, &r.target_ip),
+        eth_src: event::format_mac(&r.eth_src),
+        eth_dst: event::format_mac(&r.eth_dst),
+        direction: direction_name(r.direction),
+    })
+}

@@ -1,0 +1,24 @@
+//! netprobe's userspace: loader, decoder, correlator and sinks.
+//!
+//! One event's path: `probes` loads the eBPF object and attaches it (`links`
+//! says to which interfaces), `trace` reads the ring buffer, `pipeline`
+//! runs each record through `decode` (bytes to kernel records) and `enrich`
+//! (kernel records to [`event::Event`]s, with `tls` for the handshake bytes),
+//! and `output` writes them as text or JSON lines.
+
+pub mod btf_offsets;
+pub mod cli;
+pub mod decode;
+pub mod doctor;
+pub mod enrich;
+pub mod event;
+pub mod links;
+pub mod names;
+pub mod netns;
+pub mod output;
+pub mod pipeline;
+pub mod privileges;
+pub mod probes;
+pub mod tls;
+pub mod trace;
+pub mod tracefs;

@@ -1,0 +1,85 @@
+//! The `netprobe` binary: parse, prepare the process (namespace, tracefs),
+//! start the runtime, dispatch. Errors end as one line on stderr.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use probe_user::{
+    cli::{Cli, Command},
+    doctor, netns, privileges, trace, tracefs,
+};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            eprintln!("netprobe: {}", first.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format(|buf, record| {
+            use std::io::Write as _;
+            writeln!(buf, "netprobe: {}: {}", record.level().as_str().to_lowercase(), record.args())
+        })
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("netprobe: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Namespace and mount changes happen here, while the process has one
+/// thread: setns and unshare apply to the caller, and runtime threads
+/// inherit them.
+fn prepare(netns_spec: Option<&str>) -> anyhow::Result<()> {
+    if let Some(msg) = privileges::check() {
+        anyhow::bail!("{msg}");
+    }
+    if let Some(spec) = netns_spec {
+        netns::enter(spec)?;
+    }
+    if !tracefs::mounted() {
+        tracefs::mount_private()?;
+    }
+    Ok(())
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Trace(args) => {
+            prepare(args.netns.as_deref())?;
+            tracefs::check_all()?;
+            let tc_netns = netns::current_inode();
+            runtime()?.block_on(trace::run(args, tc_netns))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Doctor(args) => {
+            if let Some(spec) = args.netns.as_deref() {
+                netns::enter(spec)?;
+            }
+            if !tracefs::mounted() && privileges::check().is_none() {
+                let _ = tracefs::mount_private();
+            }
+            let checks = doctor::run();
+            let width = checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
+            for c in &checks {
+                println!("{} {:width$}  {}", if c.ok { "ok  " } else { "FAIL" }, c.name, c.detail);
+            }
+            Ok(if checks.iter().all(|c| c.ok) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! Raw ring-buffer bytes in, contract events out: decode, de-duplicate,
+//! enrich. Counts everything it skips, so nothing disappears silently.
+
+use std::collections::HashMap;
+
+use crate::{
+    decode::{self, Record},
+    enrich::{Enricher, IfaceNames, socket_addr},
+    event::Event,
+};
+
+/// A segment seen again within this window on another hook (the same packet
+/// crossing lo twice, or a bridge port and then the bridge) is a duplicate.
+const DUP_WINDOW_NS: u64 = 1_000_000_000;
+const DUP_MAX: usize = 8192;
+
+pub struct Pipeline {
+    enricher: Enricher,
+    /// TLS segments recently seen: (src, dst, seq, part) -> time.
+    recent: HashMap<(std::net::SocketAddr, std::net::SocketAddr, u32, u8), u64>,
+    pub records: u64,
+    pub malformed: u64,
+    pub duplicates: u64,
+}
+
+impl Pipeline {
+    pub fn new(enricher: Enricher) -> Self {
+        Self {
+            enricher,
+            recent: HashMap::new(),
+            records: 0,
+            malformed: 0,
+            duplicates: 0,
+        }
+    }
+
+    pub fn enricher(&self) -> &Enricher {
+        &self.enricher
+    }
+
+    pub fn feed(&mut self, bytes: &[u8], ifaces: &impl IfaceNames) -> Option<Event> {
+        let record = match decode::decode(bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                self.malformed += 1;
+                log::debug!("skipped record: {e}");
+                return None;
+            }
+        };
+        self.records += 1;
+        if let Record::Tls(t) = &record
+            && self.is_duplicate(
+                (socket_addr(t.family, &t.saddr, t.sport), socket_addr(t.family, &t.daddr, t.dport), t.seq, t.part),
+                t.header.ts_ns,
+            )
+        {
+            self.duplicates += 1;
+            return None;
+        }
+        self.enricher.event(&record, ifaces)
+    }
+
+    fn is_duplicate(&mut self, key: (std::net::SocketAddr, std::net::SocketAddr, u32, u8), now: u64) -> bool {
+        if self.recent.len() >= DUP_MAX {
+            self.recent.retain(|_, t| now.saturating_sub(*t) < DUP_WINDOW_NS);
+            if self.recent.len() >= DUP_MAX {
+                self.recent.clear();
+            }
+        }
+        match self.recent.insert(key, now) {
+            Some(prev) => now.saturating_sub(prev) < DUP_WINDOW_NS,
+            None => false,
+        }
+    }
+
+    pub fn expire(&mut self, now_mono_ns: u64) {
+        self.enricher.expire(now_mono_ns);
+    }
+}

@@ -1,0 +1,71 @@
+//! Effective capabilities, read from /proc/self/status, so a missing one is
+//! named before the kernel answers a bare EPERM.
+
+pub const CAP_NET_ADMIN: u32 = 12;
+pub const CAP_SYS_ADMIN: u32 = 21;
+pub const CAP_PERFMON: u32 = 38;
+pub const CAP_BPF: u32 = 39;
+
+/// What netprobe needs, and why.
+pub const REQUIRED: &[(u32, &str, &str)] = &[
+    (CAP_BPF, "CAP_BPF", "load eBPF programs and create maps"),
+    (CAP_PERFMON, "CAP_PERFMON", "attach tracepoints and read kernel memory (socket namespace)"),
+    (CAP_NET_ADMIN, "CAP_NET_ADMIN", "attach TC programs and query neighbours/conntrack"),
+];
+
+/// Parses the `CapEff:` hex mask out of a /proc/PID/status text.
+pub fn effective_from_status(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+}
+
+pub fn effective() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| effective_from_status(&s))
+        .unwrap_or(0)
+}
+
+/// Names of required capabilities missing from `mask`, with the reason.
+/// CAP_SYS_ADMIN covers CAP_BPF and CAP_PERFMON (pre-5.8 semantics still honoured).
+pub fn missing(mask: u64) -> Vec<(&'static str, &'static str)> {
+    let has = |cap: u32| mask & (1u64 << cap) != 0;
+    REQUIRED
+        .iter()
+        .filter(|(cap, _, _)| !(has(*cap) || (*cap != CAP_NET_ADMIN && has(CAP_SYS_ADMIN))))
+        .map(|(_, name, why)| (*name, *why))
+        .collect()
+}
+
+/// One line for stderr, or None when everything is there.
+pub fn check() -> Option<String> {
+    let missing = missing(effective());
+    if missing.is_empty() {
+        return None;
+    }
+    let names: Vec<_> = missing.iter().map(|(n, _)| *n).collect();
+    Some(format!(
+        "missing capabilities {} (run as root, or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN)",
+        names.join(", ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_capeff_and_names_missing() {
+        let status = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\n";
+        let mask = effective_from_status(status).unwrap();
+        assert!(missing(mask).is_empty());
+        assert_eq!(missing(0).len(), 3);
+        let only_net_admin = 1u64 << CAP_NET_ADMIN;
+        let names: Vec<_> = missing(only_net_admin).iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, ["CAP_BPF", "CAP_PERFMON"]);
+        let sys_admin_and_net = (1u64 << CAP_SYS_ADMIN) | only_net_admin;
+        assert!(missing(sys_admin_and_net).is_empty());
+    }
+}

@@ -1,0 +1,173 @@
+//! Loading the eBPF object and attaching its programs: tracepoints once, the
+//! TC classifier per interface (tcx; netlink clsact where tcx is missing).
+//! Dropping `Probes` detaches everything; tcx and perf links also vanish
+//! when the process dies, even on SIGKILL.
+
+use std::collections::HashMap;
+
+use anyhow::{Context as _, anyhow};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::{SchedClassifier, TcAttachType, TracePoint, tc},
+};
+use log::debug;
+use probe_common::{KernelOffsets, kind};
+
+use crate::tracefs;
+
+/// The compiled eBPF object, built by build.rs.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe"));
+
+pub const TRACEPOINTS: &[(&str, &str, &str)] = &[
+    ("tcp_retransmit", "tcp", "tcp_retransmit_skb"),
+    ("neigh_update", "neigh", "neigh_update"),
+];
+pub const CLASSIFIERS: &[(&str, TcAttachType)] = &[("tc_ingress", TcAttachType::Ingress), ("tc_egress", TcAttachType::Egress)];
+
+pub struct LoadOptions {
+    pub ring_bytes: u32,
+    pub offsets: KernelOffsets,
+    pub ports: Vec<u16>,
+}
+
+/// How the classifier was attached to an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    Tcx,
+    Clsact,
+}
+
+pub struct Probes {
+    ebpf: Ebpf,
+    /// ifindex -> (name, links of the ingress and egress programs).
+    attached: HashMap<u32, (String, Vec<(&'static str, tc::SchedClassifierLinkId)>)>,
+}
+
+impl Probes {
+    pub fn load(opts: &LoadOptions) -> anyhow::Result<Self> {
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("EVENTS", opts.ring_bytes)
+            .override_global("KERNEL_OFFSETS", &opts.offsets, true)
+            .load(OBJECT)
+            .map_err(|e| anyhow!("loading the eBPF object: {e}"))?;
+        let mut ports: BpfHashMap<_, u16, u8> =
+            BpfHashMap::try_from(ebpf.map_mut("PORTS").context("map PORTS missing")?)?;
+        for port in &opts.ports {
+            ports.insert(port, 1, 0).with_context(|| format!("watching port {port}"))?;
+        }
+        for (prog, category, name) in TRACEPOINTS {
+            let tp: &mut TracePoint = ebpf
+                .program_mut(prog)
+                .with_context(|| format!("program {prog} missing"))?
+                .try_into()?;
+            tp.load().map_err(|e| anyhow!("loading {prog} (verifier): {e}"))?;
+            tp.attach(category, name)
+                .map_err(|e| anyhow!("attaching tracepoint {category}/{name}: {e}"))?;
+            debug!("attached {category}/{name}");
+        }
+        for (prog, _) in CLASSIFIERS {
+            let cls: &mut SchedClassifier = ebpf
+                .program_mut(prog)
+                .with_context(|| format!("program {prog} missing"))?
+                .try_into()?;
+            cls.load().map_err(|e| anyhow!("loading {prog} (verifier): {e}"))?;
+        }
+        Ok(Self {
+            ebpf,
+            attached: HashMap::new(),
+        })
+    }
+
+    pub fn ring_buffer(&mut self) -> anyhow::Result<RingBuf<MapData>> {
+        let map = self.ebpf.take_map("EVENTS").context("map EVENTS missing")?;
+        Ok(RingBuf::try_from(map)?)
+    }
+
+    /// Records lost to a full ring buffer since load, by kind (summed over CPUs).
+    pub fn lost(&self) -> anyhow::Result<[u64; kind::COUNT as usize]> {
+        let map: PerCpuArray<_, u64> = PerCpuArray::try_from(self.ebpf.map("LOST").context("map LOST missing")?)?;
+        let mut out = [0u64; kind::COUNT as usize];
+        for (k, slot) in out.iter_mut().enumerate() {
+            *slot = map.get(&(k as u32), 0)?.iter().sum();
+        }
+        Ok(out)
+    }
+
+    pub fn is_attached(&self, ifindex: u32) -> bool {
+        self.attached.contains_key(&ifindex)
+    }
+
+    pub fn attached_count(&self) -> usize {
+        self.attached.len()
+    }
+
+    /// Attaches both directions; on failure nothing stays attached to `name`.
+    pub fn attach(&mut self, ifindex: u32, name: &str) -> anyhow::Result<AttachMode> {
+        let mut links = Vec::new();
+        let mut mode = AttachMode::Tcx;
+        for (prog, attach_type) in CLASSIFIERS {
+            let cls: &mut SchedClassifier = self.ebpf.program_mut(prog).context("classifier missing")?.try_into()?;
+            let link = match cls.attach(name, *attach_type) {
+                Ok(link) => Ok(link),
+                // Kernels without tcx: fall back to a clsact qdisc and a netlink filter.
+                Err(e) if !tcx_supported() => {
+                    debug!("tcx attach to {name} failed ({e}); trying clsact");
+                    mode = AttachMode::Clsact;
+                    let _ = tc::qdisc_add_clsact(name);
+                    cls.attach_with_options(name, *attach_type, tc::TcAttachOptions::Netlink(tc::NlOptions::default()))
+                }
+                Err(e) => Err(e),
+            };
+            match link {
+                Ok(link) => links.push((*prog, link)),
+                Err(e) => {
+                    self.detach_links(links);
+                    return Err(anyhow!("attaching {prog} to {name}: {e}"));
+                }
+            }
+        }
+        self.attached.insert(ifindex, (name.to_string(), links));
+        Ok(mode)
+    }
+
+    /// Forgets an interface; detaching fails harmlessly when it is gone.
+    pub fn detach(&mut self, ifindex: u32) -> Option<String> {
+        let (name, links) = self.attached.remove(&ifindex)?;
+        self.detach_links(links);
+        Some(name)
+    }
+
+    fn detach_links(&mut self, links: Vec<(&'static str, tc::SchedClassifierLinkId)>) {
+        for (prog, link) in links {
+            if let Some(Ok(cls)) = self.ebpf.program_mut(prog).map(<&mut SchedClassifier>::try_from) {
+                let _ = cls.detach(link);
+            }
+        }
+    }
+
+    pub fn detach_all(&mut self) {
+        let all: Vec<u32> = self.attached.keys().copied().collect();
+        for ifindex in all {
+            self.detach(ifindex);
+        }
+    }
+}
+
+/// tcx needs Linux 6.6.
+pub fn tcx_supported() -> bool {
+    aya::util::KernelVersion::current()
+        .map(|v| v >= aya::util::KernelVersion::new(6, 6, 0))
+        .unwrap_or(false)
+}
+
+impl Drop for Probes {
+    fn drop(&mut self) {
+        self.detach_all();
+    }
+}
+
+/// The tracepoints exist and match the record layout the programs expect.
+pub fn check_tracepoints() -> anyhow::Result<()> {
+    tracefs::check_all()
+}

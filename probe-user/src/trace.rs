@@ -1,0 +1,223 @@
+//! `netprobe trace`: attach, stream events until Ctrl-C/SIGTERM, detach.
+
+use std::{collections::HashMap, time::Duration};
+
+use anyhow::{Context as _, bail};
+use aya::maps::{MapData, RingBuf};
+use log::{info, warn};
+use probe_common::kind;
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
+};
+
+use crate::{
+    btf_offsets,
+    cli::TraceArgs,
+    enrich::{Clock, Enricher},
+    event::{Event, EventBody, Stats},
+    links::{self, Link, LinkChange},
+    output::{self, Format, Sink},
+    pipeline::Pipeline,
+    probes::{LoadOptions, Probes},
+};
+
+/// Written on stderr once every probe is attached; tests wait for it.
+pub const READY: &str = "netprobe: ready";
+
+/// Interfaces to attach to at start: the named ones (each must exist), or
+/// every Ethernet-framed interface that is up.
+pub fn select_targets(wanted: &[String], links: &[Link]) -> anyhow::Result<Vec<Link>> {
+    if wanted.is_empty() {
+        return Ok(links.iter().filter(|l| l.up && l.ethernet).cloned().collect());
+    }
+    wanted
+        .iter()
+        .map(|name| {
+            links
+                .iter()
+                .find(|l| &l.name == name)
+                .cloned()
+                .with_context(|| format!("unknown interface {name}"))
+        })
+        .collect()
+}
+
+const KIND_NAMES: [&str; kind::COUNT as usize] = ["none", "retransmit", "neighbour", "tls", "arp"];
+
+struct Tracer {
+    probes: Probes,
+    pipeline: Pipeline,
+    names: HashMap<u32, String>,
+    sink: Sink,
+}
+
+impl Tracer {
+    fn stats(&self, last: bool) -> Event {
+        let lost = self.probes.lost().unwrap_or_default();
+        let tls = self.pipeline.enricher().tls_counters();
+        Event {
+            time: chrono::Utc::now(),
+            netns: None,
+            body: EventBody::Stats(Stats {
+                events: self.pipeline.records,
+                lost: lost.iter().sum(),
+                lost_by_type: lost
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(k, n)| (KIND_NAMES[k].to_string(), *n))
+                    .collect(),
+                malformed: self.pipeline.malformed,
+                tls_incomplete: tls.incomplete + tls.malformed,
+                interfaces: self.probes.attached_count() as u32,
+                r#final: last,
+            }),
+        }
+    }
+
+    /// Reads every record available now. Err means stdout is gone.
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> std::io::Result<()> {
+        while let Some(item) = ring.next() {
+            if let Some(event) = self.pipeline.feed(&item, &self.names) {
+                self.sink.emit(&event)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn on_link(&mut self, change: LinkChange) {
+        match change {
+            LinkChange::New(link) => {
+                self.names.insert(link.index, link.name.clone());
+                if link.up && link.ethernet && !self.probes.is_attached(link.index) {
+                    match self.probes.attach(link.index, &link.name) {
+                        Ok(_) => info!("attached to new interface {}", link.name),
+                        // It may already be gone again (pod veths are short-lived).
+                        Err(e) => warn!("interface {}: {e:#}", link.name),
+                    }
+                } else if !link.up && self.probes.detach(link.index).is_some() {
+                    info!("interface {} went down", link.name);
+                }
+            }
+            LinkChange::Gone(index) => {
+                if let Some(name) = self.probes.detach(index) {
+                    info!("interface {name} vanished");
+                }
+                self.names.remove(&index);
+            }
+        }
+    }
+}
+
+pub async fn run(args: TraceArgs, tc_netns: Option<u32>) -> anyhow::Result<()> {
+    let all_links = links::list().await.context("listing interfaces")?;
+    let targets = select_targets(&args.ifaces, &all_links)?;
+    let offsets = btf_offsets::from_vmlinux().unwrap_or_else(|e| {
+        warn!("socket namespace and sequence numbers unavailable: {e}");
+        Default::default()
+    });
+    let ports = args.ports();
+    let mut probes = Probes::load(&LoadOptions {
+        ring_bytes: args.ring_kib * 1024,
+        offsets,
+        ports: ports.clone(),
+    })?;
+    let explicit = !args.ifaces.is_empty();
+    for link in &targets {
+        match probes.attach(link.index, &link.name) {
+            Ok(mode) => info!("attached to {} ({mode:?})", link.name),
+            Err(e) if explicit => return Err(e),
+            Err(e) => warn!("skipping {}: {e:#}", link.name),
+        }
+    }
+    if explicit && probes.attached_count() == 0 {
+        bail!("no interface could be attached");
+    }
+    let ring = probes.ring_buffer()?;
+    // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd lives.
+    let mut ring = unsafe { AsyncFd::register(ring) }
+        .map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
+    let mut watch = if explicit { None } else { Some(links::watch().context("watching interfaces")?) };
+
+    let mut tracer = Tracer {
+        names: all_links.iter().map(|l| (l.index, l.name.clone())).collect(),
+        probes,
+        pipeline: Pipeline::new(Enricher::new(Clock::system(), tc_netns)),
+        sink: Sink::stdout(if args.json { Format::Json } else { Format::Text }),
+    };
+    let port_list: Vec<String> = ports.iter().map(u16::to_string).collect();
+    eprintln!(
+        "{READY}: {} interface(s), TLS ports {}, tracepoints tcp_retransmit_skb and neigh_update; Ctrl-C to stop",
+        tracer.probes.attached_count(),
+        port_list.join(",")
+    );
+
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut stats_tick = tokio::time::interval(args.stats_interval);
+    stats_tick.tick().await;
+    let mut expire_tick = tokio::time::interval(Duration::from_secs(1));
+    let result: std::io::Result<()> = loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                if let Err(e) = tracer.drain(guard.get_inner_mut()) { break Err(e); }
+                guard.clear_ready();
+            }
+            change = async { watch.as_mut().unwrap().1.recv().await }, if watch.is_some() => {
+                match change {
+                    Some(change) => tracer.on_link(change),
+                    None => { warn!("interface watch ended"); watch = None; }
+                }
+            }
+            _ = stats_tick.tick() => {
+                let stats = tracer.stats(false);
+                if let Err(e) = tracer.sink.emit(&stats) { break Err(e); }
+            }
+            _ = expire_tick.tick() => tracer.pipeline.expire(monotonic_ns()),
+            _ = sigint.recv() => break Ok(()),
+            _ = sigterm.recv() => break Ok(()),
+        }
+    };
+    if let Some((task, _)) = watch {
+        task.abort();
+    }
+    match result {
+        Err(e) if output::is_broken_pipe(&e) => {}
+        Err(e) => return Err(e).context("writing output"),
+        Ok(()) => {
+            let _ = tracer.drain(ring.get_mut());
+            let stats = tracer.stats(true);
+            let _ = tracer.sink.emit(&stats);
+        }
+    }
+    tracer.probes.detach_all();
+    Ok(())
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid clock id and out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(index: u32, name: &str, up: bool, ethernet: bool) -> Link {
+        Link { index, name: name.into(), up, ethernet }
+    }
+
+    #[test]
+    fn targets() {
+        let links = [link(1, "lo", true, true), link(2, "eth0", true, true), link(3, "eth1", false, true), link(4, "wg0", true, false)];
+        let names = |v: Vec<Link>| v.into_iter().map(|l| l.name).collect::<Vec<_>>();
+        assert_eq!(names(select_targets(&[], &links).unwrap()), ["lo", "eth0"]);
+        assert_eq!(names(select_targets(&["eth1".into()], &links).unwrap()), ["eth1"]);
+        let err = select_targets(&["nope0".into()], &links).unwrap_err().to_string();
+        assert_eq!(err, "unknown interface nope0");
+    }
+}

@@ -1,0 +1,137 @@
+//! tracefs: where the tracepoints live, and a check that their record layout
+//! is the one the eBPF programs were written against.
+
+use std::{fs, path::Path};
+
+use anyhow::{Context as _, bail};
+
+pub const ROOT: &str = "/sys/kernel/tracing";
+
+/// (tracepoint, fields the programs read as (name, offset, size)).
+pub const EXPECTED: &[(&str, &[(&str, u32, u32)])] = &[
+    (
+        "tcp/tcp_retransmit_skb",
+        &[
+            ("skaddr", 16, 8),
+            ("state", 24, 4),
+            ("sport", 28, 2),
+            ("dport", 30, 2),
+            ("family", 32, 2),
+            ("saddr", 34, 4),
+            ("daddr", 38, 4),
+            ("saddr_v6", 42, 16),
+            ("daddr_v6", 58, 16),
+        ],
+    ),
+    (
+        "neigh/neigh_update",
+        &[
+            ("family", 8, 4),
+            ("dev", 12, 4),
+            ("lladdr", 16, 32),
+            ("lladdr_len", 48, 1),
+            ("flags", 49, 1),
+            ("nud_state", 50, 1),
+            ("dead", 52, 1),
+            ("primary_key4", 60, 4),
+            ("primary_key6", 64, 16),
+            ("new_lladdr", 104, 32),
+            ("new_state", 136, 1),
+            ("update_flags", 140, 4),
+            ("pid", 144, 4),
+        ],
+    ),
+];
+
+/// Is tracefs mounted where the kernel's tracepoints can be found?
+pub fn mounted() -> bool {
+    Path::new(ROOT).join("events").is_dir()
+}
+
+/// Mounts tracefs in a private mount namespace of this process, so the host's
+/// mounts stay as they were. Must run while the process is single-threaded.
+pub fn mount_private() -> anyhow::Result<()> {
+    // SAFETY: plain syscalls with valid, NUL-terminated arguments.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            bail!("tracefs is not mounted and a private mount namespace could not be made: {}", std::io::Error::last_os_error());
+        }
+        let root = c"/";
+        if libc::mount(std::ptr::null(), root.as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) != 0 {
+            bail!("making mounts private: {}", std::io::Error::last_os_error());
+        }
+        let (src, dst, fstype) = (c"tracefs", c"/sys/kernel/tracing", c"tracefs");
+        if libc::mount(src.as_ptr(), dst.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) != 0 {
+            bail!("mount -t tracefs tracefs {ROOT}: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Field (name, offset, size) triples of a tracepoint's `format` file.
+pub fn parse_format(text: &str) -> Vec<(String, u32, u32)> {
+    text.lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            let decl = line.strip_prefix("field:")?.split(';').next()?;
+            let name = decl.split_whitespace().last()?;
+            let name = name.split('[').next()?.to_string();
+            let num = |key: &str| -> Option<u32> {
+                line.split(';')
+                    .find_map(|p| p.trim().strip_prefix(key))
+                    .and_then(|v| v.trim().parse().ok())
+            };
+            Some((name, num("offset:")?, num("size:")?))
+        })
+        .collect()
+}
+
+/// Errors out, naming the field, if the kernel's layout differs from ours.
+pub fn check_layout(tracepoint: &str, format: &str, expected: &[(&str, u32, u32)]) -> anyhow::Result<()> {
+    let fields = parse_format(format);
+    for (name, off, size) in expected {
+        match fields.iter().find(|(n, _, _)| n == name) {
+            Some((_, o, s)) if o == off && s == size => {}
+            Some((_, o, s)) => bail!(
+                "tracepoint {tracepoint}: field {name} is at offset {o} size {s} on this kernel, netprobe expects {off}/{size}"
+            ),
+            None => bail!("tracepoint {tracepoint}: this kernel has no field {name}"),
+        }
+    }
+    Ok(())
+}
+
+/// Checks every tracepoint netprobe uses exists and has the expected layout.
+pub fn check_all() -> anyhow::Result<()> {
+    for (tp, fields) in EXPECTED {
+        let path = Path::new(ROOT).join("events").join(tp).join("format");
+        let text = fs::read_to_string(&path).with_context(|| format!("tracepoint {tp} is missing ({} unreadable)", path.display()))?;
+        check_layout(tp, &text, fields)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "name: tcp_retransmit_skb\nID: 2281\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\n\tfield:const void * skaddr;\toffset:16;\tsize:8;\tsigned:0;\n\tfield:__u8 saddr[4];\toffset:34;\tsize:4;\tsigned:0;\n\tfield:__data_loc char[] dev;\toffset:12;\tsize:4;\tsigned:0;\n";
+
+    #[test]
+    fn parses_fields() {
+        let f = parse_format(SAMPLE);
+        assert!(f.contains(&("skaddr".to_string(), 16, 8)));
+        assert!(f.contains(&("saddr".to_string(), 34, 4)));
+        assert!(f.contains(&("dev".to_string(), 12, 4)));
+        assert!(f.contains(&("common_type".to_string(), 0, 2)));
+    }
+
+    #[test]
+    fn layout_mismatch_names_the_field() {
+        assert!(check_layout("tp", SAMPLE, &[("skaddr", 16, 8)]).is_ok());
+        let err = check_layout("tp", SAMPLE, &[("skaddr", 24, 8)]).unwrap_err().to_string();
+        assert!(err.contains("skaddr") && err.contains("24"), "{err}");
+        let err = check_layout("tp", SAMPLE, &[("nope", 1, 1)]).unwrap_err().to_string();
+        assert!(err.contains("no field nope"), "{err}");
+    }
+}
