@@ -1,0 +1,53 @@
+//! Lab harness for netprobe's privileged integration tests.
+//!
+//! Tests build small networks out of network namespaces (never touching the
+//! root namespace's addresses or routes), run real peers in them (openssl,
+//! curl, python3 sockets, tcpdump) and the real netprobe binary next to them.
+//! Everything is bounded in time and removed on drop, also when a test
+//! panics. Must run as root; run lab tests with `--test-threads=1` when
+//! netprobe is involved (its tracepoints see every namespace).
+//!
+//! Modules, one job each:
+//! - [`cmd`]: run a command to completion, bounded, failing loudly.
+//! - [`background`]: a long-running child, output collected, killed on drop.
+//! - [`netns`]: one namespace ([`Netns`]).
+//! - [`subnet`]: a per-lab address block, unique across live labs.
+//! - [`lab`]: topologies ([`Lab`], bridge segments, veth pairs).
+//! - [`l2`]: VIPs, neighbour entries, gratuitous ARP, ping ([`Host`] methods).
+//! - [`nft`]: silent drops and random loss.
+//! - [`peers`]: TLS server/clients, black hole, raw sender, echo pair.
+//! - [`tls_bytes`]: a real ClientHello and broken variants.
+//! - [`capture`]: tcpdump as ground truth.
+//! - [`netprobe`]: the binary under test.
+//! - [`cleanup`]: nothing-left-behind checks.
+
+pub mod background;
+pub mod capture;
+pub mod cleanup;
+pub mod cmd;
+pub mod icmp;
+pub mod l2;
+pub mod lab;
+pub mod netns;
+pub mod netprobe;
+pub mod nft;
+pub mod peers;
+pub mod py;
+pub mod subnet;
+pub mod tls_bytes;
+pub mod tmp;
+pub mod wait;
+
+pub use background::{Background, Stream};
+pub use capture::Sniffer;
+pub use l2::{Neighbour, Nud};
+pub use lab::{Host, Lab, Segment};
+pub use netns::Netns;
+pub use netprobe::{Netprobe, Stopped};
+pub use wait::poll_until;
+
+/// True when running as root (lab tests need it).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
