@@ -14,8 +14,10 @@ pub mod kind {
     pub const NEIGHBOUR: u16 = 2;
     pub const TLS: u16 = 3;
     pub const ARP: u16 = 4;
+    /// A RST received on a socket (`tcp/tcp_receive_reset`), as a [`super::TcpRecord`].
+    pub const RESET: u16 = 5;
     /// One past the highest kind: sizes the per-kind loss counters.
-    pub const COUNT: u32 = 5;
+    pub const COUNT: u32 = 6;
 }
 
 /// Packet direction on a TC hook.
@@ -72,10 +74,11 @@ impl RecordHeader {
     }
 }
 
-/// From `tcp/tcp_retransmit_skb`, enriched through the socket pointer.
+/// A TCP socket event: `tcp/tcp_retransmit_skb` (kind RETRANSMIT, enriched
+/// through the socket pointer) or `tcp/tcp_receive_reset` (kind RESET).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-pub struct RetransmitRecord {
+pub struct TcpRecord {
     pub header: RecordHeader,
     pub skaddr: u64,
     /// Inode of the socket's network namespace; 0 when unknown.
@@ -199,7 +202,7 @@ pub struct KernelOffsets {
 }
 
 const _: () = assert!(size_of::<RecordHeader>() == 16);
-const _: () = assert!(size_of::<RetransmitRecord>() == 80);
+const _: () = assert!(size_of::<TcpRecord>() == 80);
 const _: () = assert!(size_of::<NeighRecord>() == 80);
 const _: () = assert!(size_of::<ArpRecord>() == 80);
 const _: () = assert!(size_of::<TlsRecord>() == 80 + TLS_CAPTURE);

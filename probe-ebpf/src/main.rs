@@ -8,6 +8,7 @@ mod emit;
 mod maps;
 mod neigh;
 mod packet;
+mod reset;
 mod retransmit;
 mod tls;
 
@@ -23,6 +24,12 @@ const TCX_NEXT: i32 = -1;
 #[tracepoint]
 pub fn tcp_retransmit(ctx: TracePointContext) -> u32 {
     retransmit::handle(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
+    reset::handle(&ctx);
     0
 }
 

@@ -4,7 +4,7 @@
 //! them against /sys/kernel/tracing before it attaches.
 
 use aya_ebpf::{helpers::bpf_probe_read_kernel, programs::TracePointContext};
-use probe_common::{AF_INET, RetransmitRecord, kind};
+use probe_common::{AF_INET, TcpRecord, kind};
 
 use crate::{emit, maps::kernel_offsets};
 
@@ -37,8 +37,8 @@ pub fn handle(ctx: &TracePointContext) -> Option<()> {
         daddr = read(ctx, OFF_DADDR_V6)?;
     }
     let sock = SockInfo::read(skaddr);
-    let record = RetransmitRecord {
-        header: emit::header(kind::RETRANSMIT, size_of::<RetransmitRecord>()),
+    let record = TcpRecord {
+        header: emit::header(kind::RETRANSMIT, size_of::<TcpRecord>()),
         skaddr,
         netns: sock.netns,
         state: read::<i32>(ctx, OFF_STATE)? as u8,
@@ -53,7 +53,7 @@ pub fn handle(ctx: &TracePointContext) -> Option<()> {
         saddr,
         daddr,
     };
-    let mut entry = emit::reserve::<RetransmitRecord>(kind::RETRANSMIT)?;
+    let mut entry = emit::reserve::<TcpRecord>(kind::RETRANSMIT)?;
     entry.write(record);
     entry.submit(0);
     Some(())

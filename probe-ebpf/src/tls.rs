@@ -20,6 +20,8 @@ const CLIENT_HELLO: u8 = 1;
 const SERVER_HELLO: u8 = 2;
 /// Largest record length RFC 8446 allows on the wire (2^14 + 256).
 const MAX_RECORD: u16 = 16384 + 256;
+/// Records per segment at most: TLS_FOLLOW_MAX / TLS_CAPTURE.
+const MAX_CHUNKS: usize = (TLS_FOLLOW_MAX as usize).div_ceil(TLS_CAPTURE);
 
 pub fn handle(ctx: &TcContext, direction: u8, eth: &Ethernet, ip: &Ip, tcp: &Tcp) -> Option<()> {
     let key = FlowKey {
@@ -40,15 +42,20 @@ pub fn handle(ctx: &TcContext, direction: u8, eth: &Ethernet, ip: &Ip, tcp: &Tcp
             && (head[5] == CLIENT_HELLO || head[5] == SERVER_HELLO);
         if is_start {
             let wire_len = u32::from(record_len) + 5;
-            if head[5] == CLIENT_HELLO && wire_len > tcp.payload_len as u32 {
+            if head[5] == SERVER_HELLO {
+                // The ServerHello itself is short; what follows it is not ours to copy.
+                return emit_chunks(ctx, direction, eth, ip, tcp, tls_part::START, TLS_CAPTURE as u32);
+            }
+            let followed = core::cmp::min(wire_len, TLS_FOLLOW_MAX);
+            if followed > tcp.payload_len as u32 {
                 let follow = FollowState {
                     start_seq: tcp.seq,
-                    end_seq: tcp.seq.wrapping_add(core::cmp::min(wire_len, TLS_FOLLOW_MAX)),
+                    end_seq: tcp.seq.wrapping_add(followed),
                 };
                 // Best effort: a full LRU map evicts its oldest entry.
                 let _ = FOLLOW.insert(&key, &follow, 0);
             }
-            return emit_segment(ctx, direction, eth, ip, tcp, tls_part::START);
+            return emit_chunks(ctx, direction, eth, ip, tcp, tls_part::START, followed);
         }
     }
     // SAFETY: read-only copy of the map value.
@@ -61,13 +68,40 @@ pub fn handle(ctx: &TcContext, direction: u8, eth: &Ethernet, ip: &Ip, tcp: &Tcp
     if rel.wrapping_add(tcp.payload_len as u32) >= span {
         let _ = FOLLOW.remove(&key);
     }
-    emit_segment(ctx, direction, eth, ip, tcp, tls_part::CONTINUATION)
+    emit_chunks(ctx, direction, eth, ip, tcp, tls_part::CONTINUATION, span - rel)
 }
 
-fn emit_segment(ctx: &TcContext, direction: u8, eth: &Ethernet, ip: &Ip, tcp: &Tcp, part: u8) -> Option<()> {
+/// Segments longer than `TLS_CAPTURE` go out as several records, one per
+/// `TLS_CAPTURE` bytes, so a ClientHello with a post-quantum key share
+/// (about 1.5 KB, e.g. Go's X25519MLKEM768) arrives whole. `wanted` bounds
+/// how many bytes of the segment belong to the followed record.
+#[inline(always)]
+fn emit_chunks(ctx: &TcContext, direction: u8, eth: &Ethernet, ip: &Ip, tcp: &Tcp, first: u8, wanted: u32) -> Option<()> {
+    let limit = core::cmp::min(tcp.payload_len, wanted as usize);
+    let mut part = first;
+    for k in 0..MAX_CHUNKS {
+        let skip = k * TLS_CAPTURE;
+        if skip >= limit {
+            break;
+        }
+        let last = skip + TLS_CAPTURE >= limit;
+        emit_segment(ctx, direction, eth, ip, tcp, part, skip, last)?;
+        part = tls_part::CONTINUATION;
+    }
+    Some(())
+}
+
+/// One record: `TLS_CAPTURE` bytes of the segment from `skip` on. Records
+/// before the last say they hold exactly what they captured, so userspace
+/// sees no gap between them; the last one reports the true remainder.
+#[expect(clippy::too_many_arguments, reason = "packet context is passed apart to stay on the eBPF stack")]
+#[inline(always)]
+fn emit_segment(ctx: &TcContext, direction: u8, eth: &Ethernet, ip: &Ip, tcp: &Tcp, part: u8, skip: usize, last: bool) -> Option<()> {
     let mut entry = emit::reserve::<TlsRecord>(kind::TLS)?;
     let rec = entry.as_mut_ptr();
-    let want = core::cmp::min(tcp.payload_len, TLS_CAPTURE);
+    let remaining = tcp.payload_len - skip;
+    let want = core::cmp::min(remaining, TLS_CAPTURE);
+    let claimed = if last { remaining } else { want };
     // SAFETY: `rec` points at a reserved, exclusively owned ring-buffer slot;
     // every field is written before submit. The record is too large for the
     // 512-byte eBPF stack, so it is filled in place.
@@ -80,13 +114,13 @@ fn emit_segment(ctx: &TcContext, direction: u8, eth: &Ethernet, ip: &Ip, tcp: &T
         (*rec)._pad = 0;
         (*rec).sport = tcp.sport;
         (*rec).dport = tcp.dport;
-        (*rec).seq = tcp.seq;
-        (*rec).payload_len = tcp.payload_len as u16;
+        (*rec).seq = tcp.seq.wrapping_add(skip as u32);
+        (*rec).payload_len = claimed as u16;
         (*rec).saddr = ip.saddr;
         (*rec).daddr = ip.daddr;
         (*rec).src_mac = eth.src;
         (*rec).dst_mac = eth.dst;
-        let captured = copy_payload(ctx, tcp.payload_off, want, (*rec).payload.as_mut_ptr());
+        let captured = copy_payload(ctx, tcp.payload_off + skip, want, (*rec).payload.as_mut_ptr());
         (*rec).captured = captured as u16;
     }
     entry.submit(0);

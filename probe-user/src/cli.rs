@@ -17,6 +17,20 @@ pub enum Command {
     Trace(TraceArgs),
     /// Check what this kernel and these privileges allow.
     Doctor(DoctorArgs),
+    /// Run the correlator over a recorded `trace --json` stream (no root needed).
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    /// A file written by `netprobe trace --json` (`-` for stdin).
+    pub file: std::path::PathBuf,
+    /// JSON lines instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Handshake timeout to apply (as given to `trace`).
+    #[arg(long, value_name = "DUR", default_value = "3s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Args)]

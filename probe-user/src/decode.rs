@@ -7,13 +7,14 @@
 
 use std::mem::size_of;
 
-use probe_common::{ArpRecord, NeighRecord, RecordHeader, RetransmitRecord, TlsRecord, kind};
+use probe_common::{ArpRecord, NeighRecord, RecordHeader, TcpRecord, TlsRecord, kind};
 use thiserror::Error;
 
 /// One kernel record, copied out of the ring buffer.
 #[derive(Clone, Debug)]
 pub enum Record {
-    Retransmit(RetransmitRecord),
+    Retransmit(TcpRecord),
+    Reset(TcpRecord),
     Neighbour(NeighRecord),
     Tls(Box<TlsRecord>),
     Arp(ArpRecord),
@@ -22,7 +23,7 @@ pub enum Record {
 impl Record {
     pub fn header(&self) -> &RecordHeader {
         match self {
-            Record::Retransmit(r) => &r.header,
+            Record::Retransmit(r) | Record::Reset(r) => &r.header,
             Record::Neighbour(r) => &r.header,
             Record::Tls(r) => &r.header,
             Record::Arp(r) => &r.header,
@@ -53,7 +54,7 @@ fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
 pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     let header: RecordHeader = read(bytes).ok_or(DecodeError::Short(bytes.len()))?;
     let expect = match header.kind {
-        kind::RETRANSMIT => size_of::<RetransmitRecord>(),
+        kind::RETRANSMIT | kind::RESET => size_of::<TcpRecord>(),
         kind::NEIGHBOUR => size_of::<NeighRecord>(),
         kind::TLS => size_of::<TlsRecord>(),
         kind::ARP => size_of::<ArpRecord>(),
@@ -74,6 +75,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     };
     Ok(match header.kind {
         kind::RETRANSMIT => Record::Retransmit(read(bytes).ok_or_else(mismatch)?),
+        kind::RESET => Record::Reset(read(bytes).ok_or_else(mismatch)?),
         kind::NEIGHBOUR => Record::Neighbour(read(bytes).ok_or_else(mismatch)?),
         kind::TLS => Record::Tls(Box::new(read(bytes).ok_or_else(mismatch)?)),
         _ => Record::Arp(read(bytes).ok_or_else(mismatch)?),
@@ -91,9 +93,9 @@ pub fn to_bytes<T: Copy>(record: &T) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    fn retransmit() -> RetransmitRecord {
-        RetransmitRecord {
-            header: RecordHeader::new(kind::RETRANSMIT, size_of::<RetransmitRecord>(), 42),
+    fn retransmit() -> TcpRecord {
+        TcpRecord {
+            header: RecordHeader::new(kind::RETRANSMIT, size_of::<TcpRecord>(), 42),
             skaddr: 0xffff_0000,
             netns: 4026531840,
             state: 1,

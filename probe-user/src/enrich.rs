@@ -10,7 +10,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use probe_common::{AF_INET, ArpRecord, NeighRecord, RetransmitRecord, TlsRecord, arp_op, direction, tls_part};
+use probe_common::{AF_INET, ArpRecord, NeighRecord, TcpRecord, TlsRecord, arp_op, direction, tls_part};
 
 use crate::{
     decode::Record,
@@ -159,6 +159,13 @@ impl Enricher {
         let ts = record.header().ts_ns;
         let (body, netns) = match record {
             Record::Retransmit(r) => (self.retransmit(r), (r.netns != 0).then_some(r.netns)),
+            Record::Reset(r) => (
+                EventBody::Reset(event::Reset {
+                    src: socket_addr(r.family, &r.saddr, r.sport),
+                    dst: socket_addr(r.family, &r.daddr, r.dport),
+                }),
+                None,
+            ),
             Record::Neighbour(r) => (neighbour(r), None),
             Record::Arp(r) => (arp(r, ifaces), self.tc_netns),
             Record::Tls(r) => (self.tls(r, ifaces)?, self.tc_netns),
@@ -170,7 +177,7 @@ impl Enricher {
         })
     }
 
-    fn retransmit(&mut self, r: &RetransmitRecord) -> EventBody {
+    fn retransmit(&mut self, r: &TcpRecord) -> EventBody {
         let src = socket_addr(r.family, &r.saddr, r.sport);
         let dst = socket_addr(r.family, &r.daddr, r.dport);
         let has_seq = r.has_seq != 0;

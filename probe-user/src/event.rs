@@ -26,11 +26,80 @@ pub struct Event {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventBody {
     Retransmit(Retransmit),
+    Reset(Reset),
     TlsClientHello(TlsClientHello),
     TlsServerHello(TlsServerHello),
     Neighbour(Neighbour),
     Arp(Arp),
     Stats(Stats),
+    Snapshot(Box<Snapshot>),
+    Diagnosis(Box<Diagnosis>),
+}
+
+/// A TCP flow as the client's socket sees it (before any NAT).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FlowRef {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+}
+
+/// Kernel state read to explain one symptom, recorded in the stream so that
+/// `netprobe replay` reaches the same diagnosis without the kernel.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub symptom: String,
+    pub flow: Option<FlowRef>,
+    /// Route to the flow's destination (or the NAT target), `ip route get`.
+    #[serde(default)]
+    pub route: Option<crate::state::RouteInfo>,
+    /// Neighbour entry of the next hop.
+    #[serde(default)]
+    pub neighbour: Option<crate::state::NeighbourEntry>,
+    /// Who answered an active ARP/NDP probe for the next hop.
+    #[serde(default)]
+    pub probe: Option<crate::state::ProbeResult>,
+    /// The flow's conntrack entry.
+    #[serde(default)]
+    pub conntrack: Option<crate::state::ConntrackEntry>,
+    /// Other conntrack entries with the same original destination.
+    #[serde(default)]
+    pub same_service: Vec<crate::state::ConntrackEntry>,
+    #[serde(default)]
+    pub tcp_retries2: Option<u32>,
+    /// Look-ups that failed, and why.
+    #[serde(default)]
+    pub errors: Vec<String>,
+}
+
+/// A named cause, with its evidence and the command that fixes it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Diagnosis {
+    /// `tls_handshake_unanswered` or `retransmit_storm`.
+    pub symptom: String,
+    /// `stale_neighbour`, `stale_conntrack_nat`, `endpoint_unreachable`,
+    /// `packet_loss` or `unknown`.
+    pub cause: String,
+    pub flow: FlowRef,
+    pub summary: String,
+    pub evidence: Vec<String>,
+    pub fix: Option<String>,
+    /// stale_neighbour: the next hop, its device, the MAC the traffic went
+    /// to, and every MAC seen or probed claiming the IP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<std::net::IpAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_used: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub macs_claiming: Option<Vec<String>>,
+    /// stale_conntrack_nat: the original destination and where it is NATed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<SocketAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nat_target: Option<SocketAddr>,
+    /// Milliseconds from the first sign of trouble to this diagnosis.
+    pub detected_after_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -46,6 +115,13 @@ pub struct Retransmit {
     pub snd_una: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snd_nxt: Option<u32>,
+}
+
+/// The peer reset the connection (`src` is the local end).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reset {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -8,10 +8,12 @@
 
 pub mod btf_offsets;
 pub mod cli;
+pub mod correlate;
 pub mod decode;
 pub mod doctor;
 pub mod enrich;
 pub mod event;
+pub mod investigate;
 pub mod links;
 pub mod names;
 pub mod netns;
@@ -19,6 +21,8 @@ pub mod output;
 pub mod pipeline;
 pub mod privileges;
 pub mod probes;
+pub mod replay;
+pub mod state;
 pub mod tls;
 pub mod trace;
 pub mod tracefs;

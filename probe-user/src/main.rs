@@ -6,7 +6,10 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use probe_user::{
     cli::{Cli, Command},
-    doctor, netns, privileges, trace, tracefs,
+    correlate, doctor,
+    netns,
+    output::{Format, Sink},
+    privileges, replay, trace, tracefs,
 };
 
 fn main() -> ExitCode {
@@ -65,6 +68,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tracefs::check_all()?;
             let tc_netns = netns::current_inode();
             runtime()?.block_on(trace::run(args, tc_netns))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay(args) => {
+            let input: Box<dyn std::io::BufRead> = if args.file.as_os_str() == "-" {
+                Box::new(std::io::stdin().lock())
+            } else {
+                let file = std::fs::File::open(&args.file).map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
+                Box::new(std::io::BufReader::new(file))
+            };
+            let config = correlate::Config { handshake_timeout: args.handshake_timeout, ..Default::default() };
+            let result = replay::replay(input, config)?;
+            for (line, why) in &result.skipped {
+                eprintln!("netprobe: line {line} skipped: {why}");
+            }
+            let mut sink = Sink::stdout(if args.json { Format::Json } else { Format::Text });
+            for event in &result.diagnoses {
+                sink.emit(event)?;
+            }
+            eprintln!(
+                "netprobe: replayed {} events: {} diagnoses ({} in the recording)",
+                result.events,
+                result.diagnoses.len(),
+                result.recorded.len()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Doctor(args) => {

@@ -21,6 +21,7 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pr
 
 pub const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("tcp_retransmit", "tcp", "tcp_retransmit_skb"),
+    ("tcp_receive_reset", "tcp", "tcp_receive_reset"),
     ("neigh_update", "neigh", "neigh_update"),
 ];
 pub const CLASSIFIERS: &[(&str, TcAttachType)] = &[("tc_ingress", TcAttachType::Ingress), ("tc_egress", TcAttachType::Egress)];

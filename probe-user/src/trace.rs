@@ -14,6 +14,8 @@ use tokio::{
 use crate::{
     btf_offsets,
     cli::TraceArgs,
+    correlate::{self, Correlator, Investigation},
+    investigate,
     enrich::{Clock, Enricher},
     event::{Event, EventBody, Stats},
     links::{self, Link, LinkChange},
@@ -43,13 +45,20 @@ pub fn select_targets(wanted: &[String], links: &[Link]) -> anyhow::Result<Vec<L
         .collect()
 }
 
-const KIND_NAMES: [&str; kind::COUNT as usize] = ["none", "retransmit", "neighbour", "tls", "arp"];
+const KIND_NAMES: [&str; kind::COUNT as usize] = ["none", "retransmit", "neighbour", "tls", "arp", "reset"];
+
+/// Investigations running at once; more wait their turn.
+const MAX_INVESTIGATIONS: usize = 4;
 
 struct Tracer {
     probes: Probes,
     pipeline: Pipeline,
     names: HashMap<u32, String>,
     sink: Sink,
+    correlator: Correlator,
+    /// Snapshots come back here from investigation tasks.
+    snapshots: tokio::sync::mpsc::UnboundedSender<Event>,
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Tracer {
@@ -80,10 +89,34 @@ impl Tracer {
     fn drain(&mut self, ring: &mut RingBuf<MapData>) -> std::io::Result<()> {
         while let Some(item) = ring.next() {
             if let Some(event) = self.pipeline.feed(&item, &self.names) {
-                self.sink.emit(&event)?;
+                self.publish(&event)?;
             }
         }
         Ok(())
+    }
+
+    /// Writes an event and lets the correlator see it.
+    fn publish(&mut self, event: &Event) -> std::io::Result<()> {
+        self.sink.emit(event)?;
+        let out = self.correlator.observe(event);
+        out.investigations.into_iter().for_each(|inv| self.investigate(inv));
+        for diagnosis in out.diagnoses {
+            self.sink.emit(&Event {
+                time: chrono::Utc::now(),
+                netns: None,
+                body: EventBody::Diagnosis(Box::new(diagnosis)),
+            })?;
+        }
+        Ok(())
+    }
+
+    fn investigate(&self, inv: Investigation) {
+        let tx = self.snapshots.clone();
+        let permits = self.permits.clone();
+        tokio::spawn(async move {
+            let Ok(_permit) = permits.acquire_owned().await else { return };
+            let _ = tx.send(investigate::run(inv).await);
+        });
     }
 
     fn on_link(&mut self, change: LinkChange) {
@@ -140,11 +173,18 @@ pub async fn run(args: TraceArgs, tc_netns: Option<u32>) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
     let mut watch = if explicit { None } else { Some(links::watch().context("watching interfaces")?) };
 
+    let (snapshot_tx, mut snapshot_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut tracer = Tracer {
         names: all_links.iter().map(|l| (l.index, l.name.clone())).collect(),
         probes,
         pipeline: Pipeline::new(Enricher::new(Clock::system(), tc_netns)),
         sink: Sink::stdout(if args.json { Format::Json } else { Format::Text }),
+        correlator: Correlator::new(correlate::Config {
+            handshake_timeout: args.handshake_timeout,
+            ..Default::default()
+        }),
+        snapshots: snapshot_tx,
+        permits: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_INVESTIGATIONS)),
     };
     let port_list: Vec<String> = ports.iter().map(u16::to_string).collect();
     eprintln!(
@@ -158,6 +198,9 @@ pub async fn run(args: TraceArgs, tc_netns: Option<u32>) -> anyhow::Result<()> {
     let mut stats_tick = tokio::time::interval(args.stats_interval);
     stats_tick.tick().await;
     let mut expire_tick = tokio::time::interval(Duration::from_secs(1));
+    // Handshake deadlines are checked this often: a diagnosis comes at most
+    // this long after the timeout, plus the probe window.
+    let mut correlate_tick = tokio::time::interval(Duration::from_millis(100));
     let result: std::io::Result<()> = loop {
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -176,6 +219,14 @@ pub async fn run(args: TraceArgs, tc_netns: Option<u32>) -> anyhow::Result<()> {
                 if let Err(e) = tracer.sink.emit(&stats) { break Err(e); }
             }
             _ = expire_tick.tick() => tracer.pipeline.expire(monotonic_ns()),
+            _ = correlate_tick.tick() => {
+                for inv in tracer.correlator.tick(chrono::Utc::now()) {
+                    tracer.investigate(inv);
+                }
+            }
+            Some(snapshot) = snapshot_rx.recv() => {
+                if let Err(e) = tracer.publish(&snapshot) { break Err(e); }
+            }
             _ = sigint.recv() => break Ok(()),
             _ = sigterm.recv() => break Ok(()),
         }

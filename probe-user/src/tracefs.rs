@@ -24,6 +24,19 @@ pub const EXPECTED: &[(&str, &[(&str, u32, u32)])] = &[
         ],
     ),
     (
+        "tcp/tcp_receive_reset",
+        &[
+            ("skaddr", 8, 8),
+            ("sport", 16, 2),
+            ("dport", 18, 2),
+            ("family", 20, 2),
+            ("saddr", 22, 4),
+            ("daddr", 26, 4),
+            ("saddr_v6", 30, 16),
+            ("daddr_v6", 46, 16),
+        ],
+    ),
+    (
         "neigh/neigh_update",
         &[
             ("family", 8, 4),

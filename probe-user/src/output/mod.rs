@@ -1,12 +1,13 @@
 //! Sinks for decoded events: one line per event on stdout, as readable text
 //! or as JSON (the `--json` contract in shared/design.md).
 
+pub mod diagnosis;
 pub mod json;
 pub mod text;
 
-use std::io::{self, BufWriter, Stdout, Write};
+use std::io::{self, BufWriter, IsTerminal as _, Stdout, Write};
 
-use crate::event::Event;
+use crate::event::{Event, EventBody};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Format {
@@ -21,11 +22,15 @@ pub enum Format {
 pub struct Sink<W: Write = Stdout> {
     format: Format,
     out: BufWriter<W>,
+    /// Colour diagnoses (text on a terminal only).
+    colour: bool,
 }
 
 impl Sink<Stdout> {
     pub fn stdout(format: Format) -> Self {
-        Self::new(format, io::stdout())
+        let mut sink = Self::new(format, io::stdout());
+        sink.colour = format == Format::Text && io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        sink
     }
 }
 
@@ -34,6 +39,7 @@ impl<W: Write> Sink<W> {
         Self {
             format,
             out: BufWriter::new(out),
+            colour: false,
         }
     }
 
@@ -45,7 +51,10 @@ impl<W: Write> Sink<W> {
     /// this fails with an error for which [`is_broken_pipe`] is true.
     pub fn emit(&mut self, e: &Event) -> io::Result<()> {
         match self.format {
-            Format::Text => writeln!(self.out, "{e}")?,
+            Format::Text => match &e.body {
+                EventBody::Diagnosis(d) => writeln!(self.out, "{}", diagnosis::block(d, self.colour))?,
+                _ => writeln!(self.out, "{e}")?,
+            },
             Format::Json => json::write_json_line(&mut self.out, e)?,
         }
         self.out.flush()

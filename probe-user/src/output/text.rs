@@ -12,11 +12,20 @@ pub fn write_event(f: &mut fmt::Formatter<'_>, e: &Event) -> fmt::Result {
     write!(f, "{} ", e.time.format("%H:%M:%S%.6f"))?;
     match &e.body {
         EventBody::Retransmit(r) => retransmit(f, r),
+        EventBody::Reset(r) => {
+            tag(f, "RESET")?;
+            write!(f, "{} <- {} (RST received)", r.src, r.dst)
+        }
         EventBody::TlsClientHello(ch) => client_hello(f, ch),
         EventBody::TlsServerHello(sh) => server_hello(f, sh),
         EventBody::Neighbour(n) => neighbour(f, n),
         EventBody::Arp(a) => arp(f, a),
         EventBody::Stats(s) => stats(f, s),
+        EventBody::Snapshot(s) => {
+            tag(f, "STATE")?;
+            f.write_str(&super::diagnosis::snapshot_line(s))
+        }
+        EventBody::Diagnosis(d) => f.write_str(&super::diagnosis::block(d, false)),
     }?;
     if let Some(ns) = e.netns {
         write!(f, " netns={ns}")?;

@@ -1,0 +1,78 @@
+//! ClientHellos waiting for their ServerHello.
+
+use std::{collections::HashMap, time::Duration};
+
+use chrono::{DateTime, Utc};
+
+use crate::event::{FlowRef, TlsClientHello};
+
+const MAX_PENDING: usize = 65_536;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pending {
+    pub hello: TlsClientHello,
+    pub time: DateTime<Utc>,
+    /// Already handed out for investigation.
+    pub investigating: bool,
+}
+
+#[derive(Default)]
+pub struct Handshakes {
+    pending: HashMap<FlowRef, Pending>,
+    pub answered: u64,
+    pub dropped: u64,
+}
+
+impl Handshakes {
+    pub fn client_hello(&mut self, time: DateTime<Utc>, hello: &TlsClientHello) {
+        let flow = FlowRef { src: hello.src, dst: hello.dst };
+        if self.pending.contains_key(&flow) {
+            return;
+        }
+        if self.pending.len() >= MAX_PENDING {
+            // Oldest first: they are the least likely to still matter.
+            if let Some(oldest) = self.pending.iter().min_by_key(|(_, p)| p.time).map(|(f, _)| *f) {
+                self.pending.remove(&oldest);
+                self.dropped += 1;
+            }
+        }
+        self.pending.insert(flow, Pending { hello: hello.clone(), time, investigating: false });
+    }
+
+    /// A ServerHello from `src` to `dst` answers the flow `dst -> src`.
+    pub fn server_hello(&mut self, src: std::net::SocketAddr, dst: std::net::SocketAddr) -> Option<Pending> {
+        let answered = self.pending.remove(&FlowRef { src: dst, dst: src });
+        if answered.is_some() {
+            self.answered += 1;
+        }
+        answered
+    }
+
+    /// The flow ended (RST, close): nothing to wait for.
+    pub fn forget(&mut self, flow: &FlowRef) {
+        self.pending.remove(flow);
+    }
+
+    /// Flows whose ClientHello has waited `timeout` by `now`, once each.
+    pub fn overdue(&mut self, now: DateTime<Utc>, timeout: Duration) -> Vec<FlowRef> {
+        let timeout = chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX);
+        let mut due: Vec<(DateTime<Utc>, FlowRef)> = self
+            .pending
+            .iter_mut()
+            .filter(|(_, p)| !p.investigating && now - p.time >= timeout)
+            .map(|(f, p)| {
+                p.investigating = true;
+                (p.time, *f)
+            })
+            .collect();
+        due.sort_by_key(|(time, _)| *time);
+        // Drop what has been waiting far longer than anyone will care.
+        let horizon = timeout * 20;
+        self.pending.retain(|_, p| now - p.time < horizon);
+        due.into_iter().map(|(_, f)| f).collect()
+    }
+
+    pub fn get(&self, flow: &FlowRef) -> Option<&Pending> {
+        self.pending.get(flow)
+    }
+}

@@ -1,0 +1,98 @@
+//! Per-flow retransmit series: counts, intervals (the RTO back-off), and
+//! whether the peer acknowledged anything in between (forward progress).
+
+use std::collections::{HashMap, VecDeque};
+
+use chrono::{DateTime, Utc};
+
+use crate::event::{FlowRef, Retransmit};
+
+const MAX_FLOWS: usize = 100_000;
+const TIMES_KEPT: usize = 32;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Series {
+    pub state: String,
+    pub first: DateTime<Utc>,
+    pub times: VecDeque<DateTime<Utc>>,
+    pub total: u64,
+    /// Retransmits since the last sign of progress.
+    pub streak: u32,
+    /// When the current streak began.
+    pub streak_start: DateTime<Utc>,
+    pub streak_una: Option<u32>,
+    /// snd_una moved between retransmits at least once.
+    pub progressed: bool,
+    /// The current streak was handed out for investigation.
+    pub reported: bool,
+}
+
+impl Series {
+    /// Gaps between consecutive retransmits of the current streak, in ms.
+    pub fn intervals_ms(&self) -> Vec<i64> {
+        let streak: Vec<_> = self.times.iter().filter(|t| **t >= self.streak_start).collect();
+        streak.windows(2).map(|w| (*w[1] - *w[0]).num_milliseconds()).collect()
+    }
+}
+
+#[derive(Default)]
+pub struct Storms {
+    flows: HashMap<FlowRef, Series>,
+    order: VecDeque<FlowRef>,
+    pub evicted: u64,
+}
+
+impl Storms {
+    /// Records one retransmit; returns the flow when it just became a storm:
+    /// `threshold` retransmits with snd_una unchanged (or unknown) in a row.
+    pub fn retransmit(&mut self, time: DateTime<Utc>, r: &Retransmit, threshold: u32) -> Option<FlowRef> {
+        let flow = FlowRef { src: r.src, dst: r.dst };
+        if !self.flows.contains_key(&flow) {
+            while self.flows.len() >= MAX_FLOWS {
+                let Some(old) = self.order.pop_front() else { break };
+                self.flows.remove(&old);
+                self.evicted += 1;
+            }
+            self.order.push_back(flow);
+        }
+        let s = self.flows.entry(flow).or_insert_with(|| Series {
+            state: r.state.clone(),
+            first: time,
+            times: VecDeque::new(),
+            total: 0,
+            streak: 0,
+            streak_start: time,
+            streak_una: r.snd_una,
+            progressed: false,
+            reported: false,
+        });
+        let moved = matches!((s.streak_una, r.snd_una), (Some(a), Some(b)) if a != b);
+        if moved {
+            s.progressed = true;
+            s.streak = 0;
+            s.streak_start = time;
+            s.reported = false;
+        }
+        s.streak_una = r.snd_una;
+        s.state = r.state.clone();
+        s.total += 1;
+        s.streak += 1;
+        if s.times.len() >= TIMES_KEPT {
+            s.times.pop_front();
+        }
+        s.times.push_back(time);
+        if s.streak >= threshold && !s.reported {
+            s.reported = true;
+            return Some(flow);
+        }
+        None
+    }
+
+    pub fn get(&self, flow: &FlowRef) -> Option<&Series> {
+        self.flows.get(flow)
+    }
+
+    pub fn forget(&mut self, flow: &FlowRef) {
+        self.flows.remove(flow);
+    }
+}

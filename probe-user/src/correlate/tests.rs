@@ -1,0 +1,320 @@
+//! The correlator on synthetic event streams: both incidents, the control
+//! case, and the edges (late ServerHello, answer during the investigation,
+//! a neighbour that flaps and comes back, progress between retransmits).
+
+use std::net::{IpAddr, SocketAddr};
+
+use chrono::{DateTime, Duration, Utc};
+
+use super::*;
+use crate::{
+    event::{Arp, Neighbour, Retransmit, TlsClientHello, TlsServerHello},
+    state::{ConntrackEntry, NeighbourEntry, ProbeAnswer, ProbeResult, RouteInfo},
+};
+
+const A: &str = "02:00:00:00:00:0a"; // the VIP's real owner
+const B: &str = "02:00:00:00:00:0b"; // the host that also claims it
+
+fn t0() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-21T12:00:00Z").unwrap().with_timezone(&Utc)
+}
+
+fn ms(n: i64) -> DateTime<Utc> {
+    t0() + Duration::milliseconds(n)
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn ev(time: DateTime<Utc>, body: EventBody) -> Event {
+    Event { time, netns: None, body }
+}
+
+fn hello(mac: &str) -> EventBody {
+    EventBody::TlsClientHello(TlsClientHello {
+        src: addr("10.9.0.1:40000"),
+        dst: addr("10.9.0.100:6443"),
+        iface: "eth0".into(),
+        src_mac: "02:00:00:00:00:01".into(),
+        dst_mac: mac.into(),
+        sni: Some("kubernetes".into()),
+        record_version: "0x0301".into(),
+        handshake_version: "0x0303".into(),
+        segments: 1,
+        direction: "egress".into(),
+    })
+}
+
+fn server_hello() -> EventBody {
+    EventBody::TlsServerHello(TlsServerHello {
+        src: addr("10.9.0.100:6443"),
+        dst: addr("10.9.0.1:40000"),
+        iface: "eth0".into(),
+        src_mac: A.into(),
+        dst_mac: "02:00:00:00:00:01".into(),
+        record_version: "0x0303".into(),
+        handshake_version: "0x0303".into(),
+        direction: "ingress".into(),
+    })
+}
+
+fn neigh(old: &str, new: &str) -> EventBody {
+    EventBody::Neighbour(Neighbour {
+        ip: "10.9.0.100".parse().unwrap(),
+        dev: "eth0".into(),
+        old_mac: Some(old.into()),
+        new_mac: Some(new.into()),
+        old_state: "REACHABLE".into(),
+        new_state: "STALE".into(),
+        update_flags: vec!["OVERRIDE".into()],
+        pid: 0,
+    })
+}
+
+fn garp(mac: &str) -> EventBody {
+    EventBody::Arp(Arp {
+        iface: "eth0".into(),
+        op: "gratuitous".into(),
+        sender_ip: "10.9.0.100".parse().unwrap(),
+        sender_mac: mac.into(),
+        target_ip: "10.9.0.100".parse().unwrap(),
+        eth_src: mac.into(),
+        eth_dst: "ff:ff:ff:ff:ff:ff".into(),
+        direction: "ingress".into(),
+    })
+}
+
+fn vip_flow() -> FlowRef {
+    FlowRef { src: addr("10.9.0.1:40000"), dst: addr("10.9.0.100:6443") }
+}
+
+fn handshake_snapshot(entry_mac: &str, answers: &[&str]) -> EventBody {
+    let vip: IpAddr = "10.9.0.100".parse().unwrap();
+    EventBody::Snapshot(Box::new(Snapshot {
+        symptom: diagnose::HANDSHAKE.into(),
+        flow: Some(vip_flow()),
+        route: Some(RouteInfo { dst: vip, dev: Some("eth0".into()), gateway: None, kind: "unicast".into() }),
+        neighbour: Some(NeighbourEntry {
+            ip: vip,
+            dev: "eth0".into(),
+            mac: Some(entry_mac.into()),
+            state: "REACHABLE".into(),
+            updated_ago_ms: Some(4000),
+            confirmed_ago_ms: Some(100),
+        }),
+        probe: Some(ProbeResult {
+            ip: vip,
+            dev: "eth0".into(),
+            probe_mac: "02:6e:70:00:00:01".into(),
+            window_ms: 300,
+            answers: answers.iter().map(|m| ProbeAnswer { mac: m.to_string(), after_us: 50 }).collect(),
+        }),
+        ..Default::default()
+    }))
+}
+
+/// Runs a stream through the correlator the way `trace` does: a tick before
+/// each event, then the event.
+fn run(events: &[Event], c: &mut Correlator) -> (Vec<Investigation>, Vec<Diagnosis>) {
+    let (mut invs, mut diags) = (Vec::new(), Vec::new());
+    for e in events {
+        invs.extend(c.tick(e.time));
+        let out = c.observe(e);
+        invs.extend(out.investigations);
+        diags.extend(out.diagnoses);
+    }
+    (invs, diags)
+}
+
+#[test]
+fn incident_1_stale_arp_entry_for_the_vip() {
+    let mut c = Correlator::new(Config::default());
+    let events = [
+        ev(ms(0), garp(B)),
+        ev(ms(1), neigh(A, B)),
+        ev(ms(1000), hello(B)),
+        ev(ms(4000), handshake_snapshot(B, &[A, B])),
+    ];
+    let (invs, diags) = run(&events, &mut c);
+    assert_eq!(invs, vec![Investigation::Handshake { flow: vip_flow(), iface: "eth0".into() }]);
+    assert_eq!(diags.len(), 1);
+    let d = &diags[0];
+    assert_eq!(d.symptom, "tls_handshake_unanswered");
+    assert_eq!(d.cause, "stale_neighbour");
+    assert_eq!(d.mac_used.as_deref(), Some(B));
+    assert_eq!(d.macs_claiming.clone().unwrap(), vec![B.to_string(), A.to_string()]);
+    assert_eq!(d.fix.as_deref(), Some("ip neigh del 10.9.0.100 dev eth0"));
+    assert_eq!(d.detected_after_ms, 3000);
+    let text = d.evidence.join("\n");
+    assert!(text.contains(&format!("{A} -> {B}").replace(" -> ", " REACHABLE -> ")), "{text}");
+    assert!(text.contains("answered by 02:00:00:00:00:0a and 02:00:00:00:00:0b"), "{text}");
+}
+
+#[test]
+fn incident_1_started_after_the_poisoning() {
+    // No GARP or neighbour change seen: only the probe tells.
+    let mut c = Correlator::new(Config::default());
+    let events = [ev(ms(0), hello(B)), ev(ms(3200), handshake_snapshot(B, &[A, B]))];
+    let (_, diags) = run(&events, &mut c);
+    assert_eq!(diags[0].cause, "stale_neighbour");
+    assert_eq!(diags[0].macs_claiming.clone().unwrap(), vec![B.to_string(), A.to_string()]);
+}
+
+#[test]
+fn entry_pointing_at_a_mac_that_no_longer_answers() {
+    let mut c = Correlator::new(Config::default());
+    let (_, diags) = run(&[ev(ms(0), hello(B)), ev(ms(3200), handshake_snapshot(B, &[A]))], &mut c);
+    assert_eq!(diags[0].cause, "stale_neighbour");
+    assert!(diags[0].summary.contains("no longer claims"), "{}", diags[0].summary);
+}
+
+#[test]
+fn answered_handshake_is_not_investigated() {
+    let mut c = Correlator::new(Config::default());
+    let (invs, diags) = run(&[ev(ms(0), hello(A)), ev(ms(2900), server_hello()), ev(ms(9000), garp(A))], &mut c);
+    assert!(invs.is_empty() && diags.is_empty());
+}
+
+#[test]
+fn serverhello_during_the_investigation_cancels_the_diagnosis() {
+    let mut c = Correlator::new(Config::default());
+    let events = [
+        ev(ms(0), hello(B)),
+        ev(ms(3100), server_hello()),
+        ev(ms(3400), handshake_snapshot(B, &[A, B])),
+    ];
+    let (invs, diags) = run(&events, &mut c);
+    assert_eq!(invs.len(), 1, "investigated at 3.1 s");
+    assert!(diags.is_empty(), "answered late: no diagnosis");
+}
+
+#[test]
+fn neighbour_that_flapped_back_is_not_blamed() {
+    // B claimed the VIP once, the entry went A -> B -> A; now only A answers
+    // and the hello went to A: whatever is wrong, it is not the ARP entry.
+    let mut c = Correlator::new(Config::default());
+    let events = [
+        ev(ms(0), garp(B)),
+        ev(ms(1), neigh(A, B)),
+        ev(ms(500), garp(A)),
+        ev(ms(501), neigh(B, A)),
+        ev(ms(1000), hello(A)),
+        ev(ms(4100), handshake_snapshot(A, &[A])),
+    ];
+    let (_, diags) = run(&events, &mut c);
+    assert_eq!(diags.len(), 1);
+    assert_eq!(diags[0].cause, "unknown");
+    assert!(diags[0].fix.is_none());
+    assert!(diags[0].evidence.iter().any(|e| e.contains("changed at")), "history still shown");
+}
+
+fn retransmit(at: i64, una: u32, src: &str) -> Event {
+    ev(
+        ms(at),
+        EventBody::Retransmit(Retransmit {
+            src: addr(src),
+            dst: addr("10.96.0.10:8000"),
+            state: "ESTABLISHED".into(),
+            count: 0,
+            snd_una: Some(una),
+            snd_nxt: Some(una + 10),
+        }),
+    )
+}
+
+fn ct(src: &str, reply_src: &str) -> ConntrackEntry {
+    ConntrackEntry {
+        proto: 6,
+        orig_src: addr(src),
+        orig_dst: addr("10.96.0.10:8000"),
+        reply_src: addr(reply_src),
+        reply_dst: addr(src),
+        tcp_state: Some("ESTABLISHED".into()),
+        status: vec!["ASSURED".into(), "DST_NAT".into()],
+        timeout_s: Some(431000),
+        id: Some(7),
+    }
+}
+
+fn storm_snapshot(flow: FlowRef, entry: Option<ConntrackEntry>, same: Vec<ConntrackEntry>) -> Event {
+    ev(
+        ms(1500),
+        EventBody::Snapshot(Box::new(Snapshot {
+            symptom: diagnose::STORM.into(),
+            flow: Some(flow),
+            conntrack: entry,
+            same_service: same,
+            tcp_retries2: Some(15),
+            ..Default::default()
+        })),
+    )
+}
+
+#[test]
+fn incident_2_stale_conntrack_nat() {
+    let mut c = Correlator::new(Config::default());
+    let flow = FlowRef { src: addr("10.244.1.5:50000"), dst: addr("10.96.0.10:8000") };
+    let stale = ct("10.244.1.5:50000", "10.244.2.7:8000");
+    let fresh = ct("10.244.1.5:50002", "10.244.2.9:8000");
+    let events = [
+        retransmit(200, 1000, "10.244.1.5:50000"),
+        retransmit(600, 1000, "10.244.1.5:50000"),
+        retransmit(1400, 1000, "10.244.1.5:50000"),
+        storm_snapshot(flow, Some(stale.clone()), vec![stale.clone(), fresh]),
+    ];
+    let (invs, diags) = run(&events, &mut c);
+    assert_eq!(invs, vec![Investigation::Storm { flow }]);
+    let d = &diags[0];
+    assert_eq!(d.cause, "stale_conntrack_nat");
+    assert_eq!(d.service, Some(addr("10.96.0.10:8000")));
+    assert_eq!(d.nat_target, Some(addr("10.244.2.7:8000")));
+    assert_eq!(d.fix.as_deref(), Some(stale.delete_command().as_str()));
+    assert!(d.summary.contains("10.244.2.9:8000"), "{}", d.summary);
+    assert!(d.evidence.iter().any(|e| e.contains("intervals 0.4s, 0.8s")), "{:?}", d.evidence);
+    assert!(d.evidence.iter().any(|e| e.contains("tcp_retries2=15")), "{:?}", d.evidence);
+    assert_eq!(d.detected_after_ms, 1300, "from the first retransmit");
+}
+
+#[test]
+fn control_case_progress_means_loss_not_stale_state() {
+    let mut c = Correlator::new(Config::default());
+    let src = "10.244.1.5:50010";
+    let flow = FlowRef { src: addr(src), dst: addr("10.96.0.10:8000") };
+    // ACKs advance between losses: no storm from these.
+    let mut events: Vec<Event> = (0..6).map(|i| retransmit(i * 300, 1000 + i as u32 * 1448, src)).collect();
+    let (invs, _) = run(&events, &mut c);
+    assert!(invs.is_empty(), "progress resets the streak: {invs:?}");
+    // Then one segment is lost three times in a row: a storm, but ACKs had
+    // advanced before and the target is alive: packet_loss, never stale NAT.
+    events = vec![retransmit(2000, 50000, src), retransmit(2400, 50000, src), retransmit(3200, 50000, src)];
+    let (invs, _) = run(&events, &mut c);
+    assert_eq!(invs, vec![Investigation::Storm { flow }]);
+    let live = ct(src, "10.244.2.7:8000");
+    let (_, diags) = run(&[storm_snapshot(flow, Some(live.clone()), vec![live])], &mut c);
+    assert_eq!(diags[0].cause, "packet_loss");
+    assert!(diags[0].fix.is_none());
+}
+
+#[test]
+fn one_diagnosis_per_flow_and_symptom() {
+    let mut c = Correlator::new(Config::default());
+    let flow = FlowRef { src: addr("10.244.1.5:50000"), dst: addr("10.96.0.10:8000") };
+    let stale = ct("10.244.1.5:50000", "10.244.2.7:8000");
+    let fresh = ct("10.244.1.5:50002", "10.244.2.9:8000");
+    let mut events: Vec<Event> = (0..3).map(|i| retransmit(i * 400, 1000, "10.244.1.5:50000")).collect();
+    events.push(storm_snapshot(flow, Some(stale.clone()), vec![stale.clone(), fresh.clone()]));
+    events.push(storm_snapshot(flow, Some(stale.clone()), vec![stale, fresh]));
+    events.extend((3..8).map(|i| retransmit(i * 400, 1000, "10.244.1.5:50000")));
+    let (invs, diags) = run(&events, &mut c);
+    assert_eq!(invs.len(), 1);
+    assert_eq!(diags.len(), 1);
+}
+
+#[test]
+fn flow_closed_by_rst_is_not_unanswered() {
+    let mut c = Correlator::new(Config::default());
+    let rst = EventBody::Reset(crate::event::Reset { src: addr("10.9.0.1:40000"), dst: addr("10.9.0.100:6443") });
+    let (invs, diags) = run(&[ev(ms(0), hello(B)), ev(ms(500), rst), ev(ms(5000), garp(A))], &mut c);
+    assert!(invs.is_empty() && diags.is_empty(), "{invs:?}");
+}

@@ -1,0 +1,102 @@
+//! Answers the correlator's questions with kernel state: routes and
+//! neighbours over rtnetlink, conntrack over ctnetlink, and the active
+//! claimant probe. Runs in netprobe's namespace (`--netns`). A failed
+//! look-up is written into the snapshot, never hidden.
+
+use std::{net::IpAddr, time::Duration};
+
+use chrono::Utc;
+
+use crate::{
+    correlate::{Investigation, diagnose},
+    event::{Event, EventBody, FlowRef, Snapshot},
+    state::{self, conntrack, neighbours, probe, routes},
+};
+
+/// How long the active probe listens for answers.
+pub const PROBE_WINDOW: Duration = Duration::from_millis(300);
+
+pub async fn run(inv: Investigation) -> Event {
+    let snapshot = match inv {
+        Investigation::Handshake { flow, iface } => handshake(flow, &iface).await,
+        Investigation::Storm { flow } => storm(flow).await,
+    };
+    Event {
+        time: Utc::now(),
+        netns: None,
+        body: EventBody::Snapshot(Box::new(snapshot)),
+    }
+}
+
+/// Route, next hop and device toward `ip` (device defaults to `fallback_dev`).
+async fn next_hop(ip: IpAddr, fallback_dev: Option<&str>, snap: &mut Snapshot) -> (IpAddr, Option<String>) {
+    match routes::route_to(ip).await {
+        Ok(route) => snap.route = route,
+        Err(e) => snap.errors.push(format!("route to {ip}: {e}")),
+    }
+    let hop = snap.route.as_ref().and_then(|r| r.gateway).unwrap_or(ip);
+    let dev = snap
+        .route
+        .as_ref()
+        .and_then(|r| r.dev.clone())
+        .or_else(|| fallback_dev.map(str::to_string));
+    match neighbours::lookup(hop, dev.as_deref()).await {
+        Ok(n) => snap.neighbour = n,
+        Err(e) => snap.errors.push(format!("neighbour {hop}: {e}")),
+    }
+    (hop, dev)
+}
+
+async fn handshake(flow: FlowRef, iface: &str) -> Snapshot {
+    let mut snap = Snapshot {
+        symptom: diagnose::HANDSHAKE.to_string(),
+        flow: Some(flow),
+        ..Default::default()
+    };
+    let (hop, dev) = next_hop(flow.dst.ip(), Some(iface), &mut snap).await;
+    let dev = dev.unwrap_or_else(|| iface.to_string());
+    match probe::claimants(&dev, hop, PROBE_WINDOW).await {
+        Ok(result) => snap.probe = Some(result),
+        Err(e) => snap.errors.push(format!("probing who claims {hop} on {dev}: {e}")),
+    }
+    snap
+}
+
+async fn storm(flow: FlowRef) -> Snapshot {
+    let mut snap = Snapshot {
+        symptom: diagnose::STORM.to_string(),
+        flow: Some(flow),
+        tcp_retries2: state::sysctl::tcp_retries2(),
+        ..Default::default()
+    };
+    let lookup = tokio::task::spawn_blocking(move || {
+        let entry = conntrack::lookup(flow.src, flow.dst);
+        let same = conntrack::by_orig_dst(flow.dst);
+        (entry, same)
+    })
+    .await;
+    let target = match lookup {
+        Ok((entry, same)) => {
+            match entry {
+                Ok(e) => snap.conntrack = e,
+                Err(e) => snap.errors.push(format!("conntrack {} -> {}: {e}", flow.src, flow.dst)),
+            }
+            match same {
+                Ok(v) => snap.same_service = v,
+                Err(e) => snap.errors.push(format!("conntrack entries to {}: {e}", flow.dst)),
+            }
+            // Where the packets really go: the NAT target when there is one.
+            snap.conntrack
+                .as_ref()
+                .filter(|c| c.is_dnat())
+                .map(|c| c.reply_src.ip())
+                .unwrap_or(flow.dst.ip())
+        }
+        Err(e) => {
+            snap.errors.push(format!("conntrack look-up task: {e}"));
+            flow.dst.ip()
+        }
+    };
+    next_hop(target, None, &mut snap).await;
+    snap
+}
