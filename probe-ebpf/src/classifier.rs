@@ -1,7 +1,7 @@
 //! The TC classifier: dispatch by protocol. Cheap checks first, so packets
 //! that are neither ARP, NDP nor TCP on a watched port cost a few loads.
 
-use aya_ebpf::programs::TcContext;
+use aya_ebpf::{maps::ring_buf::RingBufEntry, programs::TcContext};
 use probe_common::{AF_INET, AF_INET6, ArpRecord, arp_op, kind};
 
 use crate::{
@@ -14,10 +14,26 @@ use crate::{
 const ICMPV6_NEIGHBOUR_ADVERT: u8 = 136;
 const NDP_OPT_TARGET_LLADDR: u8 = 2;
 
-pub fn handle(ctx: &TcContext, direction: u8) -> Option<()> {
-    let eth = packet::ethernet(ctx)?;
+/// TCX_NEXT (== TC_ACT_UNSPEC): let the next program and the stack decide.
+pub const TCX_NEXT: i32 = -1;
+
+/// Always returns TCX_NEXT. Functions LLVM may outline return the verdict
+/// too: a subprogram whose result is dropped can leave a stack pointer in
+/// r0, which the verifier rejects.
+#[inline(always)]
+pub fn handle(ctx: &TcContext, direction: u8) -> i32 {
+    let Some(eth) = packet::ethernet(ctx) else { return TCX_NEXT };
+    if eth.proto == ETH_P_ARP {
+        return arp(ctx, &eth, direction);
+    }
+    let _ = ip_packet(ctx, &eth, direction);
+    TCX_NEXT
+}
+
+#[inline(always)]
+fn ip_packet(ctx: &TcContext, eth: &Ethernet, direction: u8) -> Option<()> {
+    let eth = *eth;
     let ip = match eth.proto {
-        ETH_P_ARP => return arp(ctx, &eth, direction),
         ETH_P_IP => packet::ipv4(ctx)?,
         ETH_P_IPV6 => packet::ipv6(ctx)?,
         _ => return None,
@@ -30,7 +46,10 @@ pub fn handle(ctx: &TcContext, direction: u8) -> Option<()> {
             }
             tls::handle(ctx, direction, &eth, &ip, &tcp)
         }
-        IPPROTO_ICMPV6 => neighbour_advert(ctx, &eth, &ip, direction),
+        IPPROTO_ICMPV6 => {
+            neighbour_advert(ctx, &eth, &ip, direction);
+            Some(())
+        }
         _ => None,
     }
 }
@@ -41,66 +60,70 @@ fn watched(sport: u16, dport: u16) -> bool {
     unsafe { PORTS.get(&dport).is_some() || PORTS.get(&sport).is_some() }
 }
 
+/// Fills the parts of an ARP record every sighting has; the record lives
+/// in the ring buffer, not on the (512-byte) eBPF stack.
 #[inline(always)]
-fn blank_arp(ctx: &TcContext, eth: &Ethernet, direction: u8, family: u8) -> ArpRecord {
-    ArpRecord {
-        header: emit::header(kind::ARP, size_of::<ArpRecord>()),
-        // SAFETY: reading the ifindex of the skb we were given.
-        ifindex: unsafe { (*ctx.skb.skb).ifindex },
-        direction,
-        op: 0,
-        family,
-        flags: 0,
-        sender_ip: [0; 16],
-        target_ip: [0; 16],
-        sender_mac: [0; 6],
-        eth_src: eth.src,
-        eth_dst: eth.dst,
-        _pad: [0; 6],
+fn start_arp(ctx: &TcContext, eth: &Ethernet, direction: u8, family: u8) -> Option<RingBufEntry<ArpRecord>> {
+    let mut entry = emit::reserve::<ArpRecord>(kind::ARP)?;
+    let rec = entry.as_mut_ptr();
+    // SAFETY: exclusively owned reserved slot; every field is written
+    // here or by the caller before submit.
+    unsafe {
+        core::ptr::write_bytes(rec, 0, 1);
+        (*rec).header = emit::header(kind::ARP, size_of::<ArpRecord>());
+        (*rec).ifindex = (*ctx.skb.skb).ifindex;
+        (*rec).direction = direction;
+        (*rec).family = family;
+        (*rec).eth_src = eth.src;
+        (*rec).eth_dst = eth.dst;
     }
+    Some(entry)
 }
 
 /// ARP for IPv4 over Ethernet: requests, replies and gratuitous announcements.
-fn arp(ctx: &TcContext, eth: &Ethernet, direction: u8) -> Option<()> {
-    let b: [u8; 28] = packet::load(ctx, ETH_LEN)?;
+#[inline(never)]
+fn arp(ctx: &TcContext, eth: &Ethernet, direction: u8) -> i32 {
+    let Some(b) = packet::load::<[u8; 28]>(ctx, ETH_LEN) else { return TCX_NEXT };
     let op = packet::be16(&b, 6);
     let is_ipv4_ether = packet::be16(&b, 0) == 1 && packet::be16(&b, 2) == 0x0800 && b[4] == 6 && b[5] == 4;
     if !is_ipv4_ether || (op != arp_op::REQUEST as u16 && op != arp_op::REPLY as u16) {
-        return None;
+        return TCX_NEXT;
     }
-    let mut rec = blank_arp(ctx, eth, direction, AF_INET);
+    let Some(mut entry) = start_arp(ctx, eth, direction, AF_INET) else { return TCX_NEXT };
+    // SAFETY: start_arp initialised the whole slot, which we own.
+    let rec = unsafe { &mut *entry.as_mut_ptr() };
     rec.op = op as u8;
     rec.sender_mac.copy_from_slice(&b[8..14]);
     rec.sender_ip[..4].copy_from_slice(&b[14..18]);
     rec.target_ip[..4].copy_from_slice(&b[24..28]);
     rec.flags = u8::from(b[14..18] == b[24..28]);
-    let mut entry = emit::reserve::<ArpRecord>(kind::ARP)?;
-    entry.write(rec);
     entry.submit(0);
-    Some(())
+    TCX_NEXT
 }
 
 /// ICMPv6 neighbour advertisements: who says it owns an IPv6 address.
-fn neighbour_advert(ctx: &TcContext, eth: &Ethernet, ip: &Ip, direction: u8) -> Option<()> {
+#[inline(never)]
+fn neighbour_advert(ctx: &TcContext, eth: &Ethernet, ip: &Ip, direction: u8) -> i32 {
     // type, code, csum, flags(4), target(16): 24 bytes, then maybe an option.
-    let b: [u8; 24] = packet::load(ctx, ip.l4_off)?;
+    let Some(b) = packet::load::<[u8; 24]>(ctx, ip.l4_off) else { return TCX_NEXT };
     if b[0] != ICMPV6_NEIGHBOUR_ADVERT {
-        return None;
+        return TCX_NEXT;
     }
-    let mut rec = blank_arp(ctx, eth, direction, AF_INET6);
+    let opt = packet::load::<[u8; 8]>(ctx, ip.l4_off + 24);
+    let Some(mut entry) = start_arp(ctx, eth, direction, AF_INET6) else { return TCX_NEXT };
+    // SAFETY: start_arp initialised the whole slot, which we own.
+    let rec = unsafe { &mut *entry.as_mut_ptr() };
     rec.op = arp_op::NEIGHBOUR_ADVERT;
     rec.flags = b[4] & 0xe0;
     rec.sender_ip.copy_from_slice(&b[8..24]);
     rec.target_ip = ip.daddr;
     rec.sender_mac = eth.src;
-    if let Some(opt) = packet::load::<[u8; 8]>(ctx, ip.l4_off + 24)
+    if let Some(opt) = opt
         && opt[0] == NDP_OPT_TARGET_LLADDR
         && opt[1] == 1
     {
         rec.sender_mac.copy_from_slice(&opt[2..8]);
     }
-    let mut entry = emit::reserve::<ArpRecord>(kind::ARP)?;
-    entry.write(rec);
     entry.submit(0);
-    Some(())
+    TCX_NEXT
 }

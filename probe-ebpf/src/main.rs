@@ -18,9 +18,6 @@ use aya_ebpf::{
 };
 use probe_common::direction;
 
-/// TCX_NEXT (== TC_ACT_UNSPEC): let the next program and the stack decide.
-const TCX_NEXT: i32 = -1;
-
 #[tracepoint]
 pub fn tcp_retransmit(ctx: TracePointContext) -> u32 {
     retransmit::handle(&ctx);
@@ -41,14 +38,12 @@ pub fn neigh_update(ctx: TracePointContext) -> u32 {
 
 #[classifier]
 pub fn tc_ingress(ctx: TcContext) -> i32 {
-    classifier::handle(&ctx, direction::INGRESS);
-    TCX_NEXT
+    classifier::handle(&ctx, direction::INGRESS)
 }
 
 #[classifier]
 pub fn tc_egress(ctx: TcContext) -> i32 {
-    classifier::handle(&ctx, direction::EGRESS);
-    TCX_NEXT
+    classifier::handle(&ctx, direction::EGRESS)
 }
 
 #[cfg(not(test))]

@@ -26,6 +26,7 @@ fn read<T>(ctx: &TracePointContext, off: usize) -> Option<T> {
     unsafe { ctx.read_at::<T>(off) }.ok()
 }
 
+#[inline(always)]
 pub fn handle(ctx: &TracePointContext) -> Option<()> {
     let family = read::<u32>(ctx, OFF_FAMILY)? as u8;
     let mut ip = [0u8; 16];

@@ -27,6 +27,7 @@ pub fn be32(b: &[u8], i: usize) -> u32 {
     u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
 }
 
+#[derive(Clone, Copy)]
 pub struct Ethernet {
     pub dst: [u8; 6],
     pub src: [u8; 6],

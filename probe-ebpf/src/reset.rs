@@ -21,6 +21,7 @@ fn read<T>(ctx: &TracePointContext, off: usize) -> Option<T> {
     unsafe { ctx.read_at::<T>(off) }.ok()
 }
 
+#[inline(always)]
 pub fn handle(ctx: &TracePointContext) -> Option<()> {
     let family = read::<u16>(ctx, OFF_FAMILY)? as u8;
     let mut saddr = [0u8; 16];

@@ -24,6 +24,7 @@ fn read<T>(ctx: &TracePointContext, off: usize) -> Option<T> {
     unsafe { ctx.read_at::<T>(off) }.ok()
 }
 
+#[inline(always)]
 pub fn handle(ctx: &TracePointContext) -> Option<()> {
     let skaddr: u64 = read(ctx, OFF_SKADDR)?;
     let family = read::<u16>(ctx, OFF_FAMILY)? as u8;

@@ -23,6 +23,7 @@ const MAX_RECORD: u16 = 16384 + 256;
 /// Records per segment at most: TLS_FOLLOW_MAX / TLS_CAPTURE.
 const MAX_CHUNKS: usize = (TLS_FOLLOW_MAX as usize).div_ceil(TLS_CAPTURE);
 
+#[inline(always)]
 pub fn handle(ctx: &TcContext, direction: u8, eth: &Ethernet, ip: &Ip, tcp: &Tcp) -> Option<()> {
     let key = FlowKey {
         saddr: ip.saddr,
@@ -127,39 +128,24 @@ fn emit_segment(ctx: &TcContext, direction: u8, eth: &Ethernet, ip: &Ip, tcp: &T
     Some(())
 }
 
-/// Copies `len` (<= TLS_CAPTURE) bytes at `off` into `dst` with constant-size
-/// loads only: the verifier rejects a variable-length `bpf_skb_load_bytes`
-/// that it cannot prove non-zero and in bounds.
+/// Copies `len` bytes at `off` into `dst` (room for `TLS_CAPTURE`). The
+/// length is checked against both bounds right before the helper call so
+/// the verifier sees a size in [1, TLS_CAPTURE]; a ladder of constant-size
+/// loads would do too, but multiplies verifier states per chunk.
 #[inline(always)]
 unsafe fn copy_payload(ctx: &TcContext, off: usize, len: usize, dst: *mut u8) -> usize {
-    let skb = ctx.skb.skb as *const _;
-    let load = |at: usize, to: *mut u8, n: u32| -> bool {
-        // SAFETY: `to` has room for `n` bytes (see the callers' bounds).
-        unsafe { bpf_skb_load_bytes(skb, at as u32, to.cast(), n) == 0 }
-    };
-    if len >= TLS_CAPTURE {
-        return if load(off, dst, TLS_CAPTURE as u32) { TLS_CAPTURE } else { 0 };
+    let n = len as u32;
+    if n == 0 || n > TLS_CAPTURE as u32 {
+        return 0;
     }
-    let mut done = 0usize;
-    macro_rules! chunk {
-        ($n:expr) => {
-            if len - done >= $n {
-                // SAFETY: the chunks below sum to 511 < TLS_CAPTURE.
-                if !load(off + done, unsafe { dst.add(done) }, $n) {
-                    return done;
-                }
-                done += $n;
-            }
-        };
-    }
-    chunk!(256);
-    chunk!(128);
-    chunk!(64);
-    chunk!(32);
-    chunk!(16);
-    chunk!(8);
-    chunk!(4);
-    chunk!(2);
-    chunk!(1);
-    done
+    // LLVM rewrites the check above into a form the verifier cannot use.
+    // Hide the range from LLVM, then rebuild it with arithmetic the
+    // verifier follows: ((n - 1) & 511) + 1 is n here, and provably in
+    // [1, TLS_CAPTURE].
+    // SAFETY: reading a local.
+    let n = unsafe { core::ptr::read_volatile(&n) };
+    let n = (n.wrapping_sub(1) & (TLS_CAPTURE as u32 - 1)) + 1;
+    // SAFETY: `dst` has room for TLS_CAPTURE >= n bytes.
+    let rc = unsafe { bpf_skb_load_bytes(ctx.skb.skb as *const _, off as u32, dst.cast(), n) };
+    if rc == 0 { n as usize } else { 0 }
 }
