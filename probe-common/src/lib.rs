@@ -152,10 +152,11 @@ pub struct TlsRecord {
     pub direction: u8,
     pub family: u8,
     pub part: u8,
-    pub _pad: u8,
+    /// Which `TLS_CAPTURE`-sized piece of its TCP segment this is (0 = first).
+    pub chunk: u8,
     pub sport: u16,
     pub dport: u16,
-    /// TCP sequence number of the segment's first payload byte.
+    /// TCP sequence number of the first payload byte in this record.
     pub seq: u32,
     /// Payload bytes in the segment, and how many of them are in `payload`.
     pub payload_len: u16,

@@ -86,7 +86,7 @@ fn emit_chunks(ctx: &TcContext, direction: u8, eth: &Ethernet, ip: &Ip, tcp: &Tc
             break;
         }
         let last = skip + TLS_CAPTURE >= limit;
-        emit_segment(ctx, direction, eth, ip, tcp, part, skip, last)?;
+        emit_segment(ctx, direction, eth, ip, tcp, part, k, last)?;
         part = tls_part::CONTINUATION;
     }
     Some(())
@@ -97,7 +97,8 @@ fn emit_chunks(ctx: &TcContext, direction: u8, eth: &Ethernet, ip: &Ip, tcp: &Tc
 /// sees no gap between them; the last one reports the true remainder.
 #[expect(clippy::too_many_arguments, reason = "packet context is passed apart to stay on the eBPF stack")]
 #[inline(always)]
-fn emit_segment(ctx: &TcContext, direction: u8, eth: &Ethernet, ip: &Ip, tcp: &Tcp, part: u8, skip: usize, last: bool) -> Option<()> {
+fn emit_segment(ctx: &TcContext, direction: u8, eth: &Ethernet, ip: &Ip, tcp: &Tcp, part: u8, chunk: usize, last: bool) -> Option<()> {
+    let skip = chunk * TLS_CAPTURE;
     let mut entry = emit::reserve::<TlsRecord>(kind::TLS)?;
     let rec = entry.as_mut_ptr();
     let remaining = tcp.payload_len - skip;
@@ -112,7 +113,7 @@ fn emit_segment(ctx: &TcContext, direction: u8, eth: &Ethernet, ip: &Ip, tcp: &T
         (*rec).direction = direction;
         (*rec).family = ip.family;
         (*rec).part = part;
-        (*rec)._pad = 0;
+        (*rec).chunk = chunk as u8;
         (*rec).sport = tcp.sport;
         (*rec).dport = tcp.dport;
         (*rec).seq = tcp.seq.wrapping_add(skip as u32);

@@ -201,6 +201,7 @@ impl Enricher {
             start: r.part == tls_part::START,
             payload: &r.payload[..captured],
             payload_len: r.payload_len,
+            chunk: r.chunk,
         };
         let iface = ifaces.name(r.ifindex);
         let src_mac = event::format_mac(&r.src_mac);

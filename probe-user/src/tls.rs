@@ -57,6 +57,9 @@ pub struct Segment<'a> {
     pub payload: &'a [u8],
     /// Payload bytes in the segment on the wire.
     pub payload_len: u16,
+    /// Which capture-sized piece of its TCP segment this is: the kernel
+    /// splits long segments, and only piece 0 counts as a new segment.
+    pub chunk: u8,
 }
 
 /// The first handshake message of a flow, when it is a hello.
@@ -157,6 +160,7 @@ struct Orphan {
     seq: u32,
     data: Vec<u8>,
     len: usize,
+    chunk: u8,
 }
 
 /// Where a flow's first handshake message stands.
@@ -282,7 +286,7 @@ impl Reassembler {
                 State::Orphans(orphans) => {
                     for o in &orphans {
                         // Orphans were capped at MAX_SEGMENTS on the way in.
-                        asm.add(o.seq, &o.data, o.len);
+                        asm.add(o.seq, &o.data, o.len, o.chunk);
                     }
                     keep = Some((id, born_ns));
                 }
@@ -326,7 +330,7 @@ impl Reassembler {
         keep: Option<(u64, u64)>,
         now_ns: u64,
     ) -> Option<Handshake> {
-        let progress = if asm.add(seg.seq, seg.payload, usize::from(seg.payload_len)) {
+        let progress = if asm.add(seg.seq, seg.payload, usize::from(seg.payload_len), seg.chunk) {
             asm.evaluate()
         } else {
             Progress::Incomplete
@@ -414,6 +418,7 @@ impl Orphan {
             seq: seg.seq,
             data: seg.payload[..keep].to_vec(),
             len: usize::from(seg.payload_len),
+            chunk: seg.chunk,
         }
     }
 }
@@ -445,7 +450,7 @@ impl Assembly {
 
     /// Places a segment, clipped to `[0, MAX_FLOW_BYTES)`. Returns false when
     /// the flow has had more distinct segments than it may.
-    fn add(&mut self, seq: u32, captured: &[u8], len: usize) -> bool {
+    fn add(&mut self, seq: u32, captured: &[u8], len: usize, chunk: u8) -> bool {
         // Signed distance modulo 2^32, so that sequence wrap-around works and a
         // segment just before `start` clips instead of landing 4 GiB later.
         let off = i64::from(seq.wrapping_sub(self.start) as i32);
@@ -457,7 +462,8 @@ impl Assembly {
         if extent.is_empty() {
             return true;
         }
-        if !self.segments.contains(&extent) {
+        // Later pieces of one TCP segment are not segments of their own.
+        if chunk == 0 && !self.segments.contains(&extent) {
             if self.segments.len() >= MAX_SEGMENTS {
                 return false;
             }
@@ -687,6 +693,7 @@ mod tests {
             start,
             payload: &wire[..wire.len().min(TLS_CAPTURE)],
             payload_len: wire.len() as u16,
+            chunk: 0,
         }
     }
 
@@ -1014,6 +1021,7 @@ mod tests {
             start: true,
             payload: &[0x16, 3, 1, 0, 10],
             payload_len: 3,
+            chunk: 0,
         };
         assert!(r.push(s, 0).is_none());
         assert_eq!(r.counters().malformed, 1);
@@ -1047,6 +1055,28 @@ mod tests {
         }
         let c = r.counters();
         assert!(c.malformed > 0 && c.incomplete + c.evicted > 0, "{c:?}");
+    }
+
+    #[test]
+    fn long_hello_in_capture_sized_chunks_is_one_segment() {
+        // A post-quantum ClientHello (~1.5 KB) in one TCP segment reaches
+        // userspace as three kernel records of at most TLS_CAPTURE bytes.
+        let wire = client_hello(Some("api.mlkem.test"), 1200);
+        assert!(wire.len() > 2 * TLS_CAPTURE && wire.len() < 3 * TLS_CAPTURE);
+        let mut r = Reassembler::default();
+        let mut got = None;
+        for (k, piece) in wire.chunks(TLS_CAPTURE).enumerate() {
+            let s = Segment {
+                flow: flow(16),
+                seq: 1000 + (k * TLS_CAPTURE) as u32,
+                start: k == 0,
+                payload: piece,
+                payload_len: piece.len() as u16,
+                chunk: k as u8,
+            };
+            got = r.push(s, 0).or(got);
+        }
+        expect_client_hello(got, Some("api.mlkem.test"), 1);
     }
 
     #[test]
