@@ -66,6 +66,11 @@ pub struct Snapshot {
     pub same_service: Vec<crate::state::ConntrackEntry>,
     #[serde(default)]
     pub tcp_retries2: Option<u32>,
+    /// The socket lives in this other namespace and nothing here (no
+    /// conntrack entry) ties its path to ours: route and neighbour state of
+    /// netprobe's namespace says nothing about it, so none was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub foreign_netns: Option<u32>,
     /// Look-ups that failed, and why.
     #[serde(default)]
     pub errors: Vec<String>,

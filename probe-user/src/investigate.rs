@@ -19,7 +19,7 @@ pub const PROBE_WINDOW: Duration = Duration::from_millis(300);
 pub async fn run(inv: Investigation) -> Event {
     let snapshot = match inv {
         Investigation::Handshake { flow, iface } => handshake(flow, &iface).await,
-        Investigation::Storm { flow } => storm(flow).await,
+        Investigation::Storm { flow, netns } => storm(flow, netns).await,
     };
     Event {
         time: Utc::now(),
@@ -62,7 +62,7 @@ async fn handshake(flow: FlowRef, iface: &str) -> Snapshot {
     snap
 }
 
-async fn storm(flow: FlowRef) -> Snapshot {
+async fn storm(flow: FlowRef, socket_netns: Option<u32>) -> Snapshot {
     let mut snap = Snapshot {
         symptom: diagnose::STORM.to_string(),
         flow: Some(flow),
@@ -97,6 +97,11 @@ async fn storm(flow: FlowRef) -> Snapshot {
             flow.dst.ip()
         }
     };
+    let ours = crate::netns::current_inode();
+    if snap.conntrack.is_none() && socket_netns.is_some() && socket_netns != ours {
+        snap.foreign_netns = socket_netns;
+        return snap;
+    }
     next_hop(target, None, &mut snap).await;
     snap
 }

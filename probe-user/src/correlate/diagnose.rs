@@ -231,6 +231,11 @@ pub fn storm(flow: FlowRef, series: &Series, snap: &Snapshot, now: DateTime<Utc>
     evidence.extend(snap.errors.iter().map(|e| format!("look-up failed: {e}")));
     let hang_text = hang.map(|h| format!("{:.0} s (~{:.0} min)", h.as_secs_f64(), h.as_secs_f64() / 60.0));
 
+    if let Some(ns) = snap.foreign_netns {
+        evidence.push(format!(
+            "the socket is in network namespace {ns}, and netprobe's namespace has no conntrack entry for it: its route and neighbours were not read (run netprobe with --netns on the namespace the flow passes through)"
+        ));
+    }
     let neigh_dead = snap.neighbour.as_ref().is_some_and(|n| n.state.contains("FAILED") || n.state.contains("INCOMPLETE"));
     let route_dead = target_route.is_some_and(|r| r.kind != "unicast" && r.kind != "local");
     match &snap.conntrack {

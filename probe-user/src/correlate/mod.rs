@@ -44,7 +44,8 @@ pub enum Investigation {
     Handshake { flow: FlowRef, iface: String },
     /// A flow retransmits without progress: its conntrack entry, others to
     /// the same destination, and the route/neighbour of the NAT target.
-    Storm { flow: FlowRef },
+    /// `netns` is the socket's namespace inode, when the kernel told it.
+    Storm { flow: FlowRef, netns: Option<u32> },
 }
 
 #[derive(Default)]
@@ -88,7 +89,7 @@ impl Correlator {
                 if let Some(flow) = self.storms.retransmit(t, r, self.config.storm_threshold)
                     && !self.diagnosed.contains(&(diagnose::STORM.to_string(), flow))
                 {
-                    out.investigations.push(Investigation::Storm { flow });
+                    out.investigations.push(Investigation::Storm { flow, netns: event.netns });
                 }
             }
             EventBody::Reset(r) => {

@@ -264,7 +264,7 @@ fn incident_2_stale_conntrack_nat() {
         storm_snapshot(flow, Some(stale.clone()), vec![stale.clone(), fresh]),
     ];
     let (invs, diags) = run(&events, &mut c);
-    assert_eq!(invs, vec![Investigation::Storm { flow }]);
+    assert_eq!(invs, vec![Investigation::Storm { flow, netns: None }]);
     let d = &diags[0];
     assert_eq!(d.cause, "stale_conntrack_nat");
     assert_eq!(d.service, Some(addr("10.96.0.10:8000")));
@@ -289,7 +289,7 @@ fn control_case_progress_means_loss_not_stale_state() {
     // advanced before and the target is alive: packet_loss, never stale NAT.
     events = vec![retransmit(2000, 50000, src), retransmit(2400, 50000, src), retransmit(3200, 50000, src)];
     let (invs, _) = run(&events, &mut c);
-    assert_eq!(invs, vec![Investigation::Storm { flow }]);
+    assert_eq!(invs, vec![Investigation::Storm { flow, netns: None }]);
     let live = ct(src, "10.244.2.7:8000");
     let (_, diags) = run(&[storm_snapshot(flow, Some(live.clone()), vec![live])], &mut c);
     assert_eq!(diags[0].cause, "packet_loss");
@@ -317,4 +317,25 @@ fn flow_closed_by_rst_is_not_unanswered() {
     let rst = EventBody::Reset(crate::event::Reset { src: addr("10.9.0.1:40000"), dst: addr("10.9.0.100:6443") });
     let (invs, diags) = run(&[ev(ms(0), hello(B)), ev(ms(500), rst), ev(ms(5000), garp(A))], &mut c);
     assert!(invs.is_empty() && diags.is_empty(), "{invs:?}");
+}
+
+#[test]
+fn storm_in_another_namespace_is_not_blamed_on_our_routes() {
+    let mut c = Correlator::new(Config::default());
+    let src = "10.244.7.5:50000";
+    let flow = FlowRef { src: addr(src), dst: addr("10.96.0.10:8000") };
+    let events: Vec<Event> = (0..3).map(|i| retransmit(i * 400, 1000, src)).collect();
+    run(&events, &mut c);
+    let snap = ev(
+        ms(1500),
+        EventBody::Snapshot(Box::new(Snapshot {
+            symptom: diagnose::STORM.into(),
+            flow: Some(flow),
+            foreign_netns: Some(4026532999),
+            ..Default::default()
+        })),
+    );
+    let (_, diags) = run(&[snap], &mut c);
+    assert_eq!(diags[0].cause, "unknown");
+    assert!(diags[0].evidence.iter().any(|e| e.contains("4026532999")), "{:?}", diags[0].evidence);
 }
