@@ -1,4 +1,6 @@
-//! `netprobe trace`: attach, stream events until Ctrl-C/SIGTERM, detach.
+//! The tracing session behind `trace`, `top` and `capture`: attach, read
+//! the ring buffer, correlate, investigate, hand every event to a
+//! [`Consumer`] until it says stop or Ctrl-C/SIGTERM arrives, then detach.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -47,21 +49,46 @@ pub fn select_targets(wanted: &[String], links: &[Link]) -> anyhow::Result<Vec<L
 
 const KIND_NAMES: [&str; kind::COUNT as usize] = ["none", "retransmit", "neighbour", "tls", "arp", "reset"];
 
+/// Whether the session goes on after a consumer call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Stop,
+}
+
+/// Where a session's events go: stdout (`trace`), a live view (`top`), a
+/// capture bundle (`capture`).
+pub trait Consumer {
+    /// Every event, in order: kernel events, snapshots, diagnoses, stats.
+    fn event(&mut self, event: &Event) -> std::io::Result<Flow>;
+    /// About every 100 ms, for timers, input and redraws.
+    fn tick(&mut self, _now: chrono::DateTime<chrono::Utc>) -> std::io::Result<Flow> {
+        Ok(Flow::Continue)
+    }
+}
+
+impl Consumer for Sink {
+    fn event(&mut self, event: &Event) -> std::io::Result<Flow> {
+        self.emit(event)?;
+        Ok(Flow::Continue)
+    }
+}
+
 /// Investigations running at once; more wait their turn.
 const MAX_INVESTIGATIONS: usize = 4;
 
-struct Tracer {
+struct Tracer<'c> {
     probes: Probes,
     pipeline: Pipeline,
     names: HashMap<u32, String>,
-    sink: Sink,
+    sink: &'c mut dyn Consumer,
     correlator: Correlator,
     /// Snapshots come back here from investigation tasks.
     snapshots: tokio::sync::mpsc::UnboundedSender<Event>,
     permits: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
-impl Tracer {
+impl Tracer<'_> {
     fn stats(&self, last: bool) -> Event {
         let lost = self.probes.lost().unwrap_or_default();
         let tls = self.pipeline.enricher().tls_counters();
@@ -85,29 +112,35 @@ impl Tracer {
         }
     }
 
-    /// Reads every record available now. Err means stdout is gone.
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> std::io::Result<()> {
+    /// Reads every record available now. Err means the consumer failed
+    /// (stdout gone, disk full).
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> std::io::Result<Flow> {
         while let Some(item) = ring.next() {
-            if let Some(event) = self.pipeline.feed(&item, &self.names) {
-                self.publish(&event)?;
+            if let Some(event) = self.pipeline.feed(&item, &self.names)
+                && self.publish(&event)? == Flow::Stop
+            {
+                return Ok(Flow::Stop);
             }
         }
-        Ok(())
+        Ok(Flow::Continue)
     }
 
-    /// Writes an event and lets the correlator see it.
-    fn publish(&mut self, event: &Event) -> std::io::Result<()> {
-        self.sink.emit(event)?;
+    /// Hands an event to the consumer and lets the correlator see it.
+    fn publish(&mut self, event: &Event) -> std::io::Result<Flow> {
+        let mut flow = self.sink.event(event)?;
         let out = self.correlator.observe(event);
         out.investigations.into_iter().for_each(|inv| self.investigate(inv));
         for diagnosis in out.diagnoses {
-            self.sink.emit(&Event {
+            let event = Event {
                 time: chrono::Utc::now(),
                 netns: None,
                 body: EventBody::Diagnosis(Box::new(diagnosis)),
-            })?;
+            };
+            if self.sink.event(&event)? == Flow::Stop {
+                flow = Flow::Stop;
+            }
         }
-        Ok(())
+        Ok(flow)
     }
 
     fn investigate(&self, inv: Investigation) {
@@ -143,7 +176,14 @@ impl Tracer {
     }
 }
 
+/// `netprobe trace`: events to stdout as text or JSON lines.
 pub async fn run(args: TraceArgs, tc_netns: Option<u32>) -> anyhow::Result<()> {
+    let mut sink = Sink::stdout(if args.json { Format::Json } else { Format::Text });
+    session(&args, tc_netns, &mut sink).await
+}
+
+/// Runs a tracing session until the consumer stops it or a signal arrives.
+pub async fn session(args: &TraceArgs, tc_netns: Option<u32>, consumer: &mut dyn Consumer) -> anyhow::Result<()> {
     let all_links = links::list().await.context("listing interfaces")?;
     let targets = select_targets(&args.ifaces, &all_links)?;
     let offsets = btf_offsets::from_vmlinux().unwrap_or_else(|e| {
@@ -178,7 +218,7 @@ pub async fn run(args: TraceArgs, tc_netns: Option<u32>) -> anyhow::Result<()> {
         names: all_links.iter().map(|l| (l.index, l.name.clone())).collect(),
         probes,
         pipeline: Pipeline::new(Enricher::new(Clock::system(), tc_netns)),
-        sink: Sink::stdout(if args.json { Format::Json } else { Format::Text }),
+        sink: consumer,
         correlator: Correlator::new(correlate::Config {
             handshake_timeout: args.handshake_timeout,
             ..Default::default()
@@ -205,8 +245,11 @@ pub async fn run(args: TraceArgs, tc_netns: Option<u32>) -> anyhow::Result<()> {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                if let Err(e) = tracer.drain(guard.get_inner_mut()) { break Err(e); }
-                guard.clear_ready();
+                match tracer.drain(guard.get_inner_mut()) {
+                    Ok(Flow::Continue) => guard.clear_ready(),
+                    Ok(Flow::Stop) => break Ok(()),
+                    Err(e) => break Err(e),
+                }
             }
             change = async { watch.as_mut().unwrap().1.recv().await }, if watch.is_some() => {
                 match change {
@@ -216,16 +259,30 @@ pub async fn run(args: TraceArgs, tc_netns: Option<u32>) -> anyhow::Result<()> {
             }
             _ = stats_tick.tick() => {
                 let stats = tracer.stats(false);
-                if let Err(e) = tracer.sink.emit(&stats) { break Err(e); }
+                match tracer.sink.event(&stats) {
+                    Ok(Flow::Continue) => {}
+                    Ok(Flow::Stop) => break Ok(()),
+                    Err(e) => break Err(e),
+                }
             }
             _ = expire_tick.tick() => tracer.pipeline.expire(monotonic_ns()),
             _ = correlate_tick.tick() => {
-                for inv in tracer.correlator.tick(chrono::Utc::now()) {
+                let now = chrono::Utc::now();
+                for inv in tracer.correlator.tick(now) {
                     tracer.investigate(inv);
+                }
+                match tracer.sink.tick(now) {
+                    Ok(Flow::Continue) => {}
+                    Ok(Flow::Stop) => break Ok(()),
+                    Err(e) => break Err(e),
                 }
             }
             Some(snapshot) = snapshot_rx.recv() => {
-                if let Err(e) = tracer.publish(&snapshot) { break Err(e); }
+                match tracer.publish(&snapshot) {
+                    Ok(Flow::Continue) => {}
+                    Ok(Flow::Stop) => break Ok(()),
+                    Err(e) => break Err(e),
+                }
             }
             _ = sigint.recv() => break Ok(()),
             _ = sigterm.recv() => break Ok(()),
@@ -240,7 +297,7 @@ pub async fn run(args: TraceArgs, tc_netns: Option<u32>) -> anyhow::Result<()> {
         Ok(()) => {
             let _ = tracer.drain(ring.get_mut());
             let stats = tracer.stats(true);
-            let _ = tracer.sink.emit(&stats);
+            let _ = tracer.sink.event(&stats);
         }
     }
     tracer.probes.detach_all();
