@@ -17,8 +17,42 @@ pub enum Command {
     Trace(TraceArgs),
     /// Check what this kernel and these privileges allow.
     Doctor(DoctorArgs),
+    /// Live retransmit histograms, pending handshakes and diagnoses.
+    Top(TopArgs),
+    /// Write one incident capture bundle (pcapng, events, state, report).
+    Capture(CaptureArgs),
     /// Run the correlator over a recorded `trace --json` stream (no root needed).
     Replay(ReplayArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Screen refresh period.
+    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = parse_duration)]
+    pub refresh: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CaptureArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// New directory to write the bundle into (must not exist).
+    #[arg(long, value_name = "DIR")]
+    pub out: std::path::PathBuf,
+    /// Stop after this long.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, conflicts_with = "until_diagnosis")]
+    pub duration: Option<Duration>,
+    /// Stop after the first diagnosis (or after --max-wait).
+    #[arg(long)]
+    pub until_diagnosis: bool,
+    /// Give up waiting for a diagnosis after this long.
+    #[arg(long, value_name = "DUR", default_value = "10m", value_parser = parse_duration)]
+    pub max_wait: Duration,
+    /// Cap on the bundle's size in MiB; capture stops, with a message, when reached.
+    #[arg(long, value_name = "MIB", default_value_t = 256)]
+    pub max_size_mib: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -35,6 +69,16 @@ pub struct ReplayArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct TraceArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// JSON lines on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What every tracing command (trace, top, capture) takes.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
     /// TCP port to watch for TLS handshakes (repeatable). Default: 443 and 6443.
     #[arg(long = "port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub ports: Vec<u16>,
@@ -42,9 +86,6 @@ pub struct TraceArgs {
     /// up, and those that come up later.
     #[arg(long = "iface", value_name = "IF")]
     pub ifaces: Vec<String>,
-    /// JSON lines on stdout instead of text.
-    #[arg(long)]
-    pub json: bool,
     /// How long a ClientHello may wait for its ServerHello.
     #[arg(long, value_name = "DUR", default_value = "3s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
@@ -61,7 +102,7 @@ pub struct TraceArgs {
     pub stats_interval: Duration,
 }
 
-impl TraceArgs {
+impl CommonArgs {
     pub fn ports(&self) -> Vec<u16> {
         if self.ports.is_empty() { vec![443, 6443] } else { self.ports.clone() }
     }
@@ -101,10 +142,11 @@ mod tests {
     #[test]
     fn ports_default_and_range() {
         let Command::Trace(t) = parse(&["trace"]).unwrap().command else { panic!() };
-        assert_eq!(t.ports(), vec![443, 6443]);
-        assert_eq!(t.handshake_timeout, Duration::from_secs(3));
+        assert_eq!(t.common.ports(), vec![443, 6443]);
+        assert_eq!(t.common.handshake_timeout, Duration::from_secs(3));
         let Command::Trace(t) = parse(&["trace", "--port", "8443", "--port", "1"]).unwrap().command else { panic!() };
-        assert_eq!(t.ports(), vec![8443, 1]);
+        assert_eq!(t.common.ports(), vec![8443, 1]);
+        assert!(parse(&["capture", "--out", "/tmp/x", "--duration", "5s", "--until-diagnosis"]).is_err());
         assert!(parse(&["trace", "--port", "0"]).is_err());
         assert!(parse(&["trace", "--port", "70000"]).is_err());
         assert!(parse(&["trace", "--handshake-timeout", "0s"]).is_err());

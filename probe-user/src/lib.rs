@@ -7,6 +7,7 @@
 //! and `output` writes them as text or JSON lines.
 
 pub mod btf_offsets;
+pub mod capture;
 pub mod cli;
 pub mod correlate;
 pub mod decode;
@@ -24,5 +25,6 @@ pub mod probes;
 pub mod replay;
 pub mod state;
 pub mod tls;
+pub mod top;
 pub mod trace;
 pub mod tracefs;

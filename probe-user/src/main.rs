@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use probe_user::{
     cli::{Cli, Command},
-    correlate, doctor,
+    capture, correlate, doctor,
     netns,
     output::{Format, Sink},
-    privileges, replay, trace, tracefs,
+    privileges, replay, top, trace, tracefs,
 };
 
 fn main() -> ExitCode {
@@ -64,10 +64,24 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Trace(args) => {
-            prepare(args.netns.as_deref())?;
+            prepare(args.common.netns.as_deref())?;
             tracefs::check_all()?;
             let tc_netns = netns::current_inode();
             runtime()?.block_on(trace::run(args, tc_netns))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Top(args) => {
+            prepare(args.common.netns.as_deref())?;
+            tracefs::check_all()?;
+            let tc_netns = netns::current_inode();
+            runtime()?.block_on(top::run(args, tc_netns))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Capture(args) => {
+            prepare(args.common.netns.as_deref())?;
+            tracefs::check_all()?;
+            let tc_netns = netns::current_inode();
+            runtime()?.block_on(capture::run(args, tc_netns))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Replay(args) => {

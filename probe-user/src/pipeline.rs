@@ -14,6 +14,22 @@ use crate::{
 const DUP_WINDOW_NS: u64 = 1_000_000_000;
 const DUP_MAX: usize = 8192;
 
+/// A packet the classifier copied in capture mode: Ethernet frame from its
+/// first byte, cut after the TCP header unless it carries TLS handshake
+/// bytes (payload beyond the handshake is never copied).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Packet {
+    pub time: chrono::DateTime<chrono::Utc>,
+    pub ifindex: u32,
+    pub iface: String,
+    /// `probe_common::direction::INGRESS` or `EGRESS`.
+    pub direction: u8,
+    /// Length of the frame on the wire.
+    pub wire_len: u32,
+    /// The copied bytes (a prefix of the frame).
+    pub data: Vec<u8>,
+}
+
 pub struct Pipeline {
     enricher: Enricher,
     /// TLS segments recently seen: (src, dst, seq, part) -> time.

@@ -15,7 +15,7 @@ use tokio::{
 
 use crate::{
     btf_offsets,
-    cli::TraceArgs,
+    cli::{CommonArgs, TraceArgs},
     correlate::{self, Correlator, Investigation},
     investigate,
     enrich::{Clock, Enricher},
@@ -61,6 +61,16 @@ pub enum Flow {
 pub trait Consumer {
     /// Every event, in order: kernel events, snapshots, diagnoses, stats.
     fn event(&mut self, event: &Event) -> std::io::Result<Flow>;
+    /// A packet copied by the classifier (capture mode only: see
+    /// [`Consumer::wants_packets`]).
+    fn packet(&mut self, _packet: &crate::pipeline::Packet) -> std::io::Result<Flow> {
+        Ok(Flow::Continue)
+    }
+    /// Whether the classifier should copy packets (headers and TLS
+    /// handshake bytes of watched ports, ARP and NDP) to this consumer.
+    fn wants_packets(&self) -> bool {
+        false
+    }
     /// About every 100 ms, for timers, input and redraws.
     fn tick(&mut self, _now: chrono::DateTime<chrono::Utc>) -> std::io::Result<Flow> {
         Ok(Flow::Continue)
@@ -179,11 +189,11 @@ impl Tracer<'_> {
 /// `netprobe trace`: events to stdout as text or JSON lines.
 pub async fn run(args: TraceArgs, tc_netns: Option<u32>) -> anyhow::Result<()> {
     let mut sink = Sink::stdout(if args.json { Format::Json } else { Format::Text });
-    session(&args, tc_netns, &mut sink).await
+    session(&args.common, tc_netns, &mut sink).await
 }
 
 /// Runs a tracing session until the consumer stops it or a signal arrives.
-pub async fn session(args: &TraceArgs, tc_netns: Option<u32>, consumer: &mut dyn Consumer) -> anyhow::Result<()> {
+pub async fn session(args: &CommonArgs, tc_netns: Option<u32>, consumer: &mut dyn Consumer) -> anyhow::Result<()> {
     let all_links = links::list().await.context("listing interfaces")?;
     let targets = select_targets(&args.ifaces, &all_links)?;
     let offsets = btf_offsets::from_vmlinux().unwrap_or_else(|e| {
