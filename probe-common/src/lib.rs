@@ -16,8 +16,10 @@ pub mod kind {
     pub const ARP: u16 = 4;
     /// A RST received on a socket (`tcp/tcp_receive_reset`), as a [`super::TcpRecord`].
     pub const RESET: u16 = 5;
+    /// A packet copy for capture bundles (capture mode only).
+    pub const PACKET: u16 = 6;
     /// One past the highest kind: sizes the per-kind loss counters.
-    pub const COUNT: u32 = 6;
+    pub const COUNT: u32 = 7;
 }
 
 /// Packet direction on a TC hook.
@@ -168,6 +170,26 @@ pub struct TlsRecord {
     pub payload: [u8; TLS_CAPTURE],
 }
 
+/// Bytes of a frame copied in capture mode at most (a power of two: the
+/// copy length is masked with `PACKET_CAPTURE - 1` for the verifier).
+pub const PACKET_CAPTURE: usize = 2048;
+
+/// A frame copied by the classifier in capture mode: from the Ethernet
+/// header on, cut after the TCP header unless the segment carries TLS
+/// handshake bytes, so no application payload is ever copied.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PacketRecord {
+    pub header: RecordHeader,
+    pub ifindex: u32,
+    pub direction: u8,
+    pub _pad: [u8; 3],
+    /// Frame length on the wire, and how much of it is in `data`.
+    pub wire_len: u32,
+    pub captured: u32,
+    pub data: [u8; PACKET_CAPTURE],
+}
+
 /// Key of the in-kernel map that follows a handshake record across segments.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -207,6 +229,7 @@ const _: () = assert!(size_of::<TcpRecord>() == 80);
 const _: () = assert!(size_of::<NeighRecord>() == 80);
 const _: () = assert!(size_of::<ArpRecord>() == 80);
 const _: () = assert!(size_of::<TlsRecord>() == 80 + TLS_CAPTURE);
+const _: () = assert!(size_of::<PacketRecord>() == 32 + PACKET_CAPTURE);
 const _: () = assert!(size_of::<FlowKey>() == 40);
 const _: () = assert!(size_of::<KernelOffsets>() == 16);
 

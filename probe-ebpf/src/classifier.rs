@@ -5,7 +5,7 @@ use aya_ebpf::{maps::ring_buf::RingBufEntry, programs::TcContext};
 use probe_common::{AF_INET, AF_INET6, ArpRecord, arp_op, kind};
 
 use crate::{
-    emit,
+    capture, emit,
     maps::PORTS,
     packet::{self, ETH_LEN, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, Ethernet, IPPROTO_ICMPV6, IPPROTO_TCP, Ip},
     tls,
@@ -41,10 +41,14 @@ fn ip_packet(ctx: &TcContext, eth: &Ethernet, direction: u8) -> Option<()> {
     match ip.proto {
         IPPROTO_TCP => {
             let tcp = packet::tcp(ctx, &ip)?;
-            if tcp.payload_len == 0 || !watched(tcp.sport, tcp.dport) {
+            if !watched(tcp.sport, tcp.dport) {
                 return None;
             }
-            tls::handle(ctx, direction, &eth, &ip, &tcp)
+            // Handshake segments are copied whole; others up to the TCP header.
+            let handshake = tcp.payload_len > 0 && tls::handle(ctx, direction, &eth, &ip, &tcp);
+            let keep = if handshake { ctx.len() as usize } else { tcp.payload_off };
+            capture::frame(ctx, direction, keep);
+            Some(())
         }
         IPPROTO_ICMPV6 => {
             neighbour_advert(ctx, &eth, &ip, direction);
@@ -98,6 +102,7 @@ fn arp(ctx: &TcContext, eth: &Ethernet, direction: u8) -> i32 {
     rec.target_ip[..4].copy_from_slice(&b[24..28]);
     rec.flags = u8::from(b[14..18] == b[24..28]);
     entry.submit(0);
+    capture::frame(ctx, direction, ETH_LEN + 28);
     TCX_NEXT
 }
 
@@ -125,5 +130,6 @@ fn neighbour_advert(ctx: &TcContext, eth: &Ethernet, ip: &Ip, direction: u8) -> 
         rec.sender_mac.copy_from_slice(&opt[2..8]);
     }
     entry.submit(0);
+    capture::frame(ctx, direction, ip.l4_off + 32);
     TCX_NEXT
 }

@@ -3,6 +3,7 @@
 #![no_std]
 #![no_main]
 
+mod capture;
 mod classifier;
 mod emit;
 mod maps;

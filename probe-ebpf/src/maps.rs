@@ -31,6 +31,16 @@ static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     tcp_snd_nxt: 0,
 };
 
+/// 1 when the loader wants packet copies (`netprobe capture`).
+#[unsafe(no_mangle)]
+static CAPTURE_PACKETS: u8 = 0;
+
+#[inline(always)]
+pub fn capture_packets() -> bool {
+    // SAFETY: as for KERNEL_OFFSETS.
+    unsafe { core::ptr::read_volatile(&CAPTURE_PACKETS) != 0 }
+}
+
 #[inline(always)]
 pub fn kernel_offsets() -> KernelOffsets {
     // SAFETY: a global the loader may rewrite before load; read it volatile

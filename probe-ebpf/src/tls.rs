@@ -23,8 +23,9 @@ const MAX_RECORD: u16 = 16384 + 256;
 /// Records per segment at most: TLS_FOLLOW_MAX / TLS_CAPTURE.
 const MAX_CHUNKS: usize = (TLS_FOLLOW_MAX as usize).div_ceil(TLS_CAPTURE);
 
+/// Returns whether the segment belongs to a followed handshake record.
 #[inline(always)]
-pub fn handle(ctx: &TcContext, direction: u8, eth: &Ethernet, ip: &Ip, tcp: &Tcp) -> Option<()> {
+pub fn handle(ctx: &TcContext, direction: u8, eth: &Ethernet, ip: &Ip, tcp: &Tcp) -> bool {
     let key = FlowKey {
         saddr: ip.saddr,
         daddr: ip.daddr,
@@ -45,7 +46,8 @@ pub fn handle(ctx: &TcContext, direction: u8, eth: &Ethernet, ip: &Ip, tcp: &Tcp
             let wire_len = u32::from(record_len) + 5;
             if head[5] == SERVER_HELLO {
                 // The ServerHello itself is short; what follows it is not ours to copy.
-                return emit_chunks(ctx, direction, eth, ip, tcp, tls_part::START, TLS_CAPTURE as u32);
+                let _ = emit_chunks(ctx, direction, eth, ip, tcp, tls_part::START, TLS_CAPTURE as u32);
+                return true;
             }
             let followed = core::cmp::min(wire_len, TLS_FOLLOW_MAX);
             if followed > tcp.payload_len as u32 {
@@ -56,20 +58,22 @@ pub fn handle(ctx: &TcContext, direction: u8, eth: &Ethernet, ip: &Ip, tcp: &Tcp
                 // Best effort: a full LRU map evicts its oldest entry.
                 let _ = FOLLOW.insert(&key, &follow, 0);
             }
-            return emit_chunks(ctx, direction, eth, ip, tcp, tls_part::START, followed);
+            let _ = emit_chunks(ctx, direction, eth, ip, tcp, tls_part::START, followed);
+            return true;
         }
     }
     // SAFETY: read-only copy of the map value.
-    let follow = unsafe { *FOLLOW.get(&key)? };
+    let Some(follow) = (unsafe { FOLLOW.get(&key) }).copied() else { return false };
     let rel = tcp.seq.wrapping_sub(follow.start_seq);
     let span = follow.end_seq.wrapping_sub(follow.start_seq);
     if rel == 0 || rel >= span {
-        return None;
+        return false;
     }
     if rel.wrapping_add(tcp.payload_len as u32) >= span {
         let _ = FOLLOW.remove(&key);
     }
-    emit_chunks(ctx, direction, eth, ip, tcp, tls_part::CONTINUATION, span - rel)
+    let _ = emit_chunks(ctx, direction, eth, ip, tcp, tls_part::CONTINUATION, span - rel);
+    true
 }
 
 /// Segments longer than `TLS_CAPTURE` go out as several records, one per

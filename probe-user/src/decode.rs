@@ -7,7 +7,7 @@
 
 use std::mem::size_of;
 
-use probe_common::{ArpRecord, NeighRecord, RecordHeader, TcpRecord, TlsRecord, kind};
+use probe_common::{ArpRecord, NeighRecord, PacketRecord, RecordHeader, TcpRecord, TlsRecord, kind};
 use thiserror::Error;
 
 /// One kernel record, copied out of the ring buffer.
@@ -18,6 +18,7 @@ pub enum Record {
     Neighbour(NeighRecord),
     Tls(Box<TlsRecord>),
     Arp(ArpRecord),
+    Packet(Box<PacketRecord>),
 }
 
 impl Record {
@@ -27,6 +28,7 @@ impl Record {
             Record::Neighbour(r) => &r.header,
             Record::Tls(r) => &r.header,
             Record::Arp(r) => &r.header,
+            Record::Packet(r) => &r.header,
         }
     }
 }
@@ -58,6 +60,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         kind::NEIGHBOUR => size_of::<NeighRecord>(),
         kind::TLS => size_of::<TlsRecord>(),
         kind::ARP => size_of::<ArpRecord>(),
+        kind::PACKET => size_of::<PacketRecord>(),
         other => return Err(DecodeError::UnknownKind(other)),
     };
     // The ring buffer may round up; the header must still agree with the type.
@@ -78,6 +81,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         kind::RESET => Record::Reset(read(bytes).ok_or_else(mismatch)?),
         kind::NEIGHBOUR => Record::Neighbour(read(bytes).ok_or_else(mismatch)?),
         kind::TLS => Record::Tls(Box::new(read(bytes).ok_or_else(mismatch)?)),
+        kind::PACKET => Record::Packet(Box::new(read(bytes).ok_or_else(mismatch)?)),
         _ => Record::Arp(read(bytes).ok_or_else(mismatch)?),
     })
 }

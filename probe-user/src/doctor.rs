@@ -57,19 +57,23 @@ pub fn run() -> Vec<Check> {
             Err("no tcx (kernel < 6.6): falls back to clsact + netlink filters, removed at exit".into())
         },
     ));
-    let load = probes::Probes::load(&probes::LoadOptions {
-        ring_bytes: 64 * 1024,
-        offsets: Default::default(),
-        ports: vec![443],
-    });
-    checks.push(check(
-        "ebpf load",
-        load.map(|p| {
-            drop(p);
-            "programs verified, ring buffer created, tracepoints attached and detached".into()
-        })
-        .map_err(|e| format!("{e:#}")),
-    ));
+    // The verifier prunes on load-time constants: verify both modes.
+    for (name, capture_packets) in [("ebpf load", false), ("ebpf load (capture)", true)] {
+        let load = probes::Probes::load(&probes::LoadOptions {
+            ring_bytes: 64 * 1024,
+            offsets: Default::default(),
+            ports: vec![443],
+            capture_packets,
+        });
+        checks.push(check(
+            name,
+            load.map(|p| {
+                drop(p);
+                "programs verified, ring buffer created, tracepoints attached and detached".into()
+            })
+            .map_err(|e| format!("{e:#}")),
+        ));
+    }
     checks.push(check("conntrack netlink", conntrack_netlink()));
     checks
 }

@@ -140,6 +140,11 @@ impl Enricher {
         }
     }
 
+    /// Wall-clock time of a kernel timestamp.
+    pub fn wall(&self, mono_ns: u64) -> DateTime<Utc> {
+        self.clock.wall(mono_ns)
+    }
+
     pub fn tls_counters(&self) -> crate::tls::TlsCounters {
         self.tls.counters()
     }
@@ -169,6 +174,8 @@ impl Enricher {
             Record::Neighbour(r) => (neighbour(r), None),
             Record::Arp(r) => (arp(r, ifaces), self.tc_netns),
             Record::Tls(r) => (self.tls(r, ifaces)?, self.tc_netns),
+            // Packet copies are not events; the pipeline hands them out.
+            Record::Packet(_) => return None,
         };
         Some(Event {
             body,

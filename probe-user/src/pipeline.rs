@@ -30,6 +30,12 @@ pub struct Packet {
     pub data: Vec<u8>,
 }
 
+pub enum Fed {
+    Event(Event),
+    Packet(Packet),
+    Nothing,
+}
+
 pub struct Pipeline {
     enricher: Enricher,
     /// TLS segments recently seen: (src, dst, seq, part) -> time.
@@ -54,16 +60,29 @@ impl Pipeline {
         &self.enricher
     }
 
-    pub fn feed(&mut self, bytes: &[u8], ifaces: &impl IfaceNames) -> Option<Event> {
+    /// One ring-buffer record: an event, a packet copy, or nothing (skipped,
+    /// duplicate, or a TLS piece still being reassembled).
+    pub fn feed(&mut self, bytes: &[u8], ifaces: &impl IfaceNames) -> Fed {
         let record = match decode::decode(bytes) {
             Ok(r) => r,
             Err(e) => {
                 self.malformed += 1;
                 log::debug!("skipped record: {e}");
-                return None;
+                return Fed::Nothing;
             }
         };
         self.records += 1;
+        if let Record::Packet(p) = &record {
+            let captured = (p.captured as usize).min(p.data.len());
+            return Fed::Packet(Packet {
+                time: self.enricher.wall(p.header.ts_ns),
+                ifindex: p.ifindex,
+                iface: ifaces.name(p.ifindex),
+                direction: p.direction,
+                wire_len: p.wire_len,
+                data: p.data[..captured].to_vec(),
+            });
+        }
         if let Record::Tls(t) = &record
             && self.is_duplicate(
                 (socket_addr(t.family, &t.saddr, t.sport), socket_addr(t.family, &t.daddr, t.dport), t.seq, t.part),
@@ -71,9 +90,12 @@ impl Pipeline {
             )
         {
             self.duplicates += 1;
-            return None;
+            return Fed::Nothing;
         }
-        self.enricher.event(&record, ifaces)
+        match self.enricher.event(&record, ifaces) {
+            Some(e) => Fed::Event(e),
+            None => Fed::Nothing,
+        }
     }
 
     fn is_duplicate(&mut self, key: (std::net::SocketAddr, std::net::SocketAddr, u32, u8), now: u64) -> bool {

@@ -30,6 +30,8 @@ pub struct LoadOptions {
     pub ring_bytes: u32,
     pub offsets: KernelOffsets,
     pub ports: Vec<u16>,
+    /// Copy packets for a capture bundle.
+    pub capture_packets: bool,
 }
 
 /// How the classifier was attached to an interface.
@@ -50,6 +52,7 @@ impl Probes {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("EVENTS", opts.ring_bytes)
             .override_global("KERNEL_OFFSETS", &opts.offsets, true)
+            .override_global("CAPTURE_PACKETS", &u8::from(opts.capture_packets), true)
             .load(OBJECT)
             .map_err(|e| anyhow!("loading the eBPF object: {e}"))?;
         let mut ports: BpfHashMap<_, u16, u8> =

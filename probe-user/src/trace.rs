@@ -22,7 +22,7 @@ use crate::{
     event::{Event, EventBody, Stats},
     links::{self, Link, LinkChange},
     output::{self, Format, Sink},
-    pipeline::Pipeline,
+    pipeline::{Fed, Pipeline},
     probes::{LoadOptions, Probes},
 };
 
@@ -47,7 +47,7 @@ pub fn select_targets(wanted: &[String], links: &[Link]) -> anyhow::Result<Vec<L
         .collect()
 }
 
-const KIND_NAMES: [&str; kind::COUNT as usize] = ["none", "retransmit", "neighbour", "tls", "arp", "reset"];
+const KIND_NAMES: [&str; kind::COUNT as usize] = ["none", "retransmit", "neighbour", "tls", "arp", "reset", "packet"];
 
 /// Whether the session goes on after a consumer call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,9 +126,12 @@ impl Tracer<'_> {
     /// (stdout gone, disk full).
     fn drain(&mut self, ring: &mut RingBuf<MapData>) -> std::io::Result<Flow> {
         while let Some(item) = ring.next() {
-            if let Some(event) = self.pipeline.feed(&item, &self.names)
-                && self.publish(&event)? == Flow::Stop
-            {
+            let flow = match self.pipeline.feed(&item, &self.names) {
+                Fed::Event(event) => self.publish(&event)?,
+                Fed::Packet(packet) => self.sink.packet(&packet)?,
+                Fed::Nothing => Flow::Continue,
+            };
+            if flow == Flow::Stop {
                 return Ok(Flow::Stop);
             }
         }
@@ -205,6 +208,7 @@ pub async fn session(args: &CommonArgs, tc_netns: Option<u32>, consumer: &mut dy
         ring_bytes: args.ring_kib * 1024,
         offsets,
         ports: ports.clone(),
+        capture_packets: consumer.wants_packets(),
     })?;
     let explicit = !args.ifaces.is_empty();
     for link in &targets {
