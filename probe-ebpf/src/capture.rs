@@ -18,7 +18,9 @@ pub fn frame(ctx: &TcContext, direction: u8, keep: usize) {
     if n == 0 {
         return;
     }
-    let Some(mut entry) = emit::reserve::<PacketRecord>(kind::PACKET) else { return };
+    let Some(mut entry) = emit::reserve::<PacketRecord>(kind::PACKET) else {
+        return;
+    };
     let rec = entry.as_mut_ptr();
     // Hide the range from LLVM and rebuild it so the verifier sees a
     // length in [1, PACKET_CAPTURE] (see tls::copy_payload).
@@ -33,7 +35,12 @@ pub fn frame(ctx: &TcContext, direction: u8, keep: usize) {
         (*rec).direction = direction;
         (*rec)._pad = [0; 3];
         (*rec).wire_len = wire_len;
-        let rc = bpf_skb_load_bytes(ctx.skb.skb as *const _, 0, (*rec).data.as_mut_ptr().cast(), n);
+        let rc = bpf_skb_load_bytes(
+            ctx.skb.skb as *const _,
+            0,
+            (*rec).data.as_mut_ptr().cast(),
+            n,
+        );
         (*rec).captured = if rc == 0 { n } else { 0 };
     }
     entry.submit(0);

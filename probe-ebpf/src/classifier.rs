@@ -7,7 +7,9 @@ use probe_common::{AF_INET, AF_INET6, ArpRecord, arp_op, kind};
 use crate::{
     capture, emit,
     maps::PORTS,
-    packet::{self, ETH_LEN, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, Ethernet, IPPROTO_ICMPV6, IPPROTO_TCP, Ip},
+    packet::{
+        self, ETH_LEN, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, Ethernet, IPPROTO_ICMPV6, IPPROTO_TCP, Ip,
+    },
     tls,
 };
 
@@ -22,7 +24,9 @@ pub const TCX_NEXT: i32 = -1;
 /// r0, which the verifier rejects.
 #[inline(always)]
 pub fn handle(ctx: &TcContext, direction: u8) -> i32 {
-    let Some(eth) = packet::ethernet(ctx) else { return TCX_NEXT };
+    let Some(eth) = packet::ethernet(ctx) else {
+        return TCX_NEXT;
+    };
     if eth.proto == ETH_P_ARP {
         return arp(ctx, &eth, direction);
     }
@@ -46,7 +50,11 @@ fn ip_packet(ctx: &TcContext, eth: &Ethernet, direction: u8) -> Option<()> {
             }
             // Handshake segments are copied whole; others up to the TCP header.
             let handshake = tcp.payload_len > 0 && tls::handle(ctx, direction, &eth, &ip, &tcp);
-            let keep = if handshake { ctx.len() as usize } else { tcp.payload_off };
+            let keep = if handshake {
+                ctx.len() as usize
+            } else {
+                tcp.payload_off
+            };
             capture::frame(ctx, direction, keep);
             Some(())
         }
@@ -67,7 +75,12 @@ fn watched(sport: u16, dport: u16) -> bool {
 /// Fills the parts of an ARP record every sighting has; the record lives
 /// in the ring buffer, not on the (512-byte) eBPF stack.
 #[inline(always)]
-fn start_arp(ctx: &TcContext, eth: &Ethernet, direction: u8, family: u8) -> Option<RingBufEntry<ArpRecord>> {
+fn start_arp(
+    ctx: &TcContext,
+    eth: &Ethernet,
+    direction: u8,
+    family: u8,
+) -> Option<RingBufEntry<ArpRecord>> {
     let mut entry = emit::reserve::<ArpRecord>(kind::ARP)?;
     let rec = entry.as_mut_ptr();
     // SAFETY: exclusively owned reserved slot; every field is written
@@ -87,13 +100,18 @@ fn start_arp(ctx: &TcContext, eth: &Ethernet, direction: u8, family: u8) -> Opti
 /// ARP for IPv4 over Ethernet: requests, replies and gratuitous announcements.
 #[inline(never)]
 fn arp(ctx: &TcContext, eth: &Ethernet, direction: u8) -> i32 {
-    let Some(b) = packet::load::<[u8; 28]>(ctx, ETH_LEN) else { return TCX_NEXT };
+    let Some(b) = packet::load::<[u8; 28]>(ctx, ETH_LEN) else {
+        return TCX_NEXT;
+    };
     let op = packet::be16(&b, 6);
-    let is_ipv4_ether = packet::be16(&b, 0) == 1 && packet::be16(&b, 2) == 0x0800 && b[4] == 6 && b[5] == 4;
+    let is_ipv4_ether =
+        packet::be16(&b, 0) == 1 && packet::be16(&b, 2) == 0x0800 && b[4] == 6 && b[5] == 4;
     if !is_ipv4_ether || (op != arp_op::REQUEST as u16 && op != arp_op::REPLY as u16) {
         return TCX_NEXT;
     }
-    let Some(mut entry) = start_arp(ctx, eth, direction, AF_INET) else { return TCX_NEXT };
+    let Some(mut entry) = start_arp(ctx, eth, direction, AF_INET) else {
+        return TCX_NEXT;
+    };
     // SAFETY: start_arp initialised the whole slot, which we own.
     let rec = unsafe { &mut *entry.as_mut_ptr() };
     rec.op = op as u8;
@@ -110,12 +128,16 @@ fn arp(ctx: &TcContext, eth: &Ethernet, direction: u8) -> i32 {
 #[inline(never)]
 fn neighbour_advert(ctx: &TcContext, eth: &Ethernet, ip: &Ip, direction: u8) -> i32 {
     // type, code, csum, flags(4), target(16): 24 bytes, then maybe an option.
-    let Some(b) = packet::load::<[u8; 24]>(ctx, ip.l4_off) else { return TCX_NEXT };
+    let Some(b) = packet::load::<[u8; 24]>(ctx, ip.l4_off) else {
+        return TCX_NEXT;
+    };
     if b[0] != ICMPV6_NEIGHBOUR_ADVERT {
         return TCX_NEXT;
     }
     let opt = packet::load::<[u8; 8]>(ctx, ip.l4_off + 24);
-    let Some(mut entry) = start_arp(ctx, eth, direction, AF_INET6) else { return TCX_NEXT };
+    let Some(mut entry) = start_arp(ctx, eth, direction, AF_INET6) else {
+        return TCX_NEXT;
+    };
     // SAFETY: start_arp initialised the whole slot, which we own.
     let rec = unsafe { &mut *entry.as_mut_ptr() };
     rec.op = arp_op::NEIGHBOUR_ADVERT;

@@ -79,18 +79,22 @@ impl SockInfo {
         }
         if offs.sock_net != 0 && offs.net_inum != 0 {
             // SAFETY: bpf_probe_read_kernel tolerates bad pointers (returns an error).
-            let net = unsafe { bpf_probe_read_kernel((sk + u64::from(offs.sock_net)) as *const u64) };
+            let net =
+                unsafe { bpf_probe_read_kernel((sk + u64::from(offs.sock_net)) as *const u64) };
             if let Ok(net) = net
                 && net != 0
             {
-                let inum =
-                    unsafe { bpf_probe_read_kernel((net + u64::from(offs.net_inum)) as *const u32) };
+                let inum = unsafe {
+                    bpf_probe_read_kernel((net + u64::from(offs.net_inum)) as *const u32)
+                };
                 info.netns = inum.unwrap_or(0);
             }
         }
         if offs.tcp_snd_una != 0 && offs.tcp_snd_nxt != 0 {
-            let una = unsafe { bpf_probe_read_kernel((sk + u64::from(offs.tcp_snd_una)) as *const u32) };
-            let nxt = unsafe { bpf_probe_read_kernel((sk + u64::from(offs.tcp_snd_nxt)) as *const u32) };
+            let una =
+                unsafe { bpf_probe_read_kernel((sk + u64::from(offs.tcp_snd_una)) as *const u32) };
+            let nxt =
+                unsafe { bpf_probe_read_kernel((sk + u64::from(offs.tcp_snd_nxt)) as *const u32) };
             if let (Ok(una), Ok(nxt)) = (una, nxt) {
                 info.snd_una = una;
                 info.snd_nxt = nxt;

@@ -46,7 +46,15 @@ pub fn handle(ctx: &TcContext, direction: u8, eth: &Ethernet, ip: &Ip, tcp: &Tcp
             let wire_len = u32::from(record_len) + 5;
             if head[5] == SERVER_HELLO {
                 // The ServerHello itself is short; what follows it is not ours to copy.
-                let _ = emit_chunks(ctx, direction, eth, ip, tcp, tls_part::START, TLS_CAPTURE as u32);
+                let _ = emit_chunks(
+                    ctx,
+                    direction,
+                    eth,
+                    ip,
+                    tcp,
+                    tls_part::START,
+                    TLS_CAPTURE as u32,
+                );
                 return true;
             }
             let followed = core::cmp::min(wire_len, TLS_FOLLOW_MAX);
@@ -63,7 +71,9 @@ pub fn handle(ctx: &TcContext, direction: u8, eth: &Ethernet, ip: &Ip, tcp: &Tcp
         }
     }
     // SAFETY: read-only copy of the map value.
-    let Some(follow) = (unsafe { FOLLOW.get(&key) }).copied() else { return false };
+    let Some(follow) = (unsafe { FOLLOW.get(&key) }).copied() else {
+        return false;
+    };
     let rel = tcp.seq.wrapping_sub(follow.start_seq);
     let span = follow.end_seq.wrapping_sub(follow.start_seq);
     if rel == 0 || rel >= span {
@@ -72,7 +82,15 @@ pub fn handle(ctx: &TcContext, direction: u8, eth: &Ethernet, ip: &Ip, tcp: &Tcp
     if rel.wrapping_add(tcp.payload_len as u32) >= span {
         let _ = FOLLOW.remove(&key);
     }
-    let _ = emit_chunks(ctx, direction, eth, ip, tcp, tls_part::CONTINUATION, span - rel);
+    let _ = emit_chunks(
+        ctx,
+        direction,
+        eth,
+        ip,
+        tcp,
+        tls_part::CONTINUATION,
+        span - rel,
+    );
     true
 }
 
@@ -81,7 +99,15 @@ pub fn handle(ctx: &TcContext, direction: u8, eth: &Ethernet, ip: &Ip, tcp: &Tcp
 /// (about 1.5 KB, e.g. Go's X25519MLKEM768) arrives whole. `wanted` bounds
 /// how many bytes of the segment belong to the followed record.
 #[inline(always)]
-fn emit_chunks(ctx: &TcContext, direction: u8, eth: &Ethernet, ip: &Ip, tcp: &Tcp, first: u8, wanted: u32) -> Option<()> {
+fn emit_chunks(
+    ctx: &TcContext,
+    direction: u8,
+    eth: &Ethernet,
+    ip: &Ip,
+    tcp: &Tcp,
+    first: u8,
+    wanted: u32,
+) -> Option<()> {
     let limit = core::cmp::min(tcp.payload_len, wanted as usize);
     let mut part = first;
     for k in 0..MAX_CHUNKS {
@@ -99,9 +125,21 @@ fn emit_chunks(ctx: &TcContext, direction: u8, eth: &Ethernet, ip: &Ip, tcp: &Tc
 /// One record: `TLS_CAPTURE` bytes of the segment from `skip` on. Records
 /// before the last say they hold exactly what they captured, so userspace
 /// sees no gap between them; the last one reports the true remainder.
-#[expect(clippy::too_many_arguments, reason = "packet context is passed apart to stay on the eBPF stack")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "packet context is passed apart to stay on the eBPF stack"
+)]
 #[inline(always)]
-fn emit_segment(ctx: &TcContext, direction: u8, eth: &Ethernet, ip: &Ip, tcp: &Tcp, part: u8, chunk: usize, last: bool) -> Option<()> {
+fn emit_segment(
+    ctx: &TcContext,
+    direction: u8,
+    eth: &Ethernet,
+    ip: &Ip,
+    tcp: &Tcp,
+    part: u8,
+    chunk: usize,
+    last: bool,
+) -> Option<()> {
     let skip = chunk * TLS_CAPTURE;
     let mut entry = emit::reserve::<TlsRecord>(kind::TLS)?;
     let rec = entry.as_mut_ptr();
@@ -126,7 +164,12 @@ fn emit_segment(ctx: &TcContext, direction: u8, eth: &Ethernet, ip: &Ip, tcp: &T
         (*rec).daddr = ip.daddr;
         (*rec).src_mac = eth.src;
         (*rec).dst_mac = eth.dst;
-        let captured = copy_payload(ctx, tcp.payload_off + skip, want, (*rec).payload.as_mut_ptr());
+        let captured = copy_payload(
+            ctx,
+            tcp.payload_off + skip,
+            want,
+            (*rec).payload.as_mut_ptr(),
+        );
         (*rec).captured = captured as u16;
     }
     entry.submit(0);

@@ -5,7 +5,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "netprobe", version, about = "Names the cause of TLS handshake timeouts and retransmit storms, with evidence and the fix")]
+#[command(
+    name = "netprobe",
+    version,
+    about = "Names the cause of TLS handshake timeouts and retransmit storms, with evidence and the fix"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -104,7 +108,11 @@ pub struct CommonArgs {
 
 impl CommonArgs {
     pub fn ports(&self) -> Vec<u16> {
-        if self.ports.is_empty() { vec![443, 6443] } else { self.ports.clone() }
+        if self.ports.is_empty() {
+            vec![443, 6443]
+        } else {
+            self.ports.clone()
+        }
     }
 }
 
@@ -141,12 +149,29 @@ mod tests {
 
     #[test]
     fn ports_default_and_range() {
-        let Command::Trace(t) = parse(&["trace"]).unwrap().command else { panic!() };
+        let Command::Trace(t) = parse(&["trace"]).unwrap().command else {
+            panic!()
+        };
         assert_eq!(t.common.ports(), vec![443, 6443]);
         assert_eq!(t.common.handshake_timeout, Duration::from_secs(3));
-        let Command::Trace(t) = parse(&["trace", "--port", "8443", "--port", "1"]).unwrap().command else { panic!() };
+        let Command::Trace(t) = parse(&["trace", "--port", "8443", "--port", "1"])
+            .unwrap()
+            .command
+        else {
+            panic!()
+        };
         assert_eq!(t.common.ports(), vec![8443, 1]);
-        assert!(parse(&["capture", "--out", "/tmp/x", "--duration", "5s", "--until-diagnosis"]).is_err());
+        assert!(
+            parse(&[
+                "capture",
+                "--out",
+                "/tmp/x",
+                "--duration",
+                "5s",
+                "--until-diagnosis"
+            ])
+            .is_err()
+        );
         assert!(parse(&["trace", "--port", "0"]).is_err());
         assert!(parse(&["trace", "--port", "70000"]).is_err());
         assert!(parse(&["trace", "--handshake-timeout", "0s"]).is_err());

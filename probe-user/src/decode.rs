@@ -7,7 +7,9 @@
 
 use std::mem::size_of;
 
-use probe_common::{ArpRecord, NeighRecord, PacketRecord, RecordHeader, TcpRecord, TlsRecord, kind};
+use probe_common::{
+    ArpRecord, NeighRecord, PacketRecord, RecordHeader, TcpRecord, TlsRecord, kind,
+};
 use thiserror::Error;
 
 /// One kernel record, copied out of the ring buffer.
@@ -90,7 +92,8 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
 pub fn to_bytes<T: Copy>(record: &T) -> Vec<u8> {
     // SAFETY: any initialised `T` can be viewed as bytes; records have no
     // implicit padding (layout asserts in probe-common).
-    unsafe { std::slice::from_raw_parts((record as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+    unsafe { std::slice::from_raw_parts((record as *const T).cast::<u8>(), size_of::<T>()) }
+        .to_vec()
 }
 
 #[cfg(test)]
@@ -132,10 +135,16 @@ mod tests {
     fn rejects_short_and_lying_records() {
         let bytes = to_bytes(&retransmit());
         assert_eq!(decode(&bytes[..8]).unwrap_err(), DecodeError::Short(8));
-        assert!(matches!(decode(&bytes[..40]), Err(DecodeError::SizeMismatch { .. })));
+        assert!(matches!(
+            decode(&bytes[..40]),
+            Err(DecodeError::SizeMismatch { .. })
+        ));
         let mut lying = bytes.clone();
         lying[2] = 200; // size field
-        assert!(matches!(decode(&lying), Err(DecodeError::SizeMismatch { .. })));
+        assert!(matches!(
+            decode(&lying),
+            Err(DecodeError::SizeMismatch { .. })
+        ));
         let mut unknown = bytes;
         unknown[0] = 99;
         assert_eq!(decode(&unknown).unwrap_err(), DecodeError::UnknownKind(99));

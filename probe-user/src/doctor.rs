@@ -12,8 +12,16 @@ pub struct Check {
 
 fn check(name: &'static str, result: Result<String, String>) -> Check {
     match result {
-        Ok(detail) => Check { name, ok: true, detail },
-        Err(detail) => Check { name, ok: false, detail },
+        Ok(detail) => Check {
+            name,
+            ok: true,
+            detail,
+        },
+        Err(detail) => Check {
+            name,
+            ok: false,
+            detail,
+        },
     }
 }
 
@@ -32,16 +40,31 @@ pub fn run() -> Vec<Check> {
         if tracefs::mounted() {
             Ok(format!("mounted at {}", tracefs::ROOT))
         } else {
-            Err(format!("not mounted: netprobe mounts it privately; or `mount -t tracefs tracefs {}`", tracefs::ROOT))
+            Err(format!(
+                "not mounted: netprobe mounts it privately; or `mount -t tracefs tracefs {}`",
+                tracefs::ROOT
+            ))
         },
     ));
     for (tp, fields) in tracefs::EXPECTED {
-        let path = Path::new(tracefs::ROOT).join("events").join(tp).join("format");
+        let path = Path::new(tracefs::ROOT)
+            .join("events")
+            .join(tp)
+            .join("format");
         let result = std::fs::read_to_string(&path)
-            .map_err(|e| format!("{}: {e} (kernel built without it, or tracefs missing)", path.display()))
+            .map_err(|e| {
+                format!(
+                    "{}: {e} (kernel built without it, or tracefs missing)",
+                    path.display()
+                )
+            })
             .and_then(|text| tracefs::check_layout(tp, &text, fields).map_err(|e| e.to_string()))
             .map(|()| "present, record layout as expected".to_string());
-        checks.push(Check { name: tp, ok: result.is_ok(), detail: result.unwrap_or_else(|e| e) });
+        checks.push(Check {
+            name: tp,
+            ok: result.is_ok(),
+            detail: result.unwrap_or_else(|e| e),
+        });
     }
     checks.push(check(
         "btf",
@@ -54,7 +77,10 @@ pub fn run() -> Vec<Check> {
         if probes::tcx_supported() {
             Ok("tcx (kernel >= 6.6): links vanish with the process".into())
         } else {
-            Err("no tcx (kernel < 6.6): falls back to clsact + netlink filters, removed at exit".into())
+            Err(
+                "no tcx (kernel < 6.6): falls back to clsact + netlink filters, removed at exit"
+                    .into(),
+            )
         },
     ));
     // The verifier prunes on load-time constants: verify both modes.
@@ -83,9 +109,18 @@ fn conntrack_netlink() -> Result<String, String> {
         return Err("nf_conntrack not loaded here: stale-NAT diagnosis unavailable (`modprobe nf_conntrack`)".into());
     }
     // SAFETY: plain socket(2) call; the fd is closed right away.
-    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_NETFILTER) };
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_NETFILTER,
+        )
+    };
     if fd < 0 {
-        return Err(format!("NETLINK_NETFILTER socket: {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "NETLINK_NETFILTER socket: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     // SAFETY: fd is ours.
     unsafe { libc::close(fd) };

@@ -10,7 +10,9 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use probe_common::{AF_INET, ArpRecord, NeighRecord, TcpRecord, TlsRecord, arp_op, direction, tls_part};
+use probe_common::{
+    AF_INET, ArpRecord, NeighRecord, TcpRecord, TlsRecord, arp_op, direction, tls_part,
+};
 
 use crate::{
     decode::Record,
@@ -34,7 +36,10 @@ impl Clock {
     /// Reads both clocks now.
     pub fn system() -> Self {
         let read = |id| {
-            let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
             // SAFETY: valid clock id and out pointer.
             unsafe { libc::clock_gettime(id, &mut ts) };
             i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
@@ -55,7 +60,9 @@ pub trait IfaceNames {
 
 impl IfaceNames for HashMap<u32, String> {
     fn name(&self, ifindex: u32) -> String {
-        self.get(&ifindex).cloned().unwrap_or_else(|| format!("if{ifindex}"))
+        self.get(&ifindex)
+            .cloned()
+            .unwrap_or_else(|| format!("if{ifindex}"))
     }
 }
 
@@ -80,7 +87,9 @@ impl FlowCounts {
     fn bump(&mut self, flow: (SocketAddr, SocketAddr)) -> u64 {
         if !self.counts.contains_key(&flow) {
             while self.counts.len() >= self.cap {
-                let Some(old) = self.order.pop_front() else { break };
+                let Some(old) = self.order.pop_front() else {
+                    break;
+                };
                 self.counts.remove(&old);
                 self.evicted += 1;
             }
@@ -113,7 +122,12 @@ pub fn ip_addr(family: u8, addr: &[u8; 16]) -> IpAddr {
 }
 
 fn direction_name(d: u8) -> String {
-    if d == direction::EGRESS { "egress" } else { "ingress" }.to_string()
+    if d == direction::EGRESS {
+        "egress"
+    } else {
+        "ingress"
+    }
+    .to_string()
 }
 
 /// NUL-padded kernel string to `String`.

@@ -29,7 +29,11 @@ pub async fn run(inv: Investigation) -> Event {
 }
 
 /// Route, next hop and device toward `ip` (device defaults to `fallback_dev`).
-async fn next_hop(ip: IpAddr, fallback_dev: Option<&str>, snap: &mut Snapshot) -> (IpAddr, Option<String>) {
+async fn next_hop(
+    ip: IpAddr,
+    fallback_dev: Option<&str>,
+    snap: &mut Snapshot,
+) -> (IpAddr, Option<String>) {
     match routes::route_to(ip).await {
         Ok(route) => snap.route = route,
         Err(e) => snap.errors.push(format!("route to {ip}: {e}")),
@@ -57,7 +61,9 @@ async fn handshake(flow: FlowRef, iface: &str) -> Snapshot {
     let dev = dev.unwrap_or_else(|| iface.to_string());
     match probe::claimants(&dev, hop, PROBE_WINDOW).await {
         Ok(result) => snap.probe = Some(result),
-        Err(e) => snap.errors.push(format!("probing who claims {hop} on {dev}: {e}")),
+        Err(e) => snap
+            .errors
+            .push(format!("probing who claims {hop} on {dev}: {e}")),
     }
     snap
 }
@@ -79,11 +85,15 @@ async fn storm(flow: FlowRef, socket_netns: Option<u32>) -> Snapshot {
         Ok((entry, same)) => {
             match entry {
                 Ok(e) => snap.conntrack = e,
-                Err(e) => snap.errors.push(format!("conntrack {} -> {}: {e}", flow.src, flow.dst)),
+                Err(e) => snap
+                    .errors
+                    .push(format!("conntrack {} -> {}: {e}", flow.src, flow.dst)),
             }
             match same {
                 Ok(v) => snap.same_service = v,
-                Err(e) => snap.errors.push(format!("conntrack entries to {}: {e}", flow.dst)),
+                Err(e) => snap
+                    .errors
+                    .push(format!("conntrack entries to {}: {e}", flow.dst)),
             }
             // Where the packets really go: the NAT target when there is one.
             snap.conntrack

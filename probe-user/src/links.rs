@@ -29,7 +29,10 @@ impl Link {
             index: msg.header.index,
             name,
             up: msg.header.flags.contains(LinkFlags::Up),
-            ethernet: matches!(msg.header.link_layer_type, LinkLayerType::Ether | LinkLayerType::Loopback),
+            ethernet: matches!(
+                msg.header.link_layer_type,
+                LinkLayerType::Ether | LinkLayerType::Loopback
+            ),
         })
     }
 }
@@ -77,8 +80,12 @@ pub fn watch() -> anyhow::Result<(tokio::task::JoinHandle<()>, UnboundedReceiver
 
 fn change_of(msg: NetlinkMessage<RouteNetlinkMessage>) -> Option<LinkChange> {
     match msg.payload {
-        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)) => Link::from_message(&m).map(LinkChange::New),
-        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(m)) => Some(LinkChange::Gone(m.header.index)),
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)) => {
+            Link::from_message(&m).map(LinkChange::New)
+        }
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(m)) => {
+            Some(LinkChange::Gone(m.header.index))
+        }
         _ => None,
     }
 }

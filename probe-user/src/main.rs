@@ -5,9 +5,9 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use probe_user::{
+    capture,
     cli::{Cli, Command},
-    capture, correlate, doctor,
-    netns,
+    correlate, doctor, netns,
     output::{Format, Sink},
     privileges, replay, top, trace, tracefs,
 };
@@ -29,7 +29,12 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .format(|buf, record| {
             use std::io::Write as _;
-            writeln!(buf, "netprobe: {}: {}", record.level().as_str().to_lowercase(), record.args())
+            writeln!(
+                buf,
+                "netprobe: {}: {}",
+                record.level().as_str().to_lowercase(),
+                record.args()
+            )
         })
         .init();
     match run(cli) {
@@ -58,7 +63,10 @@ fn prepare(netns_spec: Option<&str>) -> anyhow::Result<()> {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -88,15 +96,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let input: Box<dyn std::io::BufRead> = if args.file.as_os_str() == "-" {
                 Box::new(std::io::stdin().lock())
             } else {
-                let file = std::fs::File::open(&args.file).map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
+                let file = std::fs::File::open(&args.file)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
                 Box::new(std::io::BufReader::new(file))
             };
-            let config = correlate::Config { handshake_timeout: args.handshake_timeout, ..Default::default() };
+            let config = correlate::Config {
+                handshake_timeout: args.handshake_timeout,
+                ..Default::default()
+            };
             let result = replay::replay(input, config)?;
             for (line, why) in &result.skipped {
                 eprintln!("netprobe: line {line} skipped: {why}");
             }
-            let mut sink = Sink::stdout(if args.json { Format::Json } else { Format::Text });
+            let mut sink = Sink::stdout(if args.json {
+                Format::Json
+            } else {
+                Format::Text
+            });
             for event in &result.diagnoses {
                 sink.emit(event)?;
             }
@@ -118,9 +134,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let checks = doctor::run();
             let width = checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
             for c in &checks {
-                println!("{} {:width$}  {}", if c.ok { "ok  " } else { "FAIL" }, c.name, c.detail);
+                println!(
+                    "{} {:width$}  {}",
+                    if c.ok { "ok  " } else { "FAIL" },
+                    c.name,
+                    c.detail
+                );
             }
-            Ok(if checks.iter().all(|c| c.ok) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if checks.iter().all(|c| c.ok) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
     }
 }

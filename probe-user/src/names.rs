@@ -86,7 +86,10 @@ mod tests {
         assert_eq!(nud_state(0x04), "STALE");
         assert_eq!(nud_state(0x22), "REACHABLE|FAILED");
         assert_eq!(nud_bits("REACHABLE|FAILED"), 0x22);
-        assert_eq!(update_flags(0x0000_0085), vec!["OVERRIDE", "OVERRIDE_ISROUTER", "ADMIN"]);
+        assert_eq!(
+            update_flags(0x0000_0085),
+            vec!["OVERRIDE", "OVERRIDE_ISROUTER", "ADMIN"]
+        );
         assert_eq!(update_flags(0x8000_0001), vec!["OVERRIDE", "ADMIN"]);
     }
 }

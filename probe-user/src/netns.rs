@@ -26,15 +26,22 @@ pub fn resolve(spec: &str) -> PathBuf {
 /// starts: threads spawned later inherit it.
 pub fn enter(spec: &str) -> anyhow::Result<()> {
     let path = resolve(spec);
-    let file = File::open(&path).with_context(|| format!("network namespace {} not found", path.display()))?;
+    let file = File::open(&path)
+        .with_context(|| format!("network namespace {} not found", path.display()))?;
     // SAFETY: plain syscall on an fd we own.
     let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
     if rc != 0 {
         let err = std::io::Error::last_os_error();
         if err.raw_os_error() == Some(libc::EPERM) {
-            bail!("cannot enter network namespace {}: permission denied (needs CAP_SYS_ADMIN)", path.display());
+            bail!(
+                "cannot enter network namespace {}: permission denied (needs CAP_SYS_ADMIN)",
+                path.display()
+            );
         }
-        bail!("cannot enter network namespace {}: {err} (is it a network namespace?)", path.display());
+        bail!(
+            "cannot enter network namespace {}: {err} (is it a network namespace?)",
+            path.display()
+        );
     }
     Ok(())
 }

@@ -85,7 +85,12 @@ impl Pipeline {
         }
         if let Record::Tls(t) = &record
             && self.is_duplicate(
-                (socket_addr(t.family, &t.saddr, t.sport), socket_addr(t.family, &t.daddr, t.dport), t.seq, t.part),
+                (
+                    socket_addr(t.family, &t.saddr, t.sport),
+                    socket_addr(t.family, &t.daddr, t.dport),
+                    t.seq,
+                    t.part,
+                ),
                 t.header.ts_ns,
             )
         {
@@ -98,9 +103,14 @@ impl Pipeline {
         }
     }
 
-    fn is_duplicate(&mut self, key: (std::net::SocketAddr, std::net::SocketAddr, u32, u8), now: u64) -> bool {
+    fn is_duplicate(
+        &mut self,
+        key: (std::net::SocketAddr, std::net::SocketAddr, u32, u8),
+        now: u64,
+    ) -> bool {
         if self.recent.len() >= DUP_MAX {
-            self.recent.retain(|_, t| now.saturating_sub(*t) < DUP_WINDOW_NS);
+            self.recent
+                .retain(|_, t| now.saturating_sub(*t) < DUP_WINDOW_NS);
             if self.recent.len() >= DUP_MAX {
                 self.recent.clear();
             }

@@ -9,8 +9,16 @@ pub const CAP_BPF: u32 = 39;
 /// What netprobe needs, and why.
 pub const REQUIRED: &[(u32, &str, &str)] = &[
     (CAP_BPF, "CAP_BPF", "load eBPF programs and create maps"),
-    (CAP_PERFMON, "CAP_PERFMON", "attach tracepoints and read kernel memory (socket namespace)"),
-    (CAP_NET_ADMIN, "CAP_NET_ADMIN", "attach TC programs and query neighbours/conntrack"),
+    (
+        CAP_PERFMON,
+        "CAP_PERFMON",
+        "attach tracepoints and read kernel memory (socket namespace)",
+    ),
+    (
+        CAP_NET_ADMIN,
+        "CAP_NET_ADMIN",
+        "attach TC programs and query neighbours/conntrack",
+    ),
 ];
 
 /// Parses the `CapEff:` hex mask out of a /proc/PID/status text.

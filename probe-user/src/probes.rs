@@ -24,7 +24,10 @@ pub const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("tcp_receive_reset", "tcp", "tcp_receive_reset"),
     ("neigh_update", "neigh", "neigh_update"),
 ];
-pub const CLASSIFIERS: &[(&str, TcAttachType)] = &[("tc_ingress", TcAttachType::Ingress), ("tc_egress", TcAttachType::Egress)];
+pub const CLASSIFIERS: &[(&str, TcAttachType)] = &[
+    ("tc_ingress", TcAttachType::Ingress),
+    ("tc_egress", TcAttachType::Egress),
+];
 
 pub struct LoadOptions {
     pub ring_bytes: u32,
@@ -41,10 +44,13 @@ pub enum AttachMode {
     Clsact,
 }
 
+/// The classifier links on one interface, by program name.
+type Links = Vec<(&'static str, tc::SchedClassifierLinkId)>;
+
 pub struct Probes {
     ebpf: Ebpf,
     /// ifindex -> (name, links of the ingress and egress programs).
-    attached: HashMap<u32, (String, Vec<(&'static str, tc::SchedClassifierLinkId)>)>,
+    attached: HashMap<u32, (String, Links)>,
 }
 
 impl Probes {
@@ -58,14 +64,17 @@ impl Probes {
         let mut ports: BpfHashMap<_, u16, u8> =
             BpfHashMap::try_from(ebpf.map_mut("PORTS").context("map PORTS missing")?)?;
         for port in &opts.ports {
-            ports.insert(port, 1, 0).with_context(|| format!("watching port {port}"))?;
+            ports
+                .insert(port, 1, 0)
+                .with_context(|| format!("watching port {port}"))?;
         }
         for (prog, category, name) in TRACEPOINTS {
             let tp: &mut TracePoint = ebpf
                 .program_mut(prog)
                 .with_context(|| format!("program {prog} missing"))?
                 .try_into()?;
-            tp.load().map_err(|e| anyhow!("loading {prog} (verifier): {e}"))?;
+            tp.load()
+                .map_err(|e| anyhow!("loading {prog} (verifier): {e}"))?;
             tp.attach(category, name)
                 .map_err(|e| anyhow!("attaching tracepoint {category}/{name}: {e}"))?;
             debug!("attached {category}/{name}");
@@ -75,7 +84,8 @@ impl Probes {
                 .program_mut(prog)
                 .with_context(|| format!("program {prog} missing"))?
                 .try_into()?;
-            cls.load().map_err(|e| anyhow!("loading {prog} (verifier): {e}"))?;
+            cls.load()
+                .map_err(|e| anyhow!("loading {prog} (verifier): {e}"))?;
         }
         Ok(Self {
             ebpf,
@@ -90,7 +100,8 @@ impl Probes {
 
     /// Records lost to a full ring buffer since load, by kind (summed over CPUs).
     pub fn lost(&self) -> anyhow::Result<[u64; kind::COUNT as usize]> {
-        let map: PerCpuArray<_, u64> = PerCpuArray::try_from(self.ebpf.map("LOST").context("map LOST missing")?)?;
+        let map: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.ebpf.map("LOST").context("map LOST missing")?)?;
         let mut out = [0u64; kind::COUNT as usize];
         for (k, slot) in out.iter_mut().enumerate() {
             *slot = map.get(&(k as u32), 0)?.iter().sum();
@@ -111,7 +122,11 @@ impl Probes {
         let mut links = Vec::new();
         let mut mode = AttachMode::Tcx;
         for (prog, attach_type) in CLASSIFIERS {
-            let cls: &mut SchedClassifier = self.ebpf.program_mut(prog).context("classifier missing")?.try_into()?;
+            let cls: &mut SchedClassifier = self
+                .ebpf
+                .program_mut(prog)
+                .context("classifier missing")?
+                .try_into()?;
             let link = match cls.attach(name, *attach_type) {
                 Ok(link) => Ok(link),
                 // Kernels without tcx: fall back to a clsact qdisc and a netlink filter.
@@ -119,7 +134,11 @@ impl Probes {
                     debug!("tcx attach to {name} failed ({e}); trying clsact");
                     mode = AttachMode::Clsact;
                     let _ = tc::qdisc_add_clsact(name);
-                    cls.attach_with_options(name, *attach_type, tc::TcAttachOptions::Netlink(tc::NlOptions::default()))
+                    cls.attach_with_options(
+                        name,
+                        *attach_type,
+                        tc::TcAttachOptions::Netlink(tc::NlOptions::default()),
+                    )
                 }
                 Err(e) => Err(e),
             };
@@ -142,9 +161,13 @@ impl Probes {
         Some(name)
     }
 
-    fn detach_links(&mut self, links: Vec<(&'static str, tc::SchedClassifierLinkId)>) {
+    fn detach_links(&mut self, links: Links) {
         for (prog, link) in links {
-            if let Some(Ok(cls)) = self.ebpf.program_mut(prog).map(<&mut SchedClassifier>::try_from) {
+            if let Some(Ok(cls)) = self
+                .ebpf
+                .program_mut(prog)
+                .map(<&mut SchedClassifier>::try_from)
+            {
                 let _ = cls.detach(link);
             }
         }

@@ -46,11 +46,17 @@ pub fn replay(input: impl BufRead, config: Config) -> anyhow::Result<Replayed> {
         // Investigations are ignored: the recorded snapshots answer them.
         let _ = correlator.tick(event.time);
         let time = event.time;
-        out.diagnoses.extend(correlator.observe(&event).diagnoses.into_iter().map(|d| Event {
-            time,
-            netns: None,
-            body: EventBody::Diagnosis(Box::new(d)),
-        }));
+        out.diagnoses.extend(
+            correlator
+                .observe(&event)
+                .diagnoses
+                .into_iter()
+                .map(|d| Event {
+                    time,
+                    netns: None,
+                    body: EventBody::Diagnosis(Box::new(d)),
+                }),
+        );
     }
     Ok(out)
 }
@@ -64,7 +70,10 @@ mod tests {
         let input = "not json\n\n{\"type\":\"stats\",\"time\":\"2026-11-21T12:00:00Z\",\"events\":1,\"lost\":0}\n{\"type\":\"bogus\",\"time\":\"2026-11-21T12:00:00Z\"}\n";
         let r = replay(input.as_bytes(), Config::default()).unwrap();
         assert_eq!(r.events, 1);
-        assert_eq!(r.skipped.iter().map(|(n, _)| *n).collect::<Vec<_>>(), vec![1, 4]);
+        assert_eq!(
+            r.skipped.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            vec![1, 4]
+        );
         assert!(r.diagnoses.is_empty());
     }
 }

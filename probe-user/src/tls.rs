@@ -330,7 +330,12 @@ impl Reassembler {
         keep: Option<(u64, u64)>,
         now_ns: u64,
     ) -> Option<Handshake> {
-        let progress = if asm.add(seg.seq, seg.payload, usize::from(seg.payload_len), seg.chunk) {
+        let progress = if asm.add(
+            seg.seq,
+            seg.payload,
+            usize::from(seg.payload_len),
+            seg.chunk,
+        ) {
             asm.evaluate()
         } else {
             Progress::Incomplete

@@ -17,9 +17,9 @@ use crate::{
     btf_offsets,
     cli::{CommonArgs, TraceArgs},
     correlate::{self, Correlator, Investigation},
-    investigate,
     enrich::{Clock, Enricher},
     event::{Event, EventBody, Stats},
+    investigate,
     links::{self, Link, LinkChange},
     output::{self, Format, Sink},
     pipeline::{Fed, Pipeline},
@@ -33,7 +33,11 @@ pub const READY: &str = "netprobe: ready";
 /// every Ethernet-framed interface that is up.
 pub fn select_targets(wanted: &[String], links: &[Link]) -> anyhow::Result<Vec<Link>> {
     if wanted.is_empty() {
-        return Ok(links.iter().filter(|l| l.up && l.ethernet).cloned().collect());
+        return Ok(links
+            .iter()
+            .filter(|l| l.up && l.ethernet)
+            .cloned()
+            .collect());
     }
     wanted
         .iter()
@@ -47,7 +51,15 @@ pub fn select_targets(wanted: &[String], links: &[Link]) -> anyhow::Result<Vec<L
         .collect()
 }
 
-const KIND_NAMES: [&str; kind::COUNT as usize] = ["none", "retransmit", "neighbour", "tls", "arp", "reset", "packet"];
+const KIND_NAMES: [&str; kind::COUNT as usize] = [
+    "none",
+    "retransmit",
+    "neighbour",
+    "tls",
+    "arp",
+    "reset",
+    "packet",
+];
 
 /// Whether the session goes on after a consumer call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,7 +154,9 @@ impl Tracer<'_> {
     fn publish(&mut self, event: &Event) -> std::io::Result<Flow> {
         let mut flow = self.sink.event(event)?;
         let out = self.correlator.observe(event);
-        out.investigations.into_iter().for_each(|inv| self.investigate(inv));
+        out.investigations
+            .into_iter()
+            .for_each(|inv| self.investigate(inv));
         for diagnosis in out.diagnoses {
             let event = Event {
                 time: chrono::Utc::now(),
@@ -160,7 +174,9 @@ impl Tracer<'_> {
         let tx = self.snapshots.clone();
         let permits = self.permits.clone();
         tokio::spawn(async move {
-            let Ok(_permit) = permits.acquire_owned().await else { return };
+            let Ok(_permit) = permits.acquire_owned().await else {
+                return;
+            };
             let _ = tx.send(investigate::run(inv).await);
         });
     }
@@ -191,12 +207,20 @@ impl Tracer<'_> {
 
 /// `netprobe trace`: events to stdout as text or JSON lines.
 pub async fn run(args: TraceArgs, tc_netns: Option<u32>) -> anyhow::Result<()> {
-    let mut sink = Sink::stdout(if args.json { Format::Json } else { Format::Text });
+    let mut sink = Sink::stdout(if args.json {
+        Format::Json
+    } else {
+        Format::Text
+    });
     session(&args.common, tc_netns, &mut sink).await
 }
 
 /// Runs a tracing session until the consumer stops it or a signal arrives.
-pub async fn session(args: &CommonArgs, tc_netns: Option<u32>, consumer: &mut dyn Consumer) -> anyhow::Result<()> {
+pub async fn session(
+    args: &CommonArgs,
+    tc_netns: Option<u32>,
+    consumer: &mut dyn Consumer,
+) -> anyhow::Result<()> {
     let all_links = links::list().await.context("listing interfaces")?;
     let targets = select_targets(&args.ifaces, &all_links)?;
     let offsets = btf_offsets::from_vmlinux().unwrap_or_else(|e| {
@@ -225,11 +249,18 @@ pub async fn session(args: &CommonArgs, tc_netns: Option<u32>, consumer: &mut dy
     // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd lives.
     let mut ring = unsafe { AsyncFd::register(ring) }
         .map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
-    let mut watch = if explicit { None } else { Some(links::watch().context("watching interfaces")?) };
+    let mut watch = if explicit {
+        None
+    } else {
+        Some(links::watch().context("watching interfaces")?)
+    };
 
     let (snapshot_tx, mut snapshot_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut tracer = Tracer {
-        names: all_links.iter().map(|l| (l.index, l.name.clone())).collect(),
+        names: all_links
+            .iter()
+            .map(|l| (l.index, l.name.clone()))
+            .collect(),
         probes,
         pipeline: Pipeline::new(Enricher::new(Clock::system(), tc_netns)),
         sink: consumer,
@@ -319,7 +350,10 @@ pub async fn session(args: &CommonArgs, tc_netns: Option<u32>, consumer: &mut dy
 }
 
 fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid clock id and out pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -330,16 +364,31 @@ mod tests {
     use super::*;
 
     fn link(index: u32, name: &str, up: bool, ethernet: bool) -> Link {
-        Link { index, name: name.into(), up, ethernet }
+        Link {
+            index,
+            name: name.into(),
+            up,
+            ethernet,
+        }
     }
 
     #[test]
     fn targets() {
-        let links = [link(1, "lo", true, true), link(2, "eth0", true, true), link(3, "eth1", false, true), link(4, "wg0", true, false)];
+        let links = [
+            link(1, "lo", true, true),
+            link(2, "eth0", true, true),
+            link(3, "eth1", false, true),
+            link(4, "wg0", true, false),
+        ];
         let names = |v: Vec<Link>| v.into_iter().map(|l| l.name).collect::<Vec<_>>();
         assert_eq!(names(select_targets(&[], &links).unwrap()), ["lo", "eth0"]);
-        assert_eq!(names(select_targets(&["eth1".into()], &links).unwrap()), ["eth1"]);
-        let err = select_targets(&["nope0".into()], &links).unwrap_err().to_string();
+        assert_eq!(
+            names(select_targets(&["eth1".into()], &links).unwrap()),
+            ["eth1"]
+        );
+        let err = select_targets(&["nope0".into()], &links)
+            .unwrap_err()
+            .to_string();
         assert_eq!(err, "unknown interface nope0");
     }
 }

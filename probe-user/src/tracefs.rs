@@ -7,8 +7,11 @@ use anyhow::{Context as _, bail};
 
 pub const ROOT: &str = "/sys/kernel/tracing";
 
-/// (tracepoint, fields the programs read as (name, offset, size)).
-pub const EXPECTED: &[(&str, &[(&str, u32, u32)])] = &[
+/// A field the programs read: (name, offset, size).
+pub type Field = (&'static str, u32, u32);
+
+/// Each tracepoint and the fields the programs read from it.
+pub const EXPECTED: &[(&str, &[Field])] = &[
     (
         "tcp/tcp_retransmit_skb",
         &[
@@ -67,15 +70,35 @@ pub fn mount_private() -> anyhow::Result<()> {
     // SAFETY: plain syscalls with valid, NUL-terminated arguments.
     unsafe {
         if libc::unshare(libc::CLONE_NEWNS) != 0 {
-            bail!("tracefs is not mounted and a private mount namespace could not be made: {}", std::io::Error::last_os_error());
+            bail!(
+                "tracefs is not mounted and a private mount namespace could not be made: {}",
+                std::io::Error::last_os_error()
+            );
         }
         let root = c"/";
-        if libc::mount(std::ptr::null(), root.as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) != 0 {
+        if libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+        {
             bail!("making mounts private: {}", std::io::Error::last_os_error());
         }
         let (src, dst, fstype) = (c"tracefs", c"/sys/kernel/tracing", c"tracefs");
-        if libc::mount(src.as_ptr(), dst.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) != 0 {
-            bail!("mount -t tracefs tracefs {ROOT}: {}", std::io::Error::last_os_error());
+        if libc::mount(
+            src.as_ptr(),
+            dst.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        ) != 0
+        {
+            bail!(
+                "mount -t tracefs tracefs {ROOT}: {}",
+                std::io::Error::last_os_error()
+            );
         }
     }
     Ok(())
@@ -100,7 +123,11 @@ pub fn parse_format(text: &str) -> Vec<(String, u32, u32)> {
 }
 
 /// Errors out, naming the field, if the kernel's layout differs from ours.
-pub fn check_layout(tracepoint: &str, format: &str, expected: &[(&str, u32, u32)]) -> anyhow::Result<()> {
+pub fn check_layout(
+    tracepoint: &str,
+    format: &str,
+    expected: &[(&str, u32, u32)],
+) -> anyhow::Result<()> {
     let fields = parse_format(format);
     for (name, off, size) in expected {
         match fields.iter().find(|(n, _, _)| n == name) {
@@ -118,7 +145,9 @@ pub fn check_layout(tracepoint: &str, format: &str, expected: &[(&str, u32, u32)
 pub fn check_all() -> anyhow::Result<()> {
     for (tp, fields) in EXPECTED {
         let path = Path::new(ROOT).join("events").join(tp).join("format");
-        let text = fs::read_to_string(&path).with_context(|| format!("tracepoint {tp} is missing ({} unreadable)", path.display()))?;
+        let text = fs::read_to_string(&path).with_context(|| {
+            format!("tracepoint {tp} is missing ({} unreadable)", path.display())
+        })?;
         check_layout(tp, &text, fields)?;
     }
     Ok(())
@@ -142,9 +171,13 @@ mod tests {
     #[test]
     fn layout_mismatch_names_the_field() {
         assert!(check_layout("tp", SAMPLE, &[("skaddr", 16, 8)]).is_ok());
-        let err = check_layout("tp", SAMPLE, &[("skaddr", 24, 8)]).unwrap_err().to_string();
+        let err = check_layout("tp", SAMPLE, &[("skaddr", 24, 8)])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("skaddr") && err.contains("24"), "{err}");
-        let err = check_layout("tp", SAMPLE, &[("nope", 1, 1)]).unwrap_err().to_string();
+        let err = check_layout("tp", SAMPLE, &[("nope", 1, 1)])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no field nope"), "{err}");
     }
 }

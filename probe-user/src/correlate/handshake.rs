@@ -25,22 +25,41 @@ pub struct Handshakes {
 
 impl Handshakes {
     pub fn client_hello(&mut self, time: DateTime<Utc>, hello: &TlsClientHello) {
-        let flow = FlowRef { src: hello.src, dst: hello.dst };
+        let flow = FlowRef {
+            src: hello.src,
+            dst: hello.dst,
+        };
         if self.pending.contains_key(&flow) {
             return;
         }
         if self.pending.len() >= MAX_PENDING {
             // Oldest first: they are the least likely to still matter.
-            if let Some(oldest) = self.pending.iter().min_by_key(|(_, p)| p.time).map(|(f, _)| *f) {
+            if let Some(oldest) = self
+                .pending
+                .iter()
+                .min_by_key(|(_, p)| p.time)
+                .map(|(f, _)| *f)
+            {
                 self.pending.remove(&oldest);
                 self.dropped += 1;
             }
         }
-        self.pending.insert(flow, Pending { hello: hello.clone(), time, investigating: false });
+        self.pending.insert(
+            flow,
+            Pending {
+                hello: hello.clone(),
+                time,
+                investigating: false,
+            },
+        );
     }
 
     /// A ServerHello from `src` to `dst` answers the flow `dst -> src`.
-    pub fn server_hello(&mut self, src: std::net::SocketAddr, dst: std::net::SocketAddr) -> Option<Pending> {
+    pub fn server_hello(
+        &mut self,
+        src: std::net::SocketAddr,
+        dst: std::net::SocketAddr,
+    ) -> Option<Pending> {
         let answered = self.pending.remove(&FlowRef { src: dst, dst: src });
         if answered.is_some() {
             self.answered += 1;

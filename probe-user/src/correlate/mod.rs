@@ -87,14 +87,22 @@ impl Correlator {
             EventBody::Arp(a) => self.history.arp(t, a),
             EventBody::Retransmit(r) => {
                 if let Some(flow) = self.storms.retransmit(t, r, self.config.storm_threshold)
-                    && !self.diagnosed.contains(&(diagnose::STORM.to_string(), flow))
+                    && !self
+                        .diagnosed
+                        .contains(&(diagnose::STORM.to_string(), flow))
                 {
-                    out.investigations.push(Investigation::Storm { flow, netns: event.netns });
+                    out.investigations.push(Investigation::Storm {
+                        flow,
+                        netns: event.netns,
+                    });
                 }
             }
             EventBody::Reset(r) => {
                 // A refused or aborted flow is not waiting for anything.
-                let flow = FlowRef { src: r.src, dst: r.dst };
+                let flow = FlowRef {
+                    src: r.src,
+                    dst: r.dst,
+                };
                 self.handshakes.forget(&flow);
                 self.storms.forget(&flow);
             }
@@ -111,7 +119,10 @@ impl Correlator {
             .into_iter()
             .filter_map(|flow| {
                 let p = self.handshakes.get(&flow)?;
-                Some(Investigation::Handshake { flow, iface: p.hello.iface.clone() })
+                Some(Investigation::Handshake {
+                    flow,
+                    iface: p.hello.iface.clone(),
+                })
             })
             .collect()
     }
@@ -150,7 +161,12 @@ impl Correlator {
 fn hang_estimate(snap: &Snapshot, series: &storm::Series) -> Option<Duration> {
     let retries2 = snap.tcp_retries2?;
     // The gap between the first two retransmits is twice the base RTO.
-    let base = series.intervals_ms().first().map(|gap| gap / 2).unwrap_or(200).max(200) as u64;
+    let base = series
+        .intervals_ms()
+        .first()
+        .map(|gap| gap / 2)
+        .unwrap_or(200)
+        .max(200) as u64;
     Some(crate::state::hang_estimate(retries2, base))
 }
 

@@ -30,8 +30,15 @@ pub struct Series {
 impl Series {
     /// Gaps between consecutive retransmits of the current streak, in ms.
     pub fn intervals_ms(&self) -> Vec<i64> {
-        let streak: Vec<_> = self.times.iter().filter(|t| **t >= self.streak_start).collect();
-        streak.windows(2).map(|w| (*w[1] - *w[0]).num_milliseconds()).collect()
+        let streak: Vec<_> = self
+            .times
+            .iter()
+            .filter(|t| **t >= self.streak_start)
+            .collect();
+        streak
+            .windows(2)
+            .map(|w| (*w[1] - *w[0]).num_milliseconds())
+            .collect()
     }
 }
 
@@ -45,11 +52,21 @@ pub struct Storms {
 impl Storms {
     /// Records one retransmit; returns the flow when it just became a storm:
     /// `threshold` retransmits with snd_una unchanged (or unknown) in a row.
-    pub fn retransmit(&mut self, time: DateTime<Utc>, r: &Retransmit, threshold: u32) -> Option<FlowRef> {
-        let flow = FlowRef { src: r.src, dst: r.dst };
+    pub fn retransmit(
+        &mut self,
+        time: DateTime<Utc>,
+        r: &Retransmit,
+        threshold: u32,
+    ) -> Option<FlowRef> {
+        let flow = FlowRef {
+            src: r.src,
+            dst: r.dst,
+        };
         if !self.flows.contains_key(&flow) {
             while self.flows.len() >= MAX_FLOWS {
-                let Some(old) = self.order.pop_front() else { break };
+                let Some(old) = self.order.pop_front() else {
+                    break;
+                };
                 self.flows.remove(&old);
                 self.evicted += 1;
             }

@@ -16,7 +16,9 @@ const A: &str = "02:00:00:00:00:0a"; // the VIP's real owner
 const B: &str = "02:00:00:00:00:0b"; // the host that also claims it
 
 fn t0() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-11-21T12:00:00Z").unwrap().with_timezone(&Utc)
+    DateTime::parse_from_rfc3339("2026-11-21T12:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
 }
 
 fn ms(n: i64) -> DateTime<Utc> {
@@ -28,7 +30,11 @@ fn addr(s: &str) -> SocketAddr {
 }
 
 fn ev(time: DateTime<Utc>, body: EventBody) -> Event {
-    Event { time, netns: None, body }
+    Event {
+        time,
+        netns: None,
+        body,
+    }
 }
 
 fn hello(mac: &str) -> EventBody {
@@ -86,7 +92,10 @@ fn garp(mac: &str) -> EventBody {
 }
 
 fn vip_flow() -> FlowRef {
-    FlowRef { src: addr("10.9.0.1:40000"), dst: addr("10.9.0.100:6443") }
+    FlowRef {
+        src: addr("10.9.0.1:40000"),
+        dst: addr("10.9.0.100:6443"),
+    }
 }
 
 fn handshake_snapshot(entry_mac: &str, answers: &[&str]) -> EventBody {
@@ -94,7 +103,12 @@ fn handshake_snapshot(entry_mac: &str, answers: &[&str]) -> EventBody {
     EventBody::Snapshot(Box::new(Snapshot {
         symptom: diagnose::HANDSHAKE.into(),
         flow: Some(vip_flow()),
-        route: Some(RouteInfo { dst: vip, dev: Some("eth0".into()), gateway: None, kind: "unicast".into() }),
+        route: Some(RouteInfo {
+            dst: vip,
+            dev: Some("eth0".into()),
+            gateway: None,
+            kind: "unicast".into(),
+        }),
         neighbour: Some(NeighbourEntry {
             ip: vip,
             dev: "eth0".into(),
@@ -108,7 +122,13 @@ fn handshake_snapshot(entry_mac: &str, answers: &[&str]) -> EventBody {
             dev: "eth0".into(),
             probe_mac: "02:6e:70:00:00:01".into(),
             window_ms: 300,
-            answers: answers.iter().map(|m| ProbeAnswer { mac: m.to_string(), after_us: 50 }).collect(),
+            answers: answers
+                .iter()
+                .map(|m| ProbeAnswer {
+                    mac: m.to_string(),
+                    after_us: 50,
+                })
+                .collect(),
         }),
         ..Default::default()
     }))
@@ -137,42 +157,80 @@ fn incident_1_stale_arp_entry_for_the_vip() {
         ev(ms(4000), handshake_snapshot(B, &[A, B])),
     ];
     let (invs, diags) = run(&events, &mut c);
-    assert_eq!(invs, vec![Investigation::Handshake { flow: vip_flow(), iface: "eth0".into() }]);
+    assert_eq!(
+        invs,
+        vec![Investigation::Handshake {
+            flow: vip_flow(),
+            iface: "eth0".into()
+        }]
+    );
     assert_eq!(diags.len(), 1);
     let d = &diags[0];
     assert_eq!(d.symptom, "tls_handshake_unanswered");
     assert_eq!(d.cause, "stale_neighbour");
     assert_eq!(d.mac_used.as_deref(), Some(B));
-    assert_eq!(d.macs_claiming.clone().unwrap(), vec![B.to_string(), A.to_string()]);
+    assert_eq!(
+        d.macs_claiming.clone().unwrap(),
+        vec![B.to_string(), A.to_string()]
+    );
     assert_eq!(d.fix.as_deref(), Some("ip neigh del 10.9.0.100 dev eth0"));
     assert_eq!(d.detected_after_ms, 3000);
     let text = d.evidence.join("\n");
-    assert!(text.contains(&format!("{A} -> {B}").replace(" -> ", " REACHABLE -> ")), "{text}");
-    assert!(text.contains("answered by 02:00:00:00:00:0a and 02:00:00:00:00:0b"), "{text}");
+    assert!(
+        text.contains(&format!("{A} -> {B}").replace(" -> ", " REACHABLE -> ")),
+        "{text}"
+    );
+    assert!(
+        text.contains("answered by 02:00:00:00:00:0a and 02:00:00:00:00:0b"),
+        "{text}"
+    );
 }
 
 #[test]
 fn incident_1_started_after_the_poisoning() {
     // No GARP or neighbour change seen: only the probe tells.
     let mut c = Correlator::new(Config::default());
-    let events = [ev(ms(0), hello(B)), ev(ms(3200), handshake_snapshot(B, &[A, B]))];
+    let events = [
+        ev(ms(0), hello(B)),
+        ev(ms(3200), handshake_snapshot(B, &[A, B])),
+    ];
     let (_, diags) = run(&events, &mut c);
     assert_eq!(diags[0].cause, "stale_neighbour");
-    assert_eq!(diags[0].macs_claiming.clone().unwrap(), vec![B.to_string(), A.to_string()]);
+    assert_eq!(
+        diags[0].macs_claiming.clone().unwrap(),
+        vec![B.to_string(), A.to_string()]
+    );
 }
 
 #[test]
 fn entry_pointing_at_a_mac_that_no_longer_answers() {
     let mut c = Correlator::new(Config::default());
-    let (_, diags) = run(&[ev(ms(0), hello(B)), ev(ms(3200), handshake_snapshot(B, &[A]))], &mut c);
+    let (_, diags) = run(
+        &[
+            ev(ms(0), hello(B)),
+            ev(ms(3200), handshake_snapshot(B, &[A])),
+        ],
+        &mut c,
+    );
     assert_eq!(diags[0].cause, "stale_neighbour");
-    assert!(diags[0].summary.contains("no longer claims"), "{}", diags[0].summary);
+    assert!(
+        diags[0].summary.contains("no longer claims"),
+        "{}",
+        diags[0].summary
+    );
 }
 
 #[test]
 fn answered_handshake_is_not_investigated() {
     let mut c = Correlator::new(Config::default());
-    let (invs, diags) = run(&[ev(ms(0), hello(A)), ev(ms(2900), server_hello()), ev(ms(9000), garp(A))], &mut c);
+    let (invs, diags) = run(
+        &[
+            ev(ms(0), hello(A)),
+            ev(ms(2900), server_hello()),
+            ev(ms(9000), garp(A)),
+        ],
+        &mut c,
+    );
     assert!(invs.is_empty() && diags.is_empty());
 }
 
@@ -206,7 +264,10 @@ fn neighbour_that_flapped_back_is_not_blamed() {
     assert_eq!(diags.len(), 1);
     assert_eq!(diags[0].cause, "unknown");
     assert!(diags[0].fix.is_none());
-    assert!(diags[0].evidence.iter().any(|e| e.contains("changed at")), "history still shown");
+    assert!(
+        diags[0].evidence.iter().any(|e| e.contains("changed at")),
+        "history still shown"
+    );
 }
 
 fn retransmit(at: i64, una: u32, src: &str) -> Event {
@@ -237,7 +298,11 @@ fn ct(src: &str, reply_src: &str) -> ConntrackEntry {
     }
 }
 
-fn storm_snapshot(flow: FlowRef, entry: Option<ConntrackEntry>, same: Vec<ConntrackEntry>) -> Event {
+fn storm_snapshot(
+    flow: FlowRef,
+    entry: Option<ConntrackEntry>,
+    same: Vec<ConntrackEntry>,
+) -> Event {
     ev(
         ms(1500),
         EventBody::Snapshot(Box::new(Snapshot {
@@ -254,7 +319,10 @@ fn storm_snapshot(flow: FlowRef, entry: Option<ConntrackEntry>, same: Vec<Conntr
 #[test]
 fn incident_2_stale_conntrack_nat() {
     let mut c = Correlator::new(Config::default());
-    let flow = FlowRef { src: addr("10.244.1.5:50000"), dst: addr("10.96.0.10:8000") };
+    let flow = FlowRef {
+        src: addr("10.244.1.5:50000"),
+        dst: addr("10.96.0.10:8000"),
+    };
     let stale = ct("10.244.1.5:50000", "10.244.2.7:8000");
     let fresh = ct("10.244.1.5:50002", "10.244.2.9:8000");
     let events = [
@@ -271,8 +339,18 @@ fn incident_2_stale_conntrack_nat() {
     assert_eq!(d.nat_target, Some(addr("10.244.2.7:8000")));
     assert_eq!(d.fix.as_deref(), Some(stale.delete_command().as_str()));
     assert!(d.summary.contains("10.244.2.9:8000"), "{}", d.summary);
-    assert!(d.evidence.iter().any(|e| e.contains("intervals 0.4s, 0.8s")), "{:?}", d.evidence);
-    assert!(d.evidence.iter().any(|e| e.contains("tcp_retries2=15")), "{:?}", d.evidence);
+    assert!(
+        d.evidence
+            .iter()
+            .any(|e| e.contains("intervals 0.4s, 0.8s")),
+        "{:?}",
+        d.evidence
+    );
+    assert!(
+        d.evidence.iter().any(|e| e.contains("tcp_retries2=15")),
+        "{:?}",
+        d.evidence
+    );
     assert_eq!(d.detected_after_ms, 1300, "from the first retransmit");
 }
 
@@ -280,18 +358,30 @@ fn incident_2_stale_conntrack_nat() {
 fn control_case_progress_means_loss_not_stale_state() {
     let mut c = Correlator::new(Config::default());
     let src = "10.244.1.5:50010";
-    let flow = FlowRef { src: addr(src), dst: addr("10.96.0.10:8000") };
+    let flow = FlowRef {
+        src: addr(src),
+        dst: addr("10.96.0.10:8000"),
+    };
     // ACKs advance between losses: no storm from these.
-    let mut events: Vec<Event> = (0..6).map(|i| retransmit(i * 300, 1000 + i as u32 * 1448, src)).collect();
+    let mut events: Vec<Event> = (0..6)
+        .map(|i| retransmit(i * 300, 1000 + i as u32 * 1448, src))
+        .collect();
     let (invs, _) = run(&events, &mut c);
     assert!(invs.is_empty(), "progress resets the streak: {invs:?}");
     // Then one segment is lost three times in a row: a storm, but ACKs had
     // advanced before and the target is alive: packet_loss, never stale NAT.
-    events = vec![retransmit(2000, 50000, src), retransmit(2400, 50000, src), retransmit(3200, 50000, src)];
+    events = vec![
+        retransmit(2000, 50000, src),
+        retransmit(2400, 50000, src),
+        retransmit(3200, 50000, src),
+    ];
     let (invs, _) = run(&events, &mut c);
     assert_eq!(invs, vec![Investigation::Storm { flow, netns: None }]);
     let live = ct(src, "10.244.2.7:8000");
-    let (_, diags) = run(&[storm_snapshot(flow, Some(live.clone()), vec![live])], &mut c);
+    let (_, diags) = run(
+        &[storm_snapshot(flow, Some(live.clone()), vec![live])],
+        &mut c,
+    );
     assert_eq!(diags[0].cause, "packet_loss");
     assert!(diags[0].fix.is_none());
 }
@@ -299,12 +389,25 @@ fn control_case_progress_means_loss_not_stale_state() {
 #[test]
 fn one_diagnosis_per_flow_and_symptom() {
     let mut c = Correlator::new(Config::default());
-    let flow = FlowRef { src: addr("10.244.1.5:50000"), dst: addr("10.96.0.10:8000") };
+    let flow = FlowRef {
+        src: addr("10.244.1.5:50000"),
+        dst: addr("10.96.0.10:8000"),
+    };
     let stale = ct("10.244.1.5:50000", "10.244.2.7:8000");
     let fresh = ct("10.244.1.5:50002", "10.244.2.9:8000");
-    let mut events: Vec<Event> = (0..3).map(|i| retransmit(i * 400, 1000, "10.244.1.5:50000")).collect();
-    events.push(storm_snapshot(flow, Some(stale.clone()), vec![stale.clone(), fresh.clone()]));
-    events.push(storm_snapshot(flow, Some(stale.clone()), vec![stale, fresh]));
+    let mut events: Vec<Event> = (0..3)
+        .map(|i| retransmit(i * 400, 1000, "10.244.1.5:50000"))
+        .collect();
+    events.push(storm_snapshot(
+        flow,
+        Some(stale.clone()),
+        vec![stale.clone(), fresh.clone()],
+    ));
+    events.push(storm_snapshot(
+        flow,
+        Some(stale.clone()),
+        vec![stale, fresh],
+    ));
     events.extend((3..8).map(|i| retransmit(i * 400, 1000, "10.244.1.5:50000")));
     let (invs, diags) = run(&events, &mut c);
     assert_eq!(invs.len(), 1);
@@ -314,8 +417,14 @@ fn one_diagnosis_per_flow_and_symptom() {
 #[test]
 fn flow_closed_by_rst_is_not_unanswered() {
     let mut c = Correlator::new(Config::default());
-    let rst = EventBody::Reset(crate::event::Reset { src: addr("10.9.0.1:40000"), dst: addr("10.9.0.100:6443") });
-    let (invs, diags) = run(&[ev(ms(0), hello(B)), ev(ms(500), rst), ev(ms(5000), garp(A))], &mut c);
+    let rst = EventBody::Reset(crate::event::Reset {
+        src: addr("10.9.0.1:40000"),
+        dst: addr("10.9.0.100:6443"),
+    });
+    let (invs, diags) = run(
+        &[ev(ms(0), hello(B)), ev(ms(500), rst), ev(ms(5000), garp(A))],
+        &mut c,
+    );
     assert!(invs.is_empty() && diags.is_empty(), "{invs:?}");
 }
 
@@ -323,7 +432,10 @@ fn flow_closed_by_rst_is_not_unanswered() {
 fn storm_in_another_namespace_is_not_blamed_on_our_routes() {
     let mut c = Correlator::new(Config::default());
     let src = "10.244.7.5:50000";
-    let flow = FlowRef { src: addr(src), dst: addr("10.96.0.10:8000") };
+    let flow = FlowRef {
+        src: addr(src),
+        dst: addr("10.96.0.10:8000"),
+    };
     let events: Vec<Event> = (0..3).map(|i| retransmit(i * 400, 1000, src)).collect();
     run(&events, &mut c);
     let snap = ev(
@@ -337,5 +449,9 @@ fn storm_in_another_namespace_is_not_blamed_on_our_routes() {
     );
     let (_, diags) = run(&[snap], &mut c);
     assert_eq!(diags[0].cause, "unknown");
-    assert!(diags[0].evidence.iter().any(|e| e.contains("4026532999")), "{:?}", diags[0].evidence);
+    assert!(
+        diags[0].evidence.iter().any(|e| e.contains("4026532999")),
+        "{:?}",
+        diags[0].evidence
+    );
 }

@@ -13,7 +13,13 @@ const RESET: &str = "\x1b[0m";
 
 /// The block, without a trailing newline.
 pub fn block(d: &Diagnosis, colour: bool) -> String {
-    let paint = |code: &str, text: &str| if colour { format!("{code}{text}{RESET}") } else { text.to_string() };
+    let paint = |code: &str, text: &str| {
+        if colour {
+            format!("{code}{text}{RESET}")
+        } else {
+            text.to_string()
+        }
+    };
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -21,7 +27,10 @@ pub fn block(d: &Diagnosis, colour: bool) -> String {
         paint(RED, &format!("DIAGNOSIS {}", d.cause)),
         d.flow.src,
         d.flow.dst,
-        paint(DIM, &format!("({}, after {} ms)", d.symptom, d.detected_after_ms))
+        paint(
+            DIM,
+            &format!("({}, after {} ms)", d.symptom, d.detected_after_ms)
+        )
     );
     let _ = writeln!(out, "  {}", d.summary);
     for line in &d.evidence {
@@ -45,13 +54,21 @@ pub fn snapshot_line(s: &Snapshot) -> String {
         parts.push(format!("{} -> {}", f.src, f.dst));
     }
     if let Some(n) = &s.neighbour {
-        parts.push(format!("neigh {} {} {}", n.ip, n.mac.as_deref().unwrap_or("-"), n.state));
+        parts.push(format!(
+            "neigh {} {} {}",
+            n.ip,
+            n.mac.as_deref().unwrap_or("-"),
+            n.state
+        ));
     }
     if let Some(p) = &s.probe {
         parts.push(format!("probe answers [{}]", p.distinct_macs().join(" ")));
     }
     if let Some(c) = &s.conntrack {
-        parts.push(format!("conntrack {} -> {} reply from {}", c.orig_src, c.orig_dst, c.reply_src));
+        parts.push(format!(
+            "conntrack {} -> {} reply from {}",
+            c.orig_src, c.orig_dst, c.reply_src
+        ));
     }
     if !s.errors.is_empty() {
         parts.push(format!("errors: {}", s.errors.join("; ")));

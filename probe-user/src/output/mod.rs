@@ -29,7 +29,9 @@ pub struct Sink<W: Write = Stdout> {
 impl Sink<Stdout> {
     pub fn stdout(format: Format) -> Self {
         let mut sink = Self::new(format, io::stdout());
-        sink.colour = format == Format::Text && io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        sink.colour = format == Format::Text
+            && io::stdout().is_terminal()
+            && std::env::var_os("NO_COLOR").is_none();
         sink
     }
 }
@@ -52,7 +54,9 @@ impl<W: Write> Sink<W> {
     pub fn emit(&mut self, e: &Event) -> io::Result<()> {
         match self.format {
             Format::Text => match &e.body {
-                EventBody::Diagnosis(d) => writeln!(self.out, "{}", diagnosis::block(d, self.colour))?,
+                EventBody::Diagnosis(d) => {
+                    writeln!(self.out, "{}", diagnosis::block(d, self.colour))?
+                }
                 _ => writeln!(self.out, "{e}")?,
             },
             Format::Json => json::write_json_line(&mut self.out, e)?,
