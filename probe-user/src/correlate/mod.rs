@@ -61,6 +61,8 @@ pub struct Correlator {
     storms: storm::Storms,
     /// (symptom, flow) pairs already diagnosed: one diagnosis each.
     diagnosed: HashSet<(String, FlowRef)>,
+    /// Storms left undiagnosed because they belong to another namespace.
+    pub unrelated: u64,
 }
 
 impl Correlator {
@@ -71,6 +73,7 @@ impl Correlator {
             handshakes: Default::default(),
             storms: Default::default(),
             diagnosed: HashSet::new(),
+            unrelated: 0,
         }
     }
 
@@ -140,6 +143,14 @@ impl Correlator {
                 diagnose::handshake(pending, &self.history, snap, self.storms.get(&flow), now)
             }
             diagnose::STORM => {
+                if snap.foreign_netns.is_some() {
+                    // A socket in another namespace whose traffic does not
+                    // pass through ours (no conntrack entry here): nothing
+                    // we can say about it, so say nothing.
+                    self.diagnosed.insert(key);
+                    self.unrelated += 1;
+                    return None;
+                }
                 let series = self.storms.get(&flow)?;
                 let hang = hang_estimate(snap, series);
                 diagnose::storm(flow, series, snap, now, hang)
