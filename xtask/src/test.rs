@@ -1,9 +1,13 @@
 //! `cargo xtask test`: unit tests, then the privileged lab tests against the
 //! release binary.
 
-use std::ffi::OsString;
+use std::{
+    ffi::OsString,
+    io::{BufRead as _, BufReader},
+    process::{Command, Stdio},
+};
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 
 use crate::{build_cmd, util};
 
@@ -23,15 +27,17 @@ pub fn test(args: &[OsString]) -> Result<()> {
     if !args.is_empty() {
         unit.arg("--").args(args);
     }
-    let unit = util::run("unit tests", &mut unit);
+    let mut tally = Tally::default();
+    let unit = run_counted("unit tests", &mut unit, &mut tally);
 
     let lab = if util::is_root() {
-        util::run(
+        run_counted(
             "lab tests",
             util::cargo()
                 .env("NETPROBE_BIN", &bin)
                 .args(["test", "-p", "netprobe-tests", "--", "--test-threads=1"])
                 .args(args),
+            &mut tally,
         )
     } else {
         Err(anyhow::anyhow!(
@@ -48,6 +54,12 @@ pub fn test(args: &[OsString]) -> Result<()> {
         "refused (not root)"
     };
     println!("xtask test: unit {}, lab {lab_verdict}", verdict(&unit));
+    // One closing line for the whole run: cargo's own last line is often a
+    // doc-test binary's `0 passed`, which says nothing about the run.
+    println!(
+        "xtask: {} passed, {} failed, {} skipped",
+        tally.passed, tally.failed, tally.ignored
+    );
     let errors: Vec<String> = [unit, lab]
         .into_iter()
         .filter_map(Result::err)
@@ -57,4 +69,80 @@ pub fn test(args: &[OsString]) -> Result<()> {
         bail!(errors.join("\n"));
     }
     Ok(())
+}
+
+/// Test counts summed over every test binary of a run.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Tally {
+    /// Adds the counts of a libtest summary line
+    /// (`test result: ok. 12 passed; 0 failed; 1 ignored; ...`).
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split([';', '.']) {
+            let mut words = part.split_whitespace();
+            let (Some(n), Some(what)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match what {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Runs `cmd` like `util::run`, echoing its stdout while counting tests.
+fn run_counted(what: &str, cmd: &mut Command, tally: &mut Tally) -> Result<()> {
+    println!("==> {what}: {}", util::show(cmd));
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {what}"))?;
+    let stdout = child.stdout.take().context("test stdout")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.with_context(|| format!("reading {what} output"))?;
+        println!("{line}");
+        tally.add_line(&line);
+    }
+    let status = child
+        .wait()
+        .with_context(|| format!("waiting for {what}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_libtest_summaries() {
+        let mut t = Tally::default();
+        t.add_line("test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.5s");
+        t.add_line(
+            "test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out",
+        );
+        t.add_line("running 5 tests");
+        assert_eq!(
+            t,
+            Tally {
+                passed: 15,
+                failed: 2,
+                ignored: 1
+            }
+        );
+    }
 }
