@@ -1,0 +1,899 @@
+//! Acceptance tests: the two incidents of shared/incidents.md reproduced in
+//! lab namespaces, and the control case. netprobe must name the cause, with
+//! the fix, in seconds; the fix it prints must work; and plain packet loss
+//! must not be blamed on ARP or conntrack.
+//!
+//! Root only, one at a time (netprobe's tracepoints see every namespace):
+//!
+//! ```text
+//! NETPROBE_BIN=$PWD/target/release/netprobe \
+//!     cargo test -p netprobe-tests --test incidents -- --test-threads=1 --nocapture
+//! ```
+//!
+//! With `NETPROBE_RECORD_FIXTURES=1` the incident 1 (IPv4), incident 2 and
+//! control runs also save netprobe's JSON stream as
+//! `tests/fixtures/<name>.jsonl`; copied to `probe-user/tests/fixtures/`
+//! they are the inputs of `probe-user/tests/replay_fixtures.rs`.
+//!
+//! On failure the panic is followed by netprobe's events for this lab and
+//! its stderr.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use netprobe_tests::netprobe::endpoint;
+use netprobe_tests::peers::{BlackHole, EchoServer, LineClient, TlsServer, curl_https};
+use netprobe_tests::{Host, Lab, Netns, Netprobe, Stopped, poll_until, py};
+use serde_json::Value;
+
+/// Loading and attaching takes a few seconds on 2 cores; bound it generously.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// kubectl's TLS handshake timeout, and the `--max-time` of the failing curl.
+const KUBECTL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The SNI curl sends (`--resolve` maps it to the VIP).
+const API_NAME: &str = "kubernetes";
+const API_PORT: u16 = 6443;
+const SVC_PORT: u16 = 8000;
+/// Set to 1 to save the JSON streams as fixtures.
+const RECORD_ENV: &str = "NETPROBE_RECORD_FIXTURES";
+
+fn require_root() {
+    assert!(
+        netprobe_tests::is_root(),
+        "these tests need root (namespaces, BPF, nft, raw sockets)"
+    );
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s)
+}
+
+// ---------------------------------------------------------------------------
+// Reading netprobe's events
+// ---------------------------------------------------------------------------
+
+/// Seconds since the epoch of an RFC 3339 UTC `time` field
+/// ("2026-11-21T12:00:00.123456Z"); panics on anything else.
+fn event_time(v: &Value) -> f64 {
+    let s = v["time"]
+        .as_str()
+        .unwrap_or_else(|| panic!("event without a time: {v}"));
+    parse_rfc3339_utc(s).unwrap_or_else(|| panic!("bad time {s:?} in {v}"))
+}
+
+fn parse_rfc3339_utc(s: &str) -> Option<f64> {
+    let s = s.strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.splitn(3, ':');
+    let h: f64 = t.next()?.parse().ok()?;
+    let min: f64 = t.next()?.parse().ok()?;
+    let sec: f64 = t.next()?.parse().ok()?;
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days as f64 * 86_400.0 + h * 3600.0 + min * 60.0 + sec)
+}
+
+fn now_epoch() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64()
+}
+
+fn is_type(v: &Value, t: &str) -> bool {
+    v["type"] == t
+}
+
+fn ep(v: &Value) -> Option<SocketAddr> {
+    endpoint(v).ok()
+}
+
+fn is_diagnosis_for_dst(v: &Value, dst: SocketAddr) -> bool {
+    is_type(v, "diagnosis") && ep(&v["flow"]["dst"]) == Some(dst)
+}
+
+fn is_diagnosis_for_src(v: &Value, src: SocketAddr) -> bool {
+    is_type(v, "diagnosis") && ep(&v["flow"]["src"]) == Some(src)
+}
+
+/// Every IP address written anywhere in `v` (fields, evidence sentences,
+/// "ip:port", "[v6]:port", "10.1.2.0/24"), found by splitting its strings
+/// into address-shaped tokens. MACs and clock times do not parse as IPs.
+fn addresses_in(v: &Value, out: &mut Vec<IpAddr>) {
+    match v {
+        Value::String(s) => {
+            for tok in s.split(|c: char| !(c.is_ascii_hexdigit() || c == '.' || c == ':')) {
+                let tok = tok.trim_matches(|c| c == '.' || c == ':');
+                if let Ok(ip) = tok.parse::<IpAddr>() {
+                    out.push(ip);
+                } else if let Ok(sa) = tok.parse::<SocketAddr>() {
+                    out.push(sa.ip());
+                } else if let Some(ip) = tok
+                    .rsplit_once(':')
+                    .filter(|(_, port)| port.parse::<u16>().is_ok())
+                    .and_then(|(host, _)| host.parse::<std::net::Ipv4Addr>().ok())
+                {
+                    out.push(ip.into());
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| addresses_in(x, out)),
+        Value::Object(o) => o.values().for_each(|x| addresses_in(x, out)),
+        _ => {}
+    }
+}
+
+/// True when every address `v` names belongs to `lab` (or is 0.0.0.0 / ::,
+/// which names nobody: the sender of netprobe's ARP probe).
+fn only_lab_addresses(lab: &Lab, v: &Value) -> bool {
+    let mut ips = Vec::new();
+    addresses_in(v, &mut ips);
+    ips.iter()
+        .all(|ip| ip.is_unspecified() || lab.contains(*ip))
+}
+
+/// True when `v` names at least one of the lab's addresses or MACs.
+fn mentions_lab(lab: &Lab, v: &Value) -> bool {
+    let mut ips = Vec::new();
+    addresses_in(v, &mut ips);
+    let mac_prefix = format!("02:6e:70:{:02x}:", lab.octet());
+    ips.iter().any(|ip| lab.contains(*ip)) || v.to_string().contains(&mac_prefix)
+}
+
+/// The lab's share of a run, for failure messages.
+fn report(lab: &Lab, events: &[Value], stderr: &str) -> String {
+    let mine: Vec<String> = events
+        .iter()
+        .filter(|v| {
+            is_type(v, "diagnosis")
+                || is_type(v, "snapshot")
+                || is_type(v, "stats")
+                || mentions_lab(lab, v)
+        })
+        .map(Value::to_string)
+        .collect();
+    const MAX: usize = 400;
+    let shown = &mine[mine.len().saturating_sub(MAX)..];
+    let tail: Vec<&str> = stderr.lines().rev().take(80).collect();
+    format!(
+        "--- netprobe events of this lab ({} of {}; last {} shown) ---\n{}\n\
+         --- netprobe stderr (last {} lines) ---\n{}",
+        mine.len(),
+        events.len(),
+        shown.len(),
+        shown.join("\n"),
+        tail.len(),
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    )
+}
+
+/// A running `netprobe trace --json --netns NS`, for one lab. Dropped while
+/// the test panics, it prints what netprobe printed.
+struct Trace<'a> {
+    np: Netprobe,
+    lab: &'a Lab,
+    /// Fixture name, if this run is recorded.
+    fixture: Option<&'static str>,
+    started: Instant,
+}
+
+impl<'a> Trace<'a> {
+    /// Started from the root namespace and pointed at `ns`, as an operator
+    /// points it at a node or pod namespace.
+    fn start(lab: &'a Lab, ns: &Netns, fixture: Option<&'static str>) -> Trace<'a> {
+        let t = Instant::now();
+        let mut np = Netprobe::start([
+            "trace",
+            "--json",
+            "--netns",
+            ns.name(),
+            "--handshake-timeout",
+            "3s",
+        ]);
+        if let Err(e) = np.wait_ready(READY_TIMEOUT) {
+            panic!("netprobe did not get ready: {e:#}");
+        }
+        eprintln!(
+            "netprobe ready in {:?} (--netns {})",
+            t.elapsed(),
+            ns.name()
+        );
+        Trace {
+            np,
+            lab,
+            fixture,
+            started: Instant::now(),
+        }
+    }
+
+    fn report(&self) -> String {
+        report(self.lab, &self.np.events(), &self.np.stderr())
+    }
+
+    /// The first event matching `pred` within `timeout`; panics with the
+    /// report when none comes.
+    fn expect(&self, what: &str, pred: impl Fn(&Value) -> bool, timeout: Duration) -> Value {
+        self.np.wait_for(&pred, timeout).unwrap_or_else(|| {
+            panic!(
+                "netprobe printed no {what} within {timeout:?}\n{}",
+                self.report()
+            )
+        })
+    }
+
+    fn events(&self) -> Vec<Value> {
+        self.np.events()
+    }
+
+    /// Diagnoses of this lab's flows so far.
+    fn lab_diagnoses(&self) -> Vec<Value> {
+        self.events()
+            .into_iter()
+            .filter(|v| is_type(v, "diagnosis") && mentions_lab(self.lab, &v["flow"]))
+            .collect()
+    }
+
+    /// Ctrl-C; saves the fixture when recording. Returns what it printed.
+    fn stop(mut self) -> Stopped {
+        let s = self.np.stop();
+        if !s.clean_exit() {
+            eprintln!(
+                "note: netprobe did not exit cleanly on SIGINT (status {:?}, killed {})",
+                s.status, s.killed
+            );
+        }
+        if let Some(name) = self.fixture.take() {
+            record_fixture(self.lab, name, &s.events);
+        }
+        s
+    }
+}
+
+impl Drop for Trace<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "netprobe ran {:?}; what it printed:\n{}",
+                self.started.elapsed(),
+                self.report()
+            );
+        }
+    }
+}
+
+/// Writes the run's JSON lines to tests/fixtures/NAME.jsonl when
+/// NETPROBE_RECORD_FIXTURES=1. Retransmit tracepoints are global, so events
+/// of flows outside this lab (the machine's own traffic) are left out: a
+/// fixture holds lab addresses only.
+fn record_fixture(lab: &Lab, name: &str, events: &[Value]) {
+    if std::env::var(RECORD_ENV).as_deref() != Ok("1") {
+        return;
+    }
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+    let kept: Vec<String> = events
+        .iter()
+        .filter(|v| only_lab_addresses(lab, v))
+        .map(Value::to_string)
+        .collect();
+    for v in events.iter().filter(|v| !only_lab_addresses(lab, v)) {
+        let mut ips = Vec::new();
+        addresses_in(v, &mut ips);
+        ips.retain(|ip| !ip.is_unspecified() && !lab.contains(*ip));
+        eprintln!("not recorded ({} names {ips:?})", v["type"]);
+    }
+    let path = dir.join(format!("{name}.jsonl"));
+    std::fs::write(&path, kept.join("\n") + "\n")
+        .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    eprintln!(
+        "recorded {} of {} events to {}",
+        kept.len(),
+        events.len(),
+        path.display()
+    );
+}
+
+fn str_list(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------
+// Incident 1: stale ARP/NDP entry for an HA VIP
+// ---------------------------------------------------------------------------
+
+/// Unsolicited neighbour advertisement (override flag set, solicited flag
+/// clear) for TARGET with link-layer address MAC, from TARGET to ff02::1
+/// out of IFNAME, hop limit 255: what a host taking over an IPv6 address
+/// sends. The kernel fills in the ICMPv6 checksum.
+const UNSOLICITED_NA: &str = r#"
+import socket, struct, sys
+ifname, target, mac = sys.argv[1], sys.argv[2], sys.argv[3]
+idx = socket.if_nametoindex(ifname)
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, idx)
+s.bind((target, 0, 0, idx))
+na = struct.pack('!BBHI', 136, 0, 0, 0x20000000) + socket.inet_pton(socket.AF_INET6, target)
+na += bytes([2, 1]) + bytes.fromhex(mac.replace(':', ''))
+s.sendto(na, ('ff02::1', 0, 0, idx))
+print('sent')
+"#;
+
+/// `host` announces that `vip` (one of its addresses) is at its MAC: a
+/// gratuitous ARP for IPv4, an unsolicited NA for IPv6.
+fn announce(host: &Host, vip: IpAddr) {
+    match vip {
+        IpAddr::V4(v4) => host.gratuitous_arp(v4),
+        IpAddr::V6(_) => {
+            let args = [host.ifname.clone(), vip.to_string(), host.mac.clone()];
+            let done = netprobe_tests::cmd::run_bounded(
+                &mut py::command(host, UNSOLICITED_NA, &args),
+                Duration::from_secs(5),
+            );
+            assert!(done.success(), "unsolicited NA: {}", done.report());
+        }
+    }
+}
+
+/// Repeats `impostor`'s announcement until `client`'s entry for `vip` says
+/// the impostor's MAC (the kernel ignores ARP overrides within locktime).
+fn poison(client: &Host, impostor: &Host, vip: IpAddr) {
+    let moved = poll_until(secs(10.0), secs(0.1), || {
+        announce(impostor, vip);
+        client.wait_neighbour(vip, secs(0.5), |n| {
+            n.lladdr.as_deref() == Some(impostor.mac.as_str())
+        })
+    });
+    let n = moved.unwrap_or_else(|| {
+        panic!(
+            "{}'s entry for {vip} never moved to {}: {:?}",
+            client.name(),
+            impostor.mac,
+            client.neighbour(vip)
+        )
+    });
+    eprintln!("client's entry poisoned: {n:?}");
+}
+
+fn url_ip(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => format!("[{a}]"),
+    }
+}
+
+/// Incident 1. `watch_poisoning`: netprobe runs before the impostor's
+/// announcement (it sees it on the wire) or is started only after (the
+/// active probe alone must find both claimants).
+fn incident1(v6: bool, watch_poisoning: bool, fixture: Option<&'static str>) {
+    require_root();
+    let label = match (v6, watch_poisoning) {
+        (false, true) => "inc1-v4",
+        (false, false) => "inc1-v4-late",
+        (true, _) => "inc1-v6",
+    };
+    let mut lab = Lab::new(label);
+    let seg = lab.bridge_segment(3);
+    let (client, owner, impostor) = (seg.host(0), seg.host(1), seg.host(2));
+    let vip: IpAddr = if v6 {
+        seg.vip6(0).into()
+    } else {
+        seg.vip(0).into()
+    };
+    let api = SocketAddr::new(vip, API_PORT);
+
+    // The VIP owner serves the API; the client resolves the VIP to it and
+    // talks TLS fine: the state before the incident.
+    owner.add_ip(vip);
+    let _server = TlsServer::start(owner, vip, API_PORT);
+    assert!(client.ping(vip), "client reaches the VIP");
+    let n = client
+        .wait_neighbour(vip, secs(3.0), |n| n.lladdr.is_some())
+        .expect("client resolved the VIP");
+    assert_eq!(n.lladdr.as_deref(), Some(owner.mac.as_str()), "{n:?}");
+    let ok = curl_https(client, vip, API_PORT, API_NAME, secs(5.0));
+    assert_eq!(
+        ok.http_code,
+        Some(200),
+        "before the incident: {}",
+        ok.report
+    );
+
+    // A second host also holds the VIP, accepts TCP and never answers TLS.
+    impostor.add_ip(vip);
+    let hole = BlackHole::start(impostor, vip, API_PORT);
+
+    let mut trace = None;
+    if watch_poisoning {
+        trace = Some(Trace::start(&lab, client, fixture));
+    }
+    poison(client, impostor, vip);
+    let trace = trace.unwrap_or_else(|| Trace::start(&lab, client, fixture));
+    let before = client.neighbour(vip).expect("entry for the VIP");
+    assert_eq!(before.lladdr.as_deref(), Some(impostor.mac.as_str()));
+
+    // kubectl: curl with a 10 s deadline. netprobe must speak before it.
+    let curl_wall = now_epoch();
+    let curl_start = Instant::now();
+    let (bad, diag, seen_after) = std::thread::scope(|s| {
+        let curl = s.spawn(|| curl_https(client, vip, API_PORT, API_NAME, KUBECTL_TIMEOUT));
+        let diag = trace.np.wait_for(
+            |v| is_diagnosis_for_dst(v, api),
+            KUBECTL_TIMEOUT + secs(5.0),
+        );
+        let seen_after = curl_start.elapsed();
+        let bad = curl.join().expect("curl thread");
+        (bad, diag, seen_after)
+    });
+    eprintln!(
+        "curl: exit {:?} after {:?} (connected {}, TLS done {})",
+        bad.exit_code, bad.elapsed, bad.tcp_connected, bad.tls_done
+    );
+    assert!(
+        bad.exit_code == Some(28) && bad.tcp_connected && !bad.tls_done,
+        "want a TLS handshake timeout (TCP connected, no TLS, curl exit 28): {}\n{}",
+        bad.report,
+        trace.report()
+    );
+    assert!(
+        !hole.accepted().is_empty(),
+        "the impostor should have taken the TCP connection"
+    );
+    let d = diag.unwrap_or_else(|| {
+        panic!(
+            "no diagnosis for {api} within {:?} of starting curl\n{}",
+            KUBECTL_TIMEOUT + secs(5.0),
+            trace.report()
+        )
+    });
+    let diag_after_curl = event_time(&d) - curl_wall;
+    eprintln!(
+        "TIME TO DIAGNOSIS ({label}): printed {seen_after:?} after curl started \
+         (event time {diag_after_curl:.3} s after), detected_after_ms {}\n{}",
+        d["detected_after_ms"],
+        serde_json::to_string_pretty(&d).unwrap_or_default()
+    );
+
+    // The verdict, field by field.
+    let dump = || format!("diagnosis: {d}\n{}", trace.report());
+    assert_eq!(d["symptom"], "tls_handshake_unanswered", "{}", dump());
+    assert_eq!(d["cause"], "stale_neighbour", "{}", dump());
+    assert_eq!(d["ip"], vip.to_string(), "{}", dump());
+    assert_eq!(d["dev"], "eth0", "{}", dump());
+    assert_eq!(d["mac_used"], impostor.mac.as_str(), "{}", dump());
+    let claiming = str_list(&d["macs_claiming"]);
+    assert!(
+        claiming.contains(&owner.mac) && claiming.contains(&impostor.mac),
+        "macs_claiming {claiming:?} must name the owner {} and the impostor {}\n{}",
+        owner.mac,
+        impostor.mac,
+        dump()
+    );
+    let fix = d["fix"].as_str().unwrap_or_default().to_string();
+    assert_eq!(fix, format!("ip neigh del {vip} dev eth0"), "{}", dump());
+    assert!(
+        d["summary"].as_str().is_some_and(|s| !s.is_empty()),
+        "{}",
+        dump()
+    );
+    assert!(!str_list(&d["evidence"]).is_empty(), "{}", dump());
+    let client_src = ep(&d["flow"]["src"]).expect("flow.src");
+    assert_eq!(client_src.ip(), client.addr(v6), "{}", dump());
+
+    // Before kubectl gives up, with margin.
+    assert!(
+        seen_after < KUBECTL_TIMEOUT && diag_after_curl < KUBECTL_TIMEOUT.as_secs_f64(),
+        "diagnosis came {seen_after:?} (event time {diag_after_curl:.3} s) after curl \
+         started: kubectl gives up at {KUBECTL_TIMEOUT:?}\n{}",
+        dump()
+    );
+    let detected = d["detected_after_ms"].as_u64().expect("detected_after_ms");
+    assert!(detected < 5000, "detected_after_ms {detected}\n{}", dump());
+
+    // The state it used is in the stream (what `netprobe replay` needs).
+    let events = trace.events();
+    let d_at = events
+        .iter()
+        .position(|v| *v == d)
+        .expect("diagnosis in stream");
+    assert!(
+        events[..d_at]
+            .iter()
+            .any(|v| is_type(v, "snapshot") && ep(&v["flow"]["dst"]) == Some(api)),
+        "no snapshot for {api} before the diagnosis\n{}",
+        dump()
+    );
+    if !watch_poisoning {
+        // Nothing announced the impostor while netprobe ran.
+        assert!(
+            !events.iter().any(|v| is_type(v, "arp")
+                && v["sender_ip"] == vip.to_string()
+                && v["op"] == "gratuitous"),
+            "netprobe saw a gratuitous ARP it should not have\n{}",
+            dump()
+        );
+    }
+
+    // A diagnosis must not change what it diagnoses.
+    let after = client.neighbour(vip).expect("entry for the VIP after");
+    assert_eq!(
+        after.lladdr.as_deref(),
+        Some(impostor.mac.as_str()),
+        "netprobe's probe moved the client's entry: before {before:?}, after {after:?}"
+    );
+
+    // The operator: the impostor lets go of the VIP, then the printed fix.
+    impostor.del_ip(vip);
+    let ran = client.try_exec(["sh", "-c", &fix], secs(10.0));
+    assert!(ran.success(), "the fix failed: {}", ran.report());
+    assert_eq!(
+        client.neighbour(vip).and_then(|n| n.lladdr),
+        None,
+        "the fix removed the entry"
+    );
+    let fixed = curl_https(client, vip, API_PORT, API_NAME, KUBECTL_TIMEOUT);
+    assert!(
+        fixed.exit_code == Some(0) && fixed.http_code == Some(200),
+        "curl after the fix: {}\n{}",
+        fixed.report,
+        trace.report()
+    );
+    let n = client.neighbour(vip).expect("re-resolved");
+    assert_eq!(n.lladdr.as_deref(), Some(owner.mac.as_str()), "{n:?}");
+    eprintln!(
+        "after the fix: curl https://{}:{API_PORT} -> HTTP 200 in {:?}",
+        url_ip(vip),
+        fixed.elapsed
+    );
+
+    // Give a wrongly late verdict on the fixed flow a chance to show.
+    std::thread::sleep(secs(1.0));
+    let stopped = trace.stop();
+    let stale: Vec<&Value> = stopped
+        .of_type("diagnosis")
+        .into_iter()
+        .filter(|v| v["cause"] == "stale_neighbour" && ep(&v["flow"]["src"]) != Some(client_src))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "stale_neighbour for a flow other than the failing one: {stale:?}\n{}",
+        report(&lab, &stopped.events, &stopped.stderr)
+    );
+}
+
+#[test]
+fn incident1_ipv4_stale_arp_for_vip_is_named_before_kubectl_gives_up() {
+    incident1(false, true, Some("incident1_v4"));
+}
+
+#[test]
+fn incident1_ipv4_netprobe_started_after_the_poisoning_still_finds_both_macs() {
+    incident1(false, false, None);
+}
+
+/// The client's entry is moved by a real unsolicited neighbour
+/// advertisement (override flag) from the impostor, sent with a python raw
+/// ICMPv6 socket: what a host taking over an address sends.
+#[test]
+fn incident1_ipv6_stale_ndp_for_vip_is_named_before_kubectl_gives_up() {
+    incident1(true, true, None);
+}
+
+// ---------------------------------------------------------------------------
+// Incident 2: stale conntrack DNAT after a force-deleted server pod
+// ---------------------------------------------------------------------------
+
+fn nat_rule(node: &Netns, svc: SocketAddr, target: SocketAddr) {
+    node.exec([
+        "nft",
+        &format!(
+            "add rule ip nat prerouting ip daddr {} tcp dport {} dnat to {target}",
+            svc.ip(),
+            svc.port()
+        ),
+    ]);
+}
+
+#[test]
+fn incident2_stale_conntrack_dnat_is_named_and_its_fix_releases_the_client() {
+    require_root();
+    let mut lab = Lab::new("inc2");
+    let cpod = lab.namespace("cpod");
+    let node1 = lab.namespace("node1");
+    let node2 = lab.namespace("node2");
+    let spod1 = lab.namespace("spod1");
+    let spod2 = lab.namespace("spod2");
+    // cpod -- node1 -- node2 -- spod1 / spod2
+    let (n1_cpod, cpod_h) = lab.connect(&node1, &cpod); // 10.o.0.1 / .0.2
+    let (n1_n2, n2_n1) = lab.connect(&node1, &node2); // 10.o.1.1 / .1.2
+    let (n2_s1, s1) = lab.connect(&node2, &spod1); // 10.o.2.1 / .2.2
+    let (n2_s2, s2) = lab.connect(&node2, &spod2); // 10.o.3.1 / .3.2
+    let o = lab.octet();
+    for n in [&node1, &node2] {
+        n.sysctl("net.ipv4.ip_forward", "1");
+    }
+    cpod_h.route("default", n1_cpod.ipv4.into());
+    s1.route("default", n2_s1.ipv4.into());
+    s2.route("default", n2_s2.ipv4.into());
+    // node1 reaches the server pod CIDR through node2, node2 the client's.
+    n1_n2.route(&format!("10.{o}.2.0/23"), n2_n1.ipv4.into());
+    n2_n1.route(&format!("10.{o}.0.0/24"), n1_n2.ipv4.into());
+    // Pod CIDR blocks a node holds are blackholed (as Calico does): once a
+    // pod's veth is gone its packets vanish, no ICMP.
+    node2.ip(["route", "add", "blackhole", &format!("10.{o}.2.0/23")]);
+
+    // The ClusterIP: kube-proxy's DNAT on the client's node.
+    let svc: SocketAddr = format!("10.{o}.250.10:{SVC_PORT}").parse().unwrap();
+    let pod1 = SocketAddr::new(s1.ipv4.into(), SVC_PORT);
+    let pod2 = SocketAddr::new(s2.ipv4.into(), SVC_PORT);
+    node1.exec(["nft", "add table ip nat"]);
+    node1.exec([
+        "nft",
+        "add chain ip nat prerouting { type nat hook prerouting priority -100; }",
+    ]);
+    nat_rule(&node1, svc, pod1);
+
+    let _server1 = EchoServer::start(&spod1, pod1.ip(), SVC_PORT);
+    let mut stuck = LineClient::start(&cpod_h, svc, secs(1.0));
+    assert!(
+        stuck.wait_echoes(2, secs(5.0)),
+        "echoes through the Service"
+    );
+    let local = stuck.local_addr();
+    eprintln!("client {local} -> {svc} (DNAT to {pod1})");
+
+    let trace = Trace::start(&lab, &node1, Some("incident2"));
+    assert!(
+        stuck.wait_echoes(3, secs(5.0)),
+        "echoes while netprobe runs"
+    );
+
+    // The replacement pod is up; `kubectl delete pod --force` of the old
+    // one: its veth (and route) go at once, silently, then its namespace;
+    // kube-proxy re-points the Service.
+    let _server2 = EchoServer::start(&spod2, pod2.ip(), SVC_PORT);
+    let echoes_before = stuck.echoes();
+    node2.ip(["link", "del", &n2_s1.ifname]);
+    spod1.teardown();
+    node1.exec(["nft", "flush chain ip nat prerouting"]);
+    nat_rule(&node1, svc, pod2);
+    let deleted_at = now_epoch();
+
+    // Other flows to the Service now reach the new pod.
+    let fresh = LineClient::start(&cpod_h, svc, secs(1.0));
+    assert!(
+        fresh.wait_echoes(1, secs(5.0)),
+        "a new connection to {svc} should land on {pod2}"
+    );
+
+    let d = trace.expect(
+        "diagnosis for the stuck flow",
+        |v| is_diagnosis_for_src(v, local),
+        secs(20.0),
+    );
+    let dump = || format!("diagnosis: {d}\n{}", trace.report());
+    let events = trace.events();
+    let retx: Vec<&Value> = events
+        .iter()
+        .filter(|v| is_type(v, "retransmit") && ep(&v["src"]) == Some(local))
+        .collect();
+    let first_retx = retx
+        .first()
+        .unwrap_or_else(|| panic!("no retransmit event for {local}\n{}", dump()));
+    let after_first_retx = event_time(&d) - event_time(first_retx);
+    eprintln!(
+        "TIME TO DIAGNOSIS (incident 2): {after_first_retx:.3} s after the first retransmit \
+         ({} retransmits seen; first {:.3} s after the delete), detected_after_ms {}\n{}",
+        retx.len(),
+        event_time(first_retx) - deleted_at,
+        d["detected_after_ms"],
+        serde_json::to_string_pretty(&d).unwrap_or_default()
+    );
+    assert_eq!(d["symptom"], "retransmit_storm", "{}", dump());
+    assert_eq!(d["cause"], "stale_conntrack_nat", "{}", dump());
+    assert_eq!(ep(&d["service"]), Some(svc), "{}", dump());
+    assert_eq!(ep(&d["nat_target"]), Some(pod1), "{}", dump());
+    assert_eq!(ep(&d["flow"]["src"]), Some(local), "{}", dump());
+    assert_eq!(ep(&d["flow"]["dst"]), Some(svc), "{}", dump());
+    let fix = d["fix"].as_str().unwrap_or_default().to_string();
+    assert!(fix.starts_with("conntrack -D"), "fix {fix:?}\n{}", dump());
+    assert!(
+        after_first_retx < 5.0,
+        "diagnosis {after_first_retx:.3} s after the first retransmit (bar: 5 s)\n{}",
+        dump()
+    );
+
+    // Still hanging, as in the incident: no echo, no error.
+    assert!(
+        stuck.is_running() && stuck.error().is_none(),
+        "the stuck client should still be blocked: {:?}",
+        stuck.error()
+    );
+    assert!(
+        stuck.echoes() <= echoes_before + 1,
+        "echoes after the delete"
+    );
+
+    // The operator runs the printed command on the node.
+    let fixed_at = Instant::now();
+    let ran = node1.try_exec(["sh", "-c", &fix], secs(10.0));
+    assert!(
+        ran.success(),
+        "the fix failed: {}\n{}",
+        ran.report(),
+        dump()
+    );
+    let failed = poll_until(secs(15.0), secs(0.05), || stuck.error());
+    let released_after = fixed_at.elapsed();
+    let err = failed.unwrap_or_else(|| {
+        panic!(
+            "the stuck client did not fail within 15 s of the fix (running {})\n{}",
+            stuck.is_running(),
+            dump()
+        )
+    });
+    eprintln!("after the fix: the stuck client failed in {released_after:?}: {err}");
+    assert!(
+        err.contains("ConnectionResetError") || err.contains("reset"),
+        "want a connection reset, got {err:?}"
+    );
+    assert!(fresh.error().is_none(), "{:?}", fresh.error());
+    trace.stop();
+}
+
+// ---------------------------------------------------------------------------
+// Control case: plain loss
+// ---------------------------------------------------------------------------
+
+#[test]
+fn control_random_loss_is_never_blamed_on_arp_or_conntrack() {
+    require_root();
+    let t0 = Instant::now();
+    let mut lab = Lab::new("control");
+    let (client, server) = lab.pair();
+    let o = server.ipv4.octets();
+    // A Service IP on the link, DNATed on the client (kube-proxy style,
+    // output hook) to the echo server.
+    let svc: SocketAddr = format!("{}.{}.{}.200:{SVC_PORT}", o[0], o[1], o[2])
+        .parse()
+        .unwrap();
+    let backend = SocketAddr::new(server.ipv4.into(), SVC_PORT);
+    client.exec(["nft", "add table ip npnat"]);
+    client.exec([
+        "nft",
+        "add chain ip npnat out { type nat hook output priority -100; }",
+    ]);
+    client.exec([
+        "nft",
+        &format!(
+            "add rule ip npnat out ip daddr {} tcp dport {SVC_PORT} dnat to {backend}",
+            svc.ip()
+        ),
+    ]);
+    let _tls = TlsServer::start(&server, server.ipv4.into(), API_PORT);
+    let _echo = EchoServer::start(&server, backend.ip(), SVC_PORT);
+
+    let trace = Trace::start(&lab, &client, Some("control"));
+    let started = Instant::now();
+    // 20 % loss each way, on the server's side.
+    let nft = server.nft();
+    nft.random_loss(20);
+    nft.rule("input", "numgen random mod 100 < 20 drop");
+
+    let lines = LineClient::start_with(&client, svc, secs(0.02), None);
+    let budget = secs(60.0);
+    let mut ok = 0;
+    let mut runs = Vec::new();
+    for _ in 0..10 {
+        let left = budget.saturating_sub(started.elapsed());
+        if left < secs(1.0) {
+            runs.push("out of time budget".to_string());
+            continue;
+        }
+        let r = curl_https(
+            &client,
+            server.ipv4.into(),
+            API_PORT,
+            API_NAME,
+            left.min(secs(15.0)),
+        );
+        if r.http_code == Some(200) {
+            ok += 1;
+        }
+        runs.push(format!("exit {:?} in {:?}", r.exit_code, r.elapsed));
+    }
+    // At least 15 s of echoes through the lossy DNAT, however fast the
+    // handshakes went.
+    std::thread::sleep(secs(15.0).saturating_sub(started.elapsed()));
+    let echoes = lines.echoes();
+    // A handshake that took over 3 s gets its (loss) verdict ~1 s later.
+    std::thread::sleep(secs(4.5));
+    let diags = trace.lab_diagnoses();
+    let events = trace.events();
+    let retx = events
+        .iter()
+        .filter(|v| is_type(v, "retransmit") && mentions_lab(&lab, v))
+        .count();
+    let elapsed = t0.elapsed();
+    eprintln!(
+        "control: {ok}/10 handshakes completed ({runs:?}); {echoes} echoes through the DNAT; \
+         {retx} retransmits; {elapsed:?} in all; diagnoses:\n{}",
+        diags
+            .iter()
+            .map(|d| format!(
+                "  {} / {} {} -> {}: {}",
+                d["symptom"].as_str().unwrap_or("?"),
+                d["cause"].as_str().unwrap_or("?"),
+                d["flow"]["src"],
+                d["flow"]["dst"],
+                d["summary"].as_str().unwrap_or("?")
+            ))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(ok >= 7, "only {ok}/10 handshakes completed: {runs:?}");
+    assert!(echoes >= 30, "only {echoes} echoes through the lossy DNAT");
+    assert!(lines.error().is_none(), "{:?}", lines.error());
+    assert!(
+        retx > 0,
+        "20% loss should cause retransmits\n{}",
+        trace.report()
+    );
+    let false_alarms: Vec<&Value> = diags
+        .iter()
+        .filter(|d| d["cause"] == "stale_neighbour" || d["cause"] == "stale_conntrack_nat")
+        .collect();
+    assert!(
+        false_alarms.is_empty(),
+        "false alarm on plain loss: {false_alarms:#?}\n{}",
+        trace.report()
+    );
+    assert!(elapsed < secs(90.0), "the control case took {elapsed:?}");
+    trace.stop();
+}
+
+#[test]
+fn rfc3339_times_parse() {
+    let t = parse_rfc3339_utc("1970-01-02T00:00:01.5Z").unwrap();
+    assert!((t - 86_401.5).abs() < 1e-6, "{t}");
+    let t = parse_rfc3339_utc("2026-11-21T12:00:00.123456Z").unwrap();
+    assert!((t - 1_795_262_400.123_456).abs() < 1e-3, "{t}");
+    assert!(parse_rfc3339_utc("2026-11-21 12:00:00").is_none());
+}
+
+#[test]
+fn addresses_are_found_in_sentences() {
+    let v = serde_json::json!({
+        "src": "10.201.0.1:40000",
+        "evidence": ["neighbour fd00:10:201::100 dev eth0: 02:6e:70:c9:00:03 STALE at 12:00:01.250",
+                     "route to 10.201.2.0/24 via [fd00::1]:443, x 8.8.8.8."]
+    });
+    let mut ips = Vec::new();
+    addresses_in(&v, &mut ips);
+    let got: Vec<String> = ips.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        got,
+        [
+            "fd00:10:201::100",
+            "10.201.2.0",
+            "fd00::1",
+            "8.8.8.8",
+            "10.201.0.1"
+        ]
+    );
+}
