@@ -11,6 +11,7 @@ mod neigh;
 mod packet;
 mod reset;
 mod retransmit;
+mod tcp_tracepoint;
 mod tls;
 
 use aya_ebpf::{

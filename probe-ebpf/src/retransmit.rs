@@ -4,39 +4,30 @@
 //! them against /sys/kernel/tracing before it attaches.
 
 use aya_ebpf::{helpers::bpf_probe_read_kernel, programs::TracePointContext};
-use probe_common::{AF_INET, TcpRecord, kind};
+use probe_common::{TcpRecord, kind};
 
-use crate::{emit, maps::kernel_offsets};
+use crate::{
+    emit,
+    maps::kernel_offsets,
+    tcp_tracepoint::{self, AddrOffsets, read},
+};
 
 const OFF_SKADDR: usize = 16;
 const OFF_STATE: usize = 24;
 const OFF_SPORT: usize = 28;
 const OFF_DPORT: usize = 30;
-const OFF_FAMILY: usize = 32;
-const OFF_SADDR: usize = 34;
-const OFF_DADDR: usize = 38;
-const OFF_SADDR_V6: usize = 42;
-const OFF_DADDR_V6: usize = 58;
-
-#[inline(always)]
-fn read<T>(ctx: &TracePointContext, off: usize) -> Option<T> {
-    // SAFETY: offsets are inside the tracepoint record (checked by the loader).
-    unsafe { ctx.read_at::<T>(off) }.ok()
-}
+const ADDRS: AddrOffsets = AddrOffsets {
+    family: 32,
+    saddr: 34,
+    daddr: 38,
+    saddr_v6: 42,
+    daddr_v6: 58,
+};
 
 #[inline(always)]
 pub fn handle(ctx: &TracePointContext) -> Option<()> {
     let skaddr: u64 = read(ctx, OFF_SKADDR)?;
-    let family = read::<u16>(ctx, OFF_FAMILY)? as u8;
-    let mut saddr = [0u8; 16];
-    let mut daddr = [0u8; 16];
-    if family == AF_INET {
-        saddr[..4].copy_from_slice(&read::<[u8; 4]>(ctx, OFF_SADDR)?);
-        daddr[..4].copy_from_slice(&read::<[u8; 4]>(ctx, OFF_DADDR)?);
-    } else {
-        saddr = read(ctx, OFF_SADDR_V6)?;
-        daddr = read(ctx, OFF_DADDR_V6)?;
-    }
+    let (family, saddr, daddr) = tcp_tracepoint::addrs(ctx, &ADDRS)?;
     let sock = SockInfo::read(skaddr);
     let record = TcpRecord {
         header: emit::header(kind::RETRANSMIT, size_of::<TcpRecord>()),
