@@ -115,7 +115,8 @@ pub fn handshake(
     p: &Pending,
     history: &History,
     snap: &Snapshot,
-    retransmits: Option<&Series>,
+    // The client's flow, and the server's answer flow.
+    retransmits: [Option<&Series>; 2],
     now: DateTime<Utc>,
 ) -> Diagnosis {
     let hello = &p.hello;
@@ -188,10 +189,18 @@ pub fn handshake(
             )
         });
     }
-    let retrans = retransmits.map(|s| s.total).unwrap_or(0);
-    if retrans > 0 {
-        evidence.push(format!("{retrans} retransmits on this flow"));
+    let [client, server] = retransmits.map(|s| s.map_or(0, |s| s.total));
+    if client > 0 {
+        evidence.push(format!(
+            "the client retransmitted {client} times on this flow"
+        ));
     }
+    if server > 0 {
+        evidence.push(format!(
+            "the server retransmitted its side {server} times: its answer is being lost on the way"
+        ));
+    }
+    let retrans = client + server;
     evidence.extend(snap.errors.iter().map(|e| format!("look-up failed: {e}")));
 
     let (current, seen) = claimants(history, snap, &next_hop);
@@ -230,25 +239,20 @@ pub fn handshake(
         let mut all = vec![mac_used.clone()];
         all.extend(seen.iter().filter(|m| **m != mac_used).cloned());
         d.cause = "stale_neighbour".into();
+        let other_macs = others
+            .iter()
+            .map(|m| m.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
         d.summary = if current.contains(&mac_used) {
             format!(
-                "TLS handshake to {} is going to {mac_used}, but {} also claim(s) {next_hop}: the ARP/ND entry points at the wrong owner",
-                hello.dst,
-                others
-                    .iter()
-                    .map(|m| m.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "TLS handshake to {} is going to {mac_used}, but {other_macs} also claim(s) {next_hop}: the ARP/ND entry points at the wrong owner",
+                hello.dst
             )
         } else {
             format!(
-                "TLS handshake to {} is going to {mac_used}, which no longer claims {next_hop}; {} does: the ARP/ND entry is stale",
-                hello.dst,
-                others
-                    .iter()
-                    .map(|m| m.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "TLS handshake to {} is going to {mac_used}, which no longer claims {next_hop}; {other_macs} does: the ARP/ND entry is stale",
+                hello.dst
             )
         };
         d.evidence.push(format!("fix: delete the entry so {next_hop} is resolved afresh, then find out why more than one host claims it"));
@@ -264,8 +268,9 @@ pub fn handshake(
             hello.dst
         );
     } else {
+        // Only what was seen: no loss seen on this node, no second owner.
         d.summary = format!(
-            "TLS handshake to {} unanswered: the server accepted TCP and ACKs but sends no ServerHello; {mac_used} is the only owner of {next_hop} seen, so look at the server process",
+            "TLS handshake to {} unanswered: no ServerHello came back and no retransmits were seen on either side; {mac_used} is the only owner of {next_hop} found, so the server itself (or something past {next_hop}) is not answering",
             hello.dst
         );
     }

@@ -13,7 +13,7 @@ pub mod handshake;
 pub mod history;
 pub mod storm;
 
-use std::{collections::HashSet, net::IpAddr, time::Duration};
+use std::{collections::HashMap, net::IpAddr, time::Duration};
 
 use chrono::{DateTime, Utc};
 
@@ -34,6 +34,18 @@ impl Default for Config {
             storm_threshold: 3,
         }
     }
+}
+
+/// Looks at one storm's kernel state at most this often.
+const MAX_LOOKS: u32 = 8;
+/// Verdicts remembered at most (one per diagnosed flow and symptom).
+const MAX_VERDICTS: usize = 100_000;
+
+#[derive(Clone, Debug)]
+struct Verdict {
+    cause: String,
+    settled: bool,
+    looks: u32,
 }
 
 /// What the runtime should look up to explain a symptom.
@@ -59,8 +71,11 @@ pub struct Correlator {
     history: history::History,
     handshakes: handshake::Handshakes,
     storms: storm::Storms,
-    /// (symptom, flow) pairs already diagnosed: one diagnosis each.
-    diagnosed: HashSet<(String, FlowRef)>,
+    /// Last verdict per (symptom, flow). A settled verdict is final; an
+    /// `unknown` one is looked at again while the symptom lasts (state the
+    /// cause depends on, like a Service re-pointed by kube-proxy, may come
+    /// later), and only a changed cause is reported again.
+    verdicts: HashMap<(String, FlowRef), Verdict>,
     /// Storms left undiagnosed because they belong to another namespace.
     pub unrelated: u64,
 }
@@ -72,7 +87,7 @@ impl Correlator {
             history: Default::default(),
             handshakes: Default::default(),
             storms: Default::default(),
-            diagnosed: HashSet::new(),
+            verdicts: HashMap::new(),
             unrelated: 0,
         }
     }
@@ -89,11 +104,29 @@ impl Correlator {
             EventBody::Neighbour(n) => self.history.neighbour(t, n),
             EventBody::Arp(a) => self.history.arp(t, a),
             EventBody::Retransmit(r) => {
-                if let Some(flow) = self.storms.retransmit(t, r, self.config.storm_threshold)
-                    && !self
-                        .diagnosed
-                        .contains(&(diagnose::STORM.to_string(), flow))
-                {
+                let flow = FlowRef {
+                    src: r.src,
+                    dst: r.dst,
+                };
+                let started = self.storms.retransmit(t, r, self.config.storm_threshold);
+                let key = (diagnose::STORM.to_string(), flow);
+                let look = match self.verdicts.get_mut(&key) {
+                    None => started.is_some(),
+                    // Still stuck after an inconclusive look: look again,
+                    // at the pace of the RTO back-off, a bounded number of times.
+                    Some(v) => {
+                        let stuck = self
+                            .storms
+                            .get(&flow)
+                            .is_some_and(|s| s.streak > 0 && !s.progressed);
+                        let again = !v.settled && stuck && v.looks < MAX_LOOKS;
+                        if again {
+                            v.looks += 1;
+                        }
+                        again
+                    }
+                };
+                if look {
                     out.investigations.push(Investigation::Storm {
                         flow,
                         netns: event.netns,
@@ -133,21 +166,32 @@ impl Correlator {
     fn diagnose(&mut self, snap: &Snapshot, now: DateTime<Utc>) -> Option<Diagnosis> {
         let flow = snap.flow?;
         let key = (snap.symptom.clone(), flow);
-        if self.diagnosed.contains(&key) {
+        let previous = self.verdicts.get(&key).cloned();
+        if previous.as_ref().is_some_and(|v| v.settled) {
             return None;
         }
         let diagnosis = match snap.symptom.as_str() {
             diagnose::HANDSHAKE => {
                 // Answered while we were looking: no diagnosis.
                 let pending = self.handshakes.get(&flow)?;
-                diagnose::handshake(pending, &self.history, snap, self.storms.get(&flow), now)
+                let reverse = FlowRef {
+                    src: flow.dst,
+                    dst: flow.src,
+                };
+                diagnose::handshake(
+                    pending,
+                    &self.history,
+                    snap,
+                    [self.storms.get(&flow), self.storms.get(&reverse)],
+                    now,
+                )
             }
             diagnose::STORM => {
                 if snap.foreign_netns.is_some() {
                     // A socket in another namespace whose traffic does not
                     // pass through ours (no conntrack entry here): nothing
                     // we can say about it, so say nothing.
-                    self.diagnosed.insert(key);
+                    self.remember(key, "unrelated", true);
                     self.unrelated += 1;
                     return None;
                 }
@@ -157,8 +201,28 @@ impl Correlator {
             }
             _ => return None,
         };
-        self.diagnosed.insert(key);
+        if previous.is_some_and(|v| v.cause == diagnosis.cause) {
+            return None; // looked again, nothing new to say
+        }
+        let settled = diagnosis.cause != "unknown";
+        self.remember(key, &diagnosis.cause, settled);
         Some(diagnosis)
+    }
+
+    fn remember(&mut self, key: (String, FlowRef), cause: &str, settled: bool) {
+        if self.verdicts.len() >= MAX_VERDICTS {
+            // Keep the ones that can still change; forget settled history.
+            self.verdicts.retain(|_, v| !v.settled);
+        }
+        let looks = self.verdicts.get(&key).map_or(0, |v| v.looks);
+        self.verdicts.insert(
+            key,
+            Verdict {
+                cause: cause.to_string(),
+                settled,
+                looks,
+            },
+        );
     }
 
     /// The neighbour IP an investigation is about, for callers and tests.

@@ -448,6 +448,87 @@ fn storm_in_an_unrelated_namespace_stays_quiet() {
         })),
     );
     let (_, diags) = run(&[snap], &mut c);
-    assert!(diags.is_empty(), "nothing to say about an unrelated namespace: {diags:?}");
+    assert!(
+        diags.is_empty(),
+        "nothing to say about an unrelated namespace: {diags:?}"
+    );
     assert_eq!(c.unrelated, 1);
+}
+
+#[test]
+fn storm_is_looked_at_again_until_the_cause_shows() {
+    // kube-proxy re-points the Service only after netprobe's first look:
+    // the first verdict is unknown, a later look finds the stale NAT.
+    let mut c = Correlator::new(Config::default());
+    let src = "10.244.1.5:50000";
+    let flow = FlowRef {
+        src: addr(src),
+        dst: addr("10.96.0.10:8000"),
+    };
+    let stale = ct(src, "10.244.2.7:8000");
+    let fresh = ct("10.244.1.5:50002", "10.244.2.9:8000");
+    let mut events: Vec<Event> = (0..3).map(|i| retransmit(i * 400, 1000, src)).collect();
+    events.push(storm_snapshot(
+        flow,
+        Some(stale.clone()),
+        vec![stale.clone()],
+    ));
+    let (invs, diags) = run(&events, &mut c);
+    assert_eq!(invs.len(), 1);
+    assert_eq!(diags[0].cause, "unknown");
+    // Next retransmit: looked at again; still the same state, nothing new said.
+    let (invs, diags) = run(
+        &[
+            retransmit(2000, 1000, src),
+            storm_snapshot(flow, Some(stale.clone()), vec![stale.clone()]),
+        ],
+        &mut c,
+    );
+    assert_eq!(invs.len(), 1);
+    assert!(diags.is_empty(), "same verdict is not repeated: {diags:?}");
+    // The Service has moved: the next look names the stale NAT.
+    let (invs, diags) = run(
+        &[
+            retransmit(4000, 1000, src),
+            storm_snapshot(flow, Some(stale.clone()), vec![stale, fresh]),
+        ],
+        &mut c,
+    );
+    assert_eq!(invs.len(), 1);
+    assert_eq!(diags[0].cause, "stale_conntrack_nat");
+    // Settled: no more looks.
+    let (invs, _) = run(&[retransmit(8000, 1000, src)], &mut c);
+    assert!(invs.is_empty());
+}
+
+#[test]
+fn lost_serverhello_is_packet_loss_not_a_silent_server() {
+    let mut c = Correlator::new(Config::default());
+    // The server's side retransmits (its ServerHello is being lost).
+    let server_retransmit = ev(
+        ms(1500),
+        EventBody::Retransmit(Retransmit {
+            src: addr("10.9.0.100:6443"),
+            dst: addr("10.9.0.1:40000"),
+            state: "ESTABLISHED".into(),
+            count: 1,
+            snd_una: Some(5),
+            snd_nxt: Some(900),
+        }),
+    );
+    let events = [
+        ev(ms(0), hello(A)),
+        server_retransmit,
+        ev(ms(3300), handshake_snapshot(A, &[A])),
+    ];
+    let (_, diags) = run(&events, &mut c);
+    assert_eq!(diags[0].cause, "packet_loss");
+    assert!(
+        diags[0]
+            .evidence
+            .iter()
+            .any(|e| e.contains("server retransmitted")),
+        "{:?}",
+        diags[0].evidence
+    );
 }
