@@ -22,6 +22,6 @@ pub fn build(release: bool) -> Result<PathBuf> {
     let bin = bin
         .canonicalize()
         .with_context(|| format!("build succeeded but {} is missing", bin.display()))?;
-    println!("==> netprobe: {}", bin.display());
+    eprintln!("==> netprobe: {}", bin.display());
     Ok(bin)
 }

@@ -19,7 +19,7 @@ pub fn run(args: Vec<OsString>) -> Result<()> {
         bail!("netprobe needs root and sudo is not installed: rerun `cargo xtask run` as root");
     };
     cmd.args(args);
-    println!("==> running netprobe: {}", util::show(&cmd));
+    eprintln!("==> running netprobe: {}", util::show(&cmd));
     // exec, not spawn: Ctrl-C and the exit code belong to netprobe alone.
     let err = cmd.exec();
     bail!("cannot exec `{}`: {err}", util::show(&cmd))

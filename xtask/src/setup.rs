@@ -22,6 +22,8 @@ const PACKAGES: &[&str] = &[
     "iputils-arping",
     "ndisc6",
     "iperf3",
+    // The bench's peer for start-up and memory (a tracepoint script).
+    "bpftrace",
     "bpftool",
     "libcap2-bin",
     "util-linux",
@@ -40,7 +42,7 @@ pub fn setup() -> Result<()> {
     rustc_llvm(&toolchain)?;
     bpf_linker()?;
     tracefs()?;
-    println!(
+    eprintln!(
         "==> setup: all ok ({:.1}s)",
         started.elapsed().as_secs_f64()
     );
@@ -48,7 +50,7 @@ pub fn setup() -> Result<()> {
 }
 
 fn ok(step: &str) {
-    println!("setup: {step}: ok");
+    eprintln!("setup: {step}: ok");
 }
 
 /// Fails with the command to rerun when a step must act and we are not root.
@@ -65,7 +67,7 @@ fn packages() -> Result<()> {
     let missing = missing_packages()?;
     if !missing.is_empty() {
         let list = missing.join(" ");
-        println!("setup: {step}: missing {list}");
+        eprintln!("setup: {step}: missing {list}");
         need_root(&format!("installing {list}"))?;
         util::run(
             "refreshing apt lists",
@@ -123,7 +125,7 @@ fn rust_src() -> Result<String> {
         .context("rustup names no active toolchain")?;
     let step = format!("rust-src on {toolchain}");
     if !has_rust_src(toolchain)? {
-        println!("setup: {step}: missing");
+        eprintln!("setup: {step}: missing");
         util::run(
             &format!("adding {step}"),
             Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", toolchain]),
@@ -170,7 +172,7 @@ fn rustc_llvm(toolchain: &str) -> Result<()> {
 fn bpf_linker() -> Result<()> {
     let step = format!("bpf-linker {BPF_LINKER_VERSION} on LLVM {LLVM_MAJOR}");
     if let Err(why) = bpf_linker_state() {
-        println!("setup: {step}: {why}");
+        eprintln!("setup: {step}: {why}");
         util::run(
             &format!("installing {step} (a minute or so)"),
             util::cargo()
@@ -225,7 +227,7 @@ fn bpf_linker_state() -> Result<(), String> {
 fn tracefs() -> Result<()> {
     let step = format!("tracefs at {TRACEFS}");
     if !Path::new(TRACEFS).join("events").is_dir() {
-        println!("setup: {step}: not mounted");
+        eprintln!("setup: {step}: not mounted");
         need_root("mounting tracefs")?;
         util::run(
             "mounting tracefs",

@@ -76,7 +76,7 @@ pub fn show(cmd: &Command) -> String {
 /// Prints `==> what: command`, runs it with inherited stdio and fails unless
 /// it exits 0.
 pub fn run(what: &str, cmd: &mut Command) -> Result<()> {
-    println!("==> {what}: {}", show(cmd));
+    eprintln!("==> {what}: {}", show(cmd));
     let status = cmd
         .status()
         .with_context(|| format!("cannot start `{}`", show(cmd)))?;
@@ -88,7 +88,7 @@ pub fn run(what: &str, cmd: &mut Command) -> Result<()> {
 
 /// Like [`run`], with `input` fed to the command's stdin.
 pub fn run_with_input(what: &str, cmd: &mut Command, input: &str) -> Result<()> {
-    println!("==> {what}: {}", show(cmd));
+    eprintln!("==> {what}: {}", show(cmd));
     let mut child = cmd
         .stdin(Stdio::piped())
         .spawn()
