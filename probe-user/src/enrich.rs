@@ -257,7 +257,8 @@ impl Enricher {
                 src_mac,
                 dst_mac,
                 record_version: event::format_version(record_version),
-                handshake_version: event::format_version(selected_version.unwrap_or(version)),
+                handshake_version: event::format_version(version),
+                selected_version: selected_version.map(event::format_version),
                 direction,
             }),
         })

@@ -155,7 +155,11 @@ pub struct TlsServerHello {
     pub src_mac: String,
     pub dst_mac: String,
     pub record_version: String,
+    /// Version in the ServerHello body (TLS 1.3 still says `0x0303` here).
     pub handshake_version: String,
+    /// From the supported_versions extension: `0x0304` for TLS 1.3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selected_version: Option<String>,
     pub direction: String,
 }
 

@@ -61,6 +61,7 @@ fn server_hello() -> EventBody {
         dst_mac: "02:00:00:00:00:01".into(),
         record_version: "0x0303".into(),
         handshake_version: "0x0303".into(),
+        selected_version: None,
         direction: "ingress".into(),
     })
 }

@@ -67,7 +67,10 @@ fn server_hello(f: &mut fmt::Formatter<'_>, sh: &TlsServerHello) -> fmt::Result 
         "{} -> {} version={} via {}",
         sh.src,
         sh.dst,
-        sh.handshake_version,
+        // What was negotiated, when the extension says; else the body's.
+        sh.selected_version
+            .as_deref()
+            .unwrap_or(&sh.handshake_version),
         Clean(&sh.iface)
     )
 }

@@ -772,6 +772,7 @@ pub(crate) mod tests {
                 dst_mac: String::new(),
                 record_version: "0x0303".into(),
                 handshake_version: "0x0303".into(),
+                selected_version: None,
                 direction: "ingress".into(),
             }),
         )
