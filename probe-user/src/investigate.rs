@@ -16,6 +16,38 @@ use crate::{
 /// How long the active probe listens for answers.
 pub const PROBE_WINDOW: Duration = Duration::from_millis(300);
 
+/// A conntrack table dump is reused this long: a storm over many flows asks
+/// "who else goes to this Service" once, not once per flow. The flow's own
+/// entry is always read live.
+const DUMP_TTL: Duration = Duration::from_secs(1);
+
+type Dump = std::sync::Arc<Vec<crate::state::ConntrackEntry>>;
+
+static DUMP_CACHE: std::sync::Mutex<Option<(std::time::Instant, conntrack::Family, Dump)>> =
+    std::sync::Mutex::new(None);
+
+/// Entries whose original destination is `dst`, from a dump at most
+/// `DUMP_TTL` old. Blocking: call from spawn_blocking.
+fn same_service(
+    dst: std::net::SocketAddr,
+) -> Result<Vec<crate::state::ConntrackEntry>, crate::state::ConntrackError> {
+    let family = conntrack::Family::of(dst.ip());
+    let mut cache = DUMP_CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    let fresh = cache
+        .as_ref()
+        .filter(|(at, f, _)| *f == family && at.elapsed() < DUMP_TTL)
+        .map(|(_, _, d)| d.clone());
+    let dump = match fresh {
+        Some(d) => d,
+        None => {
+            let d: Dump = std::sync::Arc::new(conntrack::dump(family)?);
+            *cache = Some((std::time::Instant::now(), family, d.clone()));
+            d
+        }
+    };
+    Ok(dump.iter().filter(|e| e.orig_dst == dst).cloned().collect())
+}
+
 pub async fn run(inv: Investigation) -> Event {
     let snapshot = match inv {
         Investigation::Handshake { flow, iface } => handshake(flow, &iface).await,
@@ -77,7 +109,7 @@ async fn storm(flow: FlowRef, socket_netns: Option<u32>) -> Snapshot {
     };
     let lookup = tokio::task::spawn_blocking(move || {
         let entry = conntrack::lookup(flow.src, flow.dst);
-        let same = conntrack::by_orig_dst(flow.dst);
+        let same = same_service(flow.dst);
         (entry, same)
     })
     .await;
