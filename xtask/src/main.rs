@@ -1,6 +1,7 @@
-//! `cargo xtask`: the one entry point for setting up, building, running and
-//! testing netprobe. See `cargo xtask --help`.
+//! `cargo xtask`: the one entry point for setting up, building, running,
+//! testing and benchmarking netprobe. See `cargo xtask --help`.
 
+mod bench;
 mod build_cmd;
 mod lint;
 mod run;
@@ -52,6 +53,19 @@ enum Cmd {
         )]
         args: Vec<OsString>,
     },
+    /// Set up, build, then measure netprobe in lab namespaces (as root): table
+    /// on stdout, target/bench/bench.json and bench.md
+    Bench {
+        /// Runs of each measurement (default 5; 2 with --quick)
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=50))]
+        runs: Option<u32>,
+        /// CI scale: fewer runs and shorter windows
+        #[arg(long)]
+        quick: bool,
+        /// Only these: incident1,incident2,startup,storm,throughput,testrun
+        #[arg(long, value_name = "NAME,...")]
+        only: Option<String>,
+    },
     /// cargo fmt --all -- --check
     FmtCheck,
     /// Set up, then clippy the workspace (eBPF crate excluded) with warnings denied
@@ -79,6 +93,7 @@ fn try_main() -> Result<()> {
         Cmd::Build { release: _, debug } => build_cmd::build(!debug).map(drop),
         Cmd::Run { args } => run::run(args),
         Cmd::Test { args } => test::test(&args),
+        Cmd::Bench { runs, quick, only } => bench::bench(&bench::Options { runs, quick, only }),
         Cmd::FmtCheck => lint::fmt_check(),
         Cmd::Clippy => lint::clippy(),
     }

@@ -1,0 +1,105 @@
+//! Completeness under a retransmit storm: 1,000 established connections
+//! from one namespace to a peer that then drops silently (nft), one small
+//! segment sent on each, retransmitted with back-off for the window, then
+//! every connection aborted. netprobe's `retransmit` events for the lab's
+//! flows against the kernel's TcpRetransSegs of the lab's namespaces over
+//! the same span (netprobe ready → all connections gone), its `lost`
+//! counter, and its peak RSS with that many flows.
+
+use std::time::Duration;
+
+use netprobe_tests::{Lab, poll_until};
+
+use crate::record::{Row, ratios, repeat};
+use crate::storm_peers::{Client, Server};
+use crate::{Config, np, rss};
+
+const SECTION: &str = "retransmit storm";
+const CONNS: usize = 1000;
+const PORT: u16 = 9000;
+
+struct Run {
+    kernel: f64,
+    netprobe: f64,
+    lost: Option<f64>,
+    peak: f64,
+}
+
+pub fn bench(cfg: &Config) -> Vec<Row> {
+    let window = Duration::from_secs(cfg.pick(10, 5));
+    let runs = repeat("retransmit storm", cfg, |_| one(window));
+    let kernel = runs.each(|r| r.kernel);
+    let seen = runs.each(|r| r.netprobe);
+    let w = window.as_secs();
+    let mut rows = runs.finish(vec![
+        Row::new(
+            SECTION,
+            format!("kernel TcpRetransSegs ({CONNS} conns, {w} s)"),
+            "segs",
+        )
+        .samples(kernel.clone()),
+        Row::new(SECTION, "netprobe retransmit events (lab flows)", "events").samples(seen.clone()),
+        Row::new(SECTION, "netprobe / kernel", "%")
+            .samples(ratios(&seen, &kernel, true))
+            .reference("target 100 %"),
+        Row::new(SECTION, "netprobe stats.lost", "records")
+            .samples(runs.ok.iter().filter_map(|r| r.lost))
+            .reference("target 0"),
+        Row::new(
+            SECTION,
+            format!("netprobe: peak RSS, {CONNS} flows retransmitting"),
+            "MiB",
+        )
+        .samples(runs.each(|r| r.peak)),
+    ]);
+    rows.push(Row::not_measured(
+        SECTION,
+        "bcc tcpretrans: retransmits seen",
+        "bcc compiles against kernel headers, absent on this kernel",
+    ));
+    rows
+}
+
+fn one(window: Duration) -> Run {
+    let mut lab = Lab::new("bench-storm");
+    let (a, b) = lab.pair();
+    let _server = Server::start(&b, b.ipv4, PORT);
+    let mut trace = np::trace(a.name(), &["--stats-interval", "1s"]).np;
+    let kernel = || (a.tcp_retrans_segs() + b.tcp_retrans_segs()) as f64;
+    let k0 = kernel();
+
+    let mut client = Client::connect(&a, b.ipv4, PORT, CONNS);
+    b.nft().rule("input", &format!("tcp dport {PORT} drop"));
+    client.send();
+    std::thread::sleep(window);
+    let peak = rss::peak_mib(trace.pid()).expect("netprobe exited during the storm");
+    client.abort();
+    let k1 = kernel();
+
+    // Let the last events through the ring buffer and the pipe (bounded).
+    let count = |t: &netprobe_tests::Netprobe| {
+        t.events()
+            .iter()
+            .filter(|v| np::lab_retransmit(&lab, v))
+            .count()
+    };
+    let mut last = count(&trace);
+    let _ = poll_until(Duration::from_secs(10), Duration::from_secs(1), || {
+        let now = count(&trace);
+        let same = now == last;
+        last = now;
+        same.then_some(())
+    });
+    let stopped = trace.stop();
+    let seen = stopped
+        .events
+        .iter()
+        .filter(|v| np::lab_retransmit(&lab, v))
+        .count();
+    Run {
+        kernel: k1 - k0,
+        netprobe: seen as f64,
+        lost: np::lost(&stopped.events).map(|l| l as f64),
+        peak,
+    }
+}
