@@ -62,9 +62,14 @@ impl Report {
 
     fn title(&self) -> String {
         let scale = if self.quick { "quick" } else { "full" };
+        let runs = if self.runs == 1 { "1 run" } else { "runs" };
+        let runs = if self.runs == 1 {
+            runs.to_string()
+        } else {
+            format!("{} {runs}", self.runs)
+        };
         format!(
-            "netprobe bench ({scale}, {} runs each) · {}",
-            self.runs,
+            "netprobe bench ({scale}, {runs} each) · {}",
             self.machine.line()
         )
     }
