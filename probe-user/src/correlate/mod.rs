@@ -209,6 +209,11 @@ impl Correlator {
         Some(diagnosis)
     }
 
+    /// State forgotten to stay within bounds: flows, IPs and handshakes.
+    pub fn evictions(&self) -> u64 {
+        self.storms.evicted + self.history.evicted + self.handshakes.dropped
+    }
+
     fn remember(&mut self, key: (String, FlowRef), cause: &str, settled: bool) {
         if self.verdicts.len() >= MAX_VERDICTS {
             // Keep the ones that can still change; forget settled history.
