@@ -57,15 +57,43 @@ pub fn bench(opts: &Options) -> Result<()> {
     if opts.quick {
         lab.arg("--quick");
     }
-    if let Some(names) = &opts.only {
-        lab.args(["--only", names]);
+    // "pipeline" is measured here, not by the lab.
+    let lab_only: Option<Vec<&str>> = opts.only.as_deref().map(|names| {
+        names
+            .split(',')
+            .map(str::trim)
+            .filter(|n| *n != "pipeline")
+            .collect()
+    });
+    if let Some(names) = &lab_only {
+        lab.args(["--only", &names.join(",")]);
     }
     if let Some(n) = opts.runs {
         lab.args(["--runs", &n.to_string()]);
     }
-    util::run("bench lab", &mut lab)?;
+    if lab_only.as_ref().is_some_and(Vec::is_empty) {
+        std::fs::write(&raw, r#"{"runs": 0, "quick": false, "rows": []}"#)
+            .with_context(|| format!("writing {}", raw.display()))?;
+    } else {
+        util::run("bench lab", &mut lab)?;
+    }
+    let mut report = report::Report::load(&raw, machine)?;
 
-    let report = report::Report::load(&raw, machine)?;
+    // The userspace pipeline under a synthetic flood: throughput on one
+    // core and memory with 100k / 1M flows (no lab needed).
+    let wants_pipeline = opts
+        .only
+        .as_deref()
+        .is_none_or(|names| names.split(',').any(|n| n.trim() == "pipeline"));
+    if wants_pipeline {
+        let pipeline = dir.join("pipeline.json");
+        let _ = std::fs::remove_file(&pipeline);
+        util::run(
+            "bench pipeline",
+            util::cargo().args(["bench", "-p", "probe-user", "--bench", "pipeline"]),
+        )?;
+        report.merge(&pipeline)?;
+    }
     println!("\n{}", report.table());
     let json = dir.join("bench.json");
     let md = dir.join("bench.md");

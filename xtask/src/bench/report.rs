@@ -9,6 +9,27 @@ use serde_json::{Value, json};
 use super::machine::Machine;
 use super::stats::{Summary, fmt};
 
+fn rows_of(v: &Value) -> Result<Vec<Entry>> {
+    let s = |x: &Value| x.as_str().map(String::from);
+    Ok(v["rows"]
+        .as_array()
+        .context("no rows in the bench's output")?
+        .iter()
+        .map(|r| Entry {
+            section: s(&r["section"]).unwrap_or_default(),
+            name: s(&r["name"]).unwrap_or_default(),
+            unit: s(&r["unit"]).unwrap_or_default(),
+            samples: r["samples"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_f64).collect())
+                .unwrap_or_default(),
+            reference: s(&r["reference"]),
+            note: s(&r["note"]),
+            not_measured: s(&r["not_measured"]),
+        })
+        .collect())
+}
+
 /// One row of the lab's output (see tests/src/bin/bench/record.rs).
 pub struct Entry {
     pub section: String,
@@ -34,30 +55,24 @@ impl Report {
             .with_context(|| format!("the bench wrote no {}", raw.display()))?;
         let v: Value = serde_json::from_str(&text)
             .with_context(|| format!("{} is not JSON", raw.display()))?;
-        let s = |x: &Value| x.as_str().map(String::from);
-        let entries = v["rows"]
-            .as_array()
-            .context("no rows in the bench's output")?
-            .iter()
-            .map(|r| Entry {
-                section: s(&r["section"]).unwrap_or_default(),
-                name: s(&r["name"]).unwrap_or_default(),
-                unit: s(&r["unit"]).unwrap_or_default(),
-                samples: r["samples"]
-                    .as_array()
-                    .map(|a| a.iter().filter_map(Value::as_f64).collect())
-                    .unwrap_or_default(),
-                reference: s(&r["reference"]),
-                note: s(&r["note"]),
-                not_measured: s(&r["not_measured"]),
-            })
-            .collect();
+        let entries = rows_of(&v)?;
         Ok(Report {
             machine,
             runs: v["runs"].as_u64().unwrap_or(0),
             quick: v["quick"].as_bool().unwrap_or(false),
             entries,
         })
+    }
+
+    /// Adds the rows of another raw file of the same schema (the userspace
+    /// pipeline benchmark writes one).
+    pub fn merge(&mut self, raw: &Path) -> Result<()> {
+        let text = std::fs::read_to_string(raw)
+            .with_context(|| format!("the bench wrote no {}", raw.display()))?;
+        let v: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON", raw.display()))?;
+        self.entries.extend(rows_of(&v)?);
+        Ok(())
     }
 
     fn title(&self) -> String {
