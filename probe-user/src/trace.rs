@@ -221,12 +221,15 @@ pub async fn session(
     tc_netns: Option<u32>,
     consumer: &mut dyn Consumer,
 ) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
     let all_links = links::list().await.context("listing interfaces")?;
     let targets = select_targets(&args.ifaces, &all_links)?;
+    log::debug!("start-up: interfaces listed after {:?}", started.elapsed());
     let offsets = btf_offsets::from_vmlinux().unwrap_or_else(|e| {
         warn!("socket namespace and sequence numbers unavailable: {e}");
         Default::default()
     });
+    log::debug!("start-up: BTF offsets read after {:?}", started.elapsed());
     let ports = args.ports();
     let mut probes = Probes::load(&LoadOptions {
         ring_bytes: args.ring_kib * 1024,
@@ -234,6 +237,10 @@ pub async fn session(
         ports: ports.clone(),
         capture_packets: consumer.wants_packets(),
     })?;
+    log::debug!(
+        "start-up: programs verified and tracepoints attached after {:?}",
+        started.elapsed()
+    );
     let explicit = !args.ifaces.is_empty();
     for link in &targets {
         match probes.attach(link.index, &link.name) {
@@ -271,6 +278,10 @@ pub async fn session(
         snapshots: snapshot_tx,
         permits: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_INVESTIGATIONS)),
     };
+    log::debug!(
+        "start-up: classifier attached after {:?}",
+        started.elapsed()
+    );
     let port_list: Vec<String> = ports.iter().map(u16::to_string).collect();
     eprintln!(
         "{READY}: {} interface(s), TLS ports {}, tracepoints tcp_retransmit_skb and neigh_update; Ctrl-C to stop",
