@@ -3,6 +3,7 @@
 
 mod bench;
 mod build_cmd;
+mod fuzz;
 mod lint;
 mod run;
 mod setup;
@@ -66,6 +67,15 @@ enum Cmd {
         #[arg(long, value_name = "NAME,...")]
         only: Option<String>,
     },
+    /// Run every cargo-fuzz target for a bounded time (nightly; installs cargo-fuzz)
+    Fuzz {
+        /// Seconds per target
+        #[arg(long, value_name = "N", default_value_t = 30)]
+        seconds: u64,
+        /// Only these targets (default: all)
+        #[arg(value_name = "TARGET")]
+        targets: Vec<String>,
+    },
     /// cargo fmt --all -- --check
     FmtCheck,
     /// Set up, then clippy the workspace (eBPF crate excluded) with warnings denied
@@ -94,6 +104,7 @@ fn try_main() -> Result<()> {
         Cmd::Run { args } => run::run(args),
         Cmd::Test { args } => test::test(&args),
         Cmd::Bench { runs, quick, only } => bench::bench(&bench::Options { runs, quick, only }),
+        Cmd::Fuzz { seconds, targets } => fuzz::fuzz(seconds, &targets),
         Cmd::FmtCheck => lint::fmt_check(),
         Cmd::Clippy => lint::clippy(),
     }
