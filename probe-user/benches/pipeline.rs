@@ -123,7 +123,6 @@ struct Outcome {
     per_sec: f64,
     events: u64,
     investigations: u64,
-    evicted: u64,
 }
 
 fn run(input: &[Vec<u8>]) -> Outcome {
@@ -146,7 +145,6 @@ fn run(input: &[Vec<u8>]) -> Outcome {
         per_sec: input.len() as f64 / secs,
         events,
         investigations,
-        evicted: correlator.evictions() + pipeline.enricher().flows_evicted(),
     }
 }
 
