@@ -11,6 +11,13 @@
 //!     cargo test -p netprobe-tests --test faults -- --test-threads=1
 //! ```
 //!
+//! Capabilities, as the kernel proves them (`kernel_requires_each_minimal_capability`):
+//! CAP_BPF (maps, program loads), CAP_PERFMON (tracepoint programs and
+//! their perf events), CAP_NET_ADMIN (TC programs; ctnetlink), CAP_NET_RAW
+//! (the packet socket of the active ARP/NDP probe), and for a non-root uid
+//! CAP_DAC_READ_SEARCH (tracefs is 0700 root); `--netns` adds
+//! CAP_SYS_ADMIN (setns).
+//!
 //! Tracepoints are global and other netprobe runs may share the machine:
 //! tests pick their own events out by interface, address and MAC, and
 //! judge "left behind" by the BPF objects their own netprobe held.
@@ -23,8 +30,9 @@ use std::time::{Duration, Instant};
 use netprobe_tests::cleanup::{self, HeldBpf, NETPROBE_PROGRAMS};
 use netprobe_tests::cmd::{self, Finished};
 use netprobe_tests::netprobe::binary;
+use netprobe_tests::peers::{BlackHole, tls_client};
 use netprobe_tests::tls_bytes::client_hello;
-use netprobe_tests::{Lab, Netns, Netprobe, Stopped, poll_until, py};
+use netprobe_tests::{Host, Lab, Netns, Netprobe, Stopped, poll_until, py};
 use serde_json::Value;
 
 /// Loading and attaching takes a few seconds on 2 cores.
@@ -693,10 +701,12 @@ fn with_caps(ns: &Netns, uid: u32, caps: &[&str], cmd: &[&str]) -> Command {
 
 const NOBODY: u32 = 65534;
 
-/// What netprobe needs as a non-root user: the three it names, and read
-/// access to tracefs (`/sys/kernel/tracing` is 0700 root), which the
-/// kernel grants to CAP_DAC_READ_SEARCH.
-const MINIMAL: &[&str] = &["bpf", "perfmon", "net_admin", "dac_read_search"];
+/// What netprobe needs as a non-root user, each proven by
+/// [`kernel_requires_each_minimal_capability`]: the three it names; a
+/// packet socket for the active ARP/NDP probe of a handshake
+/// investigation (CAP_NET_RAW); and read access to tracefs
+/// (`/sys/kernel/tracing` is 0700 root), which CAP_DAC_READ_SEARCH grants.
+const MINIMAL: &[&str] = &["bpf", "perfmon", "net_admin", "net_raw", "dac_read_search"];
 
 fn cap_name(setpriv: &str) -> String {
     format!("CAP_{}", setpriv.to_uppercase())
@@ -731,9 +741,9 @@ fn runs_with(label: &str, uid: u32, caps: &[&str], extra: &[&str]) {
     assert_released(&own, &devices(&[&a.ns, &b.ns]), &rep);
 }
 
-/// Runs netprobe as `uid` with `caps` and expects a refusal: non-zero exit,
-/// one stderr line naming `missing` (and, where netprobe lists missing
-/// capabilities, only that one), nothing attached.
+/// Runs netprobe as `uid` with `caps` and `extra` arguments and expects a
+/// refusal: non-zero exit, one stderr line naming `missing`, nothing on
+/// stdout, nothing attached.
 fn refused_without(label: &str, uid: u32, caps: &[&str], extra: &[&str], missing: &str) {
     require_root();
     let mut lab = Lab::new(label);
@@ -755,10 +765,6 @@ fn refused_without(label: &str, uid: u32, caps: &[&str], extra: &[&str], missing
         lines[0].contains(missing),
         "uid {uid} with {caps:?}: the message does not name {missing}: {what}"
     );
-    if let Some(rest) = lines[0].split("missing capabilities ").nth(1) {
-        let named = rest.split(" (").next().unwrap_or(rest);
-        assert_eq!(named, missing, "names more than the missing one: {what}");
-    }
     assert!(done.stdout().trim().is_empty(), "stdout: {what}");
     assert_released(&HeldBpf::default(), &devices(&[&a.ns, &b.ns]), &|| {
         what.clone()
@@ -771,17 +777,169 @@ fn least_privilege_nobody_with_minimal_capabilities_traces() {
 }
 
 #[test]
-fn least_privilege_root_uid_needs_only_bpf_perfmon_net_admin() {
+fn least_privilege_root_uid_needs_no_dac_capability() {
     // uid 0 owns tracefs, so no DAC capability is needed.
-    runs_with("lproot", 0, &["bpf", "perfmon", "net_admin"], &[]);
+    runs_with(
+        "lproot",
+        0,
+        &["bpf", "perfmon", "net_admin", "net_raw"],
+        &[],
+    );
 }
 
+/// Runs netprobe as nobody with `caps` (the minimal set less `missing`)
+/// for up to [`NAMING_WINDOW`]. It must name `missing`, and no other
+/// capability as missing, on stderr: either refusing to start (non-zero
+/// exit, one line, nothing on stdout) or, for a capability only some
+/// feature needs, warning at start and tracing on. Nothing may be left
+/// attached either way.
+fn names_missing(label: &str, caps: &[&str], missing: &str) -> Result<(), String> {
+    let mut lab = Lab::new(label);
+    let (a, b) = lab.pair();
+    let bin = binary();
+    let args = [bin.to_str().unwrap(), "trace", "--json", "--iface", "eth0"];
+    let done = cmd::run_bounded(&mut with_caps(&a.ns, NOBODY, caps, &args), NAMING_WINDOW);
+    let what = done.report();
+    let stderr = done.stderr();
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    let naming: Vec<&&str> = lines.iter().filter(|l| l.contains(missing)).collect();
+    let result = if naming.is_empty() {
+        Err(format!(
+            "without {missing} netprobe {} without naming it: {what}",
+            if done.timed_out { "started" } else { "stopped" }
+        ))
+    } else if !done.timed_out
+        && (done.code().is_none_or(|c| c == 0) || lines.len() != 1 || !done.stdout().is_empty())
+    {
+        Err(format!(
+            "without {missing}: want a non-zero exit, one stderr line, no stdout: {what}"
+        ))
+    } else {
+        match naming[0].split("missing capabilities ").nth(1) {
+            Some(rest) if rest.split(" (").next() != Some(missing) => {
+                Err(format!("names more than {missing} as missing: {what}"))
+            }
+            _ => Ok(()),
+        }
+    };
+    assert_released(&HeldBpf::default(), &devices(&[&a.ns, &b.ns]), &|| {
+        what.clone()
+    });
+    result
+}
+
+/// Long enough to get ready and warn; a refusal comes in milliseconds.
+const NAMING_WINDOW: Duration = Duration::from_secs(8);
+
+/// One capability of [`MINIMAL`] removed at a time: netprobe names it, and
+/// only it (all are tried; the failures are listed together).
 #[test]
 fn least_privilege_each_missing_capability_is_named() {
+    require_root();
+    let mut failures = Vec::new();
     for (i, drop) in MINIMAL.iter().enumerate() {
         let caps: Vec<&str> = MINIMAL.iter().copied().filter(|c| c != drop).collect();
-        refused_without(&format!("lpno{i}"), NOBODY, &caps, &[], &cap_name(drop));
+        if let Err(e) = names_missing(&format!("lpno{i}"), &caps, &cap_name(drop)) {
+            failures.push(e);
+        }
     }
+    assert!(
+        failures.is_empty(),
+        "{} of {} capabilities not named when missing:\n\n{}",
+        failures.len(),
+        MINIMAL.len(),
+        failures.join("\n\n")
+    );
+}
+
+/// Makes an unanswered ClientHello from lab host A (a black hole in B
+/// accepts and never answers) with netprobe traced into A as nobody with
+/// `caps`, and returns the investigation's snapshot of that flow, the
+/// address and MAC of B, after a clean SIGINT exit.
+fn handshake_snapshot(label: &str, caps: &[&str]) -> (Value, Host) {
+    require_root();
+    let mut lab = Lab::new(label);
+    let (a, b) = lab.pair();
+    let _hole = BlackHole::start(&b.ns, b.ipv4.into(), 6443);
+    let bin = binary();
+    let args = [
+        bin.to_str().unwrap(),
+        "trace",
+        "--json",
+        "--iface",
+        "eth0",
+        "--port",
+        "6443",
+        "--handshake-timeout",
+        "1s",
+    ];
+    let mut np = Netprobe::start_command(with_caps(&a.ns, NOBODY, caps, &args));
+    if let Err(e) = np.wait_ready(READY_TIMEOUT) {
+        panic!("netprobe with {caps:?} did not get ready: {e:#}");
+    }
+    let needles = vec![b.ipv4.to_string()];
+    let rep = || report(&np.events(), &np.stderr(), &needles);
+    let own = held_by(&np, &rep);
+    let hello = tls_client(&a.ns, b.ipv4.into(), 6443, None, secs(4.0));
+    assert!(hello.tcp_connected, "{}", hello.report);
+    let dst = format!("{}:6443", b.ipv4);
+    let snap = np.wait_for(
+        |v| is_type(v, "snapshot") && v["flow"]["dst"] == dst.as_str(),
+        secs(10.0),
+    );
+    let Some(snap) = snap else {
+        panic!("no snapshot for the unanswered handshake\n{}", rep());
+    };
+    let stopped = np.stop();
+    let rep = || report(&stopped.events, &stopped.stderr, &needles);
+    check_clean_exit(&stopped, &rep);
+    assert_released(&own, &devices(&[&a.ns, &b.ns]), &rep);
+    (snap, b)
+}
+
+/// Under the minimal set the investigation of an unanswered ClientHello is
+/// complete: no look-up fails, and the active ARP probe of the next hop
+/// (a packet socket) finds B.
+#[test]
+fn least_privilege_handshake_investigation_is_complete() {
+    let (snap, b) = handshake_snapshot("lpinv", MINIMAL);
+    assert_eq!(
+        snap["errors"].as_array().map(Vec::len),
+        Some(0),
+        "look-ups failed under {MINIMAL:?}: {snap}"
+    );
+    let answers = snap["probe"]["answers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        answers.iter().any(|x| x["mac"] == b.mac.as_str()),
+        "the ARP probe did not find {} at {}: {snap}",
+        b.ipv4,
+        b.mac
+    );
+}
+
+/// Without CAP_NET_RAW netprobe starts (the probe is only needed when a
+/// handshake goes unanswered), and the snapshot says the probe failed and
+/// names the capability.
+#[test]
+fn least_privilege_without_net_raw_the_snapshot_names_it() {
+    let caps: Vec<&str> = MINIMAL
+        .iter()
+        .copied()
+        .filter(|c| *c != "net_raw")
+        .collect();
+    let (snap, _) = handshake_snapshot("lpnoraw", &caps);
+    assert!(
+        snap["probe"].is_null(),
+        "a probe result without CAP_NET_RAW: {snap}"
+    );
+    let errors = snap["errors"].to_string();
+    assert!(
+        errors.contains("CAP_NET_RAW"),
+        "the snapshot does not name CAP_NET_RAW: {snap}"
+    );
 }
 
 /// `--netns` means setns(2), which needs CAP_SYS_ADMIN: refused, naming it,
@@ -843,9 +1001,10 @@ fn runs_with_netns(label: &str, caps: &[&str]) {
 
 /// The kernel's own gates, without netprobe's up-front check in the way:
 /// a python probe makes the calls netprobe depends on (ring buffer map,
-/// tracepoint and TC program loads, the tracepoint's id in tracefs and its
-/// perf event) as nobody with the minimal set less one capability, and
-/// each capability turns out to be what one of those calls needs.
+/// tracepoint and TC program loads, a packet socket, the tracepoint's id
+/// in tracefs and its perf event) as nobody with the minimal set less one
+/// capability, and each capability turns out to be what one of those
+/// calls needs.
 #[test]
 fn kernel_requires_each_minimal_capability() {
     require_root();
@@ -884,6 +1043,7 @@ fn kernel_requires_each_minimal_capability() {
             ],
         ),
         ("net_admin", &[("prog_load(sched_cls)", "EPERM")]),
+        ("net_raw", &[("packet_socket", "EPERM")]),
         ("dac_read_search", &[("tracefs id", "EACCES")]),
     ];
     for (drop, failing) in expect {
@@ -923,6 +1083,13 @@ lic = ctypes.create_string_buffer(b'GPL')
 for name, prog_type in (('tracepoint', 5), ('sched_cls', 3)):
     attr = struct.pack('IIQQ', prog_type, 2, ctypes.addressof(insns), ctypes.addressof(lic))
     print('prog_load(%s):' % name, bpf(5, attr))
+# AF_PACKET raw socket: the active ARP/NDP probe
+import socket
+try:
+    socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0).close()
+    print('packet_socket: ok')
+except OSError as e:
+    print('packet_socket:', errno.errorcode[e.errno])
 # The tracepoint's id, as aya reads it to attach, and its perf event.
 try:
     tp = int(open('/sys/kernel/tracing/events/tcp/tcp_retransmit_skb/id').read())
