@@ -1067,9 +1067,10 @@ fn kernel_requires_each_minimal_capability() {
 /// Makes each privileged call netprobe depends on and prints
 /// `call: ok|ERRNO` per line.
 const KERNEL_PROBE: &str = r#"
-import ctypes, errno, struct
+import ctypes, errno, os, struct
 libc = ctypes.CDLL(None, use_errno=True)
-SYS_bpf, SYS_perf_event_open = 321, 298
+# (bpf, perf_event_open) syscall numbers
+SYS_bpf, SYS_perf_event_open = {'x86_64': (321, 298), 'aarch64': (280, 241)}[os.uname().machine]
 def result(r):
     return 'ok' if r >= 0 else errno.errorcode[ctypes.get_errno()]
 def bpf(cmd, attr):
