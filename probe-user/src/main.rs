@@ -53,6 +53,9 @@ fn prepare(netns_spec: Option<&str>) -> anyhow::Result<()> {
     if let Some(msg) = privileges::check() {
         anyhow::bail!("{msg}");
     }
+    if let Some(msg) = privileges::optional_warning() {
+        log::warn!("{msg}");
+    }
     if let Some(spec) = netns_spec {
         netns::enter(spec)?;
     }

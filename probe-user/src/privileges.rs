@@ -1,7 +1,10 @@
 //! Effective capabilities, read from /proc/self/status, so a missing one is
 //! named before the kernel answers a bare EPERM.
 
+pub const CAP_DAC_OVERRIDE: u32 = 1;
+pub const CAP_DAC_READ_SEARCH: u32 = 2;
 pub const CAP_NET_ADMIN: u32 = 12;
+pub const CAP_NET_RAW: u32 = 13;
 pub const CAP_SYS_ADMIN: u32 = 21;
 pub const CAP_PERFMON: u32 = 38;
 pub const CAP_BPF: u32 = 39;
@@ -47,17 +50,52 @@ pub fn missing(mask: u64) -> Vec<(&'static str, &'static str)> {
         .collect()
 }
 
+/// tracefs is mode 0700 root: anyone else needs CAP_DAC_READ_SEARCH (or
+/// CAP_DAC_OVERRIDE) to find the tracepoints. Judged by trying, since only
+/// the kernel knows who may search there.
+fn tracefs_unreadable() -> bool {
+    matches!(
+        std::fs::read_dir(format!("{}/events", crate::tracefs::ROOT)),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied
+    )
+}
+
+/// Every missing capability with what it is for: the required ones, and
+/// CAP_DAC_READ_SEARCH when tracefs cannot be read without it.
+pub fn missing_now() -> Vec<(&'static str, &'static str)> {
+    let mask = effective();
+    let mut out = missing(mask);
+    let dac = mask & ((1 << CAP_DAC_READ_SEARCH) | (1 << CAP_DAC_OVERRIDE)) != 0;
+    if !dac && tracefs_unreadable() {
+        out.push((
+            "CAP_DAC_READ_SEARCH",
+            "find the tracepoints in tracefs (mode 0700 root)",
+        ));
+    }
+    out
+}
+
 /// One line for stderr, or None when everything is there.
 pub fn check() -> Option<String> {
-    let missing = missing(effective());
+    let missing = missing_now();
     if missing.is_empty() {
         return None;
     }
     let names: Vec<_> = missing.iter().map(|(n, _)| *n).collect();
+    let why: Vec<_> = missing.iter().map(|(_, w)| *w).collect();
     Some(format!(
-        "missing capabilities {} (run as root, or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN)",
-        names.join(", ")
+        "missing capabilities {} (needed to {}; run as root or grant them)",
+        names.join(", "),
+        why.join("; ")
     ))
+}
+
+/// Capabilities only one feature needs: a warning line, or None.
+pub fn optional_warning() -> Option<String> {
+    let has_raw = effective() & (1 << CAP_NET_RAW) != 0;
+    (!has_raw).then(|| {
+        "missing capabilities CAP_NET_RAW (the active ARP/NDP probe of handshake investigations needs a packet socket; diagnoses will rely on what is seen on the wire)".to_string()
+    })
 }
 
 #[cfg(test)]

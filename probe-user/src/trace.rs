@@ -103,6 +103,8 @@ struct Tracer<'c> {
     probes: Probes,
     pipeline: Pipeline,
     names: HashMap<u32, String>,
+    /// Interfaces named with --iface (empty: every one that comes up).
+    wanted: Vec<String>,
     sink: &'c mut dyn Consumer,
     correlator: Correlator,
     /// Snapshots come back here from investigation tasks.
@@ -185,7 +187,8 @@ impl Tracer<'_> {
         match change {
             LinkChange::New(link) => {
                 self.names.insert(link.index, link.name.clone());
-                if link.up && link.ethernet && !self.probes.is_attached(link.index) {
+                let wanted = self.wanted.is_empty() || self.wanted.contains(&link.name);
+                if wanted && link.up && link.ethernet && !self.probes.is_attached(link.index) {
                     match self.probes.attach(link.index, &link.name) {
                         Ok(_) => info!("attached to new interface {}", link.name),
                         // It may already be gone again (pod veths are short-lived).
@@ -256,11 +259,9 @@ pub async fn session(
     // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd lives.
     let mut ring = unsafe { AsyncFd::register(ring) }
         .map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
-    let mut watch = if explicit {
-        None
-    } else {
-        Some(links::watch().context("watching interfaces")?)
-    };
+    // Followed in both modes: named interfaces can vanish too (and come
+    // back); only without --iface are new interfaces attached.
+    let mut watch = Some(links::watch().context("watching interfaces")?);
 
     let (snapshot_tx, mut snapshot_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut tracer = Tracer {
@@ -268,6 +269,7 @@ pub async fn session(
             .iter()
             .map(|l| (l.index, l.name.clone()))
             .collect(),
+        wanted: args.ifaces.clone(),
         probes,
         pipeline: Pipeline::new(Enricher::new(Clock::system(), tc_netns)),
         sink: consumer,
