@@ -120,14 +120,31 @@ fn generated_seeds_do_what_their_names_say() {
     }
 }
 
-/// Writes the generated seeds into `fuzz/corpus/`.
+/// The committed seeds are what today's record layouts produce: a layout
+/// change must come with fresh seeds. `NETPROBE_REGENERATE_CORPUS=1 cargo
+/// test -p probe-user --test fuzz_corpus` writes them.
 #[test]
-#[ignore = "writes fuzz/corpus/: run on purpose after a record layout change"]
-fn regenerate_seed_corpus() {
+fn seed_corpus_matches_the_record_layouts() {
+    let regenerate = std::env::var_os("NETPROBE_REGENERATE_CORPUS").is_some();
     for (target, name, data) in seeds() {
         let dir = corpus_root().join(target);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(name), data).unwrap();
+        let path = dir.join(name);
+        if regenerate {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&path, &data).unwrap();
+            continue;
+        }
+        let on_disk = std::fs::read(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (NETPROBE_REGENERATE_CORPUS=1 writes it)",
+                path.display()
+            )
+        });
+        assert!(
+            on_disk == data,
+            "{} is stale for the current record layouts (NETPROBE_REGENERATE_CORPUS=1 rewrites it)",
+            path.display()
+        );
     }
 }
 

@@ -18,6 +18,7 @@ pub fn test(args: &[OsString]) -> Result<()> {
     let mut unit = util::cargo();
     unit.args([
         "test",
+        "--no-fail-fast",
         "--workspace",
         "--exclude",
         "probe-ebpf",
@@ -35,7 +36,14 @@ pub fn test(args: &[OsString]) -> Result<()> {
             "lab tests",
             util::cargo()
                 .env("NETPROBE_BIN", &bin)
-                .args(["test", "-p", "netprobe-tests", "--", "--test-threads=1"])
+                .args([
+                    "test",
+                    "--no-fail-fast",
+                    "-p",
+                    "netprobe-tests",
+                    "--",
+                    "--test-threads=1",
+                ])
                 .args(args),
             &mut tally,
         )
