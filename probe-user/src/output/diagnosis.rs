@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use super::text::Clean;
 use crate::event::{Diagnosis, Snapshot};
 
 const RED: &str = "\x1b[1;31m";
@@ -32,13 +33,15 @@ pub fn block(d: &Diagnosis, colour: bool) -> String {
             &format!("({}, after {} ms)", d.symptom, d.detected_after_ms)
         )
     );
-    let _ = writeln!(out, "  {}", d.summary);
+    // Summary, evidence and fix quote the wire (SNI, device names): escape
+    // control characters so nothing in them can drive the terminal.
+    let _ = writeln!(out, "  {}", Clean(&d.summary));
     for line in &d.evidence {
-        let _ = writeln!(out, "  {} {line}", paint(YELLOW, "*"));
+        let _ = writeln!(out, "  {} {}", paint(YELLOW, "*"), Clean(line));
     }
     match &d.fix {
         Some(fix) => {
-            let _ = write!(out, "  {} {}", paint(GREEN, "fix:"), fix);
+            let _ = write!(out, "  {} {}", paint(GREEN, "fix:"), Clean(fix));
         }
         None => {
             let _ = write!(out, "  fix: none known; see the evidence");
@@ -73,5 +76,39 @@ pub fn snapshot_line(s: &Snapshot) -> String {
     if !s.errors.is_empty() {
         parts.push(format!("errors: {}", s.errors.join("; ")));
     }
-    parts.join(", ")
+    Clean(&parts.join(", ")).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::FlowRef;
+
+    #[test]
+    fn wire_text_cannot_drive_the_terminal() {
+        let d = Diagnosis {
+            symptom: "tls_handshake_unanswered".into(),
+            cause: "unknown".into(),
+            flow: FlowRef {
+                src: "10.0.0.1:1".parse().unwrap(),
+                dst: "10.0.0.2:443".parse().unwrap(),
+            },
+            summary: "sni kube\u{1b}[2Jrnetes".into(),
+            evidence: vec!["SNI kube\u{1b}[2Jrnetes\r".into()],
+            fix: Some("ip neigh del x\u{7}".into()),
+            ip: None,
+            dev: None,
+            mac_used: None,
+            macs_claiming: None,
+            service: None,
+            nat_target: None,
+            detected_after_ms: 1,
+        };
+        let text = block(&d, false);
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        assert!(text.contains("kube\\u{1b}[2Jrnetes"), "{text}");
+    }
 }

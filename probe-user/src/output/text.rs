@@ -138,7 +138,7 @@ fn stats(f: &mut fmt::Formatter<'_>, s: &Stats) -> fmt::Result {
 
 /// SNIs and device names come from the wire or the kernel and may hold
 /// control characters; escape those so one event stays one terminal line.
-struct Clean<'a>(&'a str);
+pub(crate) struct Clean<'a>(pub(crate) &'a str);
 
 impl Display for Clean<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
