@@ -6,11 +6,11 @@
 //!
 //! Besides "no panic", it checks that the seeds reach deep: a real
 //! ClientHello gives its SNI, the recorded incidents give their diagnoses,
-//! and so on. A layout change that makes the seeds bounce off the first
-//! length check fails here; regenerate them with
+//! and so on. A layout change that makes the seeds stale fails here;
+//! regenerate them with
 //!
 //! ```text
-//! cargo test -p probe-user --test fuzz_corpus -- --ignored regenerate
+//! NETPROBE_REGENERATE_CORPUS=1 cargo test -p probe-user --test fuzz_corpus
 //! ```
 //!
 //! (the `replay_jsonl` seeds are recorded streams, copied, not generated).
