@@ -13,7 +13,7 @@ pub mod handshake;
 pub mod history;
 pub mod storm;
 
-use std::{collections::HashMap, net::IpAddr, time::Duration};
+use std::{collections::HashMap, time::Duration};
 
 use chrono::{DateTime, Utc};
 
@@ -228,11 +228,6 @@ impl Correlator {
                 looks,
             },
         );
-    }
-
-    /// The neighbour IP an investigation is about, for callers and tests.
-    pub fn next_hop_of(flow: &FlowRef) -> IpAddr {
-        flow.dst.ip()
     }
 }
 
