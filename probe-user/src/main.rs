@@ -48,8 +48,8 @@ fn main() -> ExitCode {
 
 /// Namespace and mount changes happen here, while the process has one
 /// thread: setns and unshare apply to the caller, and runtime threads
-/// inherit them.
-fn prepare(netns_spec: Option<&str>) -> anyhow::Result<()> {
+/// inherit them. Returns the inode of the namespace the session runs in.
+fn prepare(netns_spec: Option<&str>) -> anyhow::Result<Option<u32>> {
     if let Some(msg) = privileges::check() {
         anyhow::bail!("{msg}");
     }
@@ -62,7 +62,8 @@ fn prepare(netns_spec: Option<&str>) -> anyhow::Result<()> {
     if !tracefs::mounted() {
         tracefs::mount_private()?;
     }
-    Ok(())
+    tracefs::check_all()?;
+    Ok(netns::current_inode())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -75,23 +76,17 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Trace(args) => {
-            prepare(args.common.netns.as_deref())?;
-            tracefs::check_all()?;
-            let tc_netns = netns::current_inode();
+            let tc_netns = prepare(args.common.netns.as_deref())?;
             runtime()?.block_on(trace::run(args, tc_netns))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Top(args) => {
-            prepare(args.common.netns.as_deref())?;
-            tracefs::check_all()?;
-            let tc_netns = netns::current_inode();
+            let tc_netns = prepare(args.common.netns.as_deref())?;
             runtime()?.block_on(top::run(args, tc_netns))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Capture(args) => {
-            prepare(args.common.netns.as_deref())?;
-            tracefs::check_all()?;
-            let tc_netns = netns::current_inode();
+            let tc_netns = prepare(args.common.netns.as_deref())?;
             runtime()?.block_on(capture::run(args, tc_netns))?;
             Ok(ExitCode::SUCCESS)
         }

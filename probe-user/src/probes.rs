@@ -14,8 +14,6 @@ use aya::{
 use log::debug;
 use probe_common::{KernelOffsets, kind};
 
-use crate::tracefs;
-
 /// The compiled eBPF object, built by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe"));
 
@@ -192,9 +190,4 @@ impl Drop for Probes {
     fn drop(&mut self) {
         self.detach_all();
     }
-}
-
-/// The tracepoints exist and match the record layout the programs expect.
-pub fn check_tracepoints() -> anyhow::Result<()> {
-    tracefs::check_all()
 }
