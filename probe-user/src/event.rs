@@ -76,6 +76,33 @@ pub struct Snapshot {
     pub errors: Vec<String>,
 }
 
+impl Diagnosis {
+    /// A diagnosis with no evidence, fix or cause-specific fields yet;
+    /// callers fill in what their cause knows.
+    pub fn new(
+        symptom: impl Into<String>,
+        cause: impl Into<String>,
+        flow: FlowRef,
+        summary: impl Into<String>,
+    ) -> Self {
+        Self {
+            symptom: symptom.into(),
+            cause: cause.into(),
+            flow,
+            summary: summary.into(),
+            evidence: Vec::new(),
+            fix: None,
+            ip: None,
+            dev: None,
+            mac_used: None,
+            macs_claiming: None,
+            service: None,
+            nat_target: None,
+            detected_after_ms: 0,
+        }
+    }
+}
+
 /// A named cause, with its evidence and the command that fixes it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Diagnosis {

@@ -609,22 +609,18 @@ mod tests {
             time: samples::at(),
             netns: None,
             body: EventBody::Diagnosis(Box::new(Diagnosis {
-                symptom: "tls_handshake_unanswered".into(),
-                cause: "stale_neighbour".into(),
-                flow: FlowRef {
-                    src: "10.0.0.1:40000".parse().unwrap(),
-                    dst: "10.0.0.100:6443".parse().unwrap(),
-                },
-                summary: "s".into(),
                 evidence: vec!["e".into()],
                 fix: Some("ip neigh del 10.0.0.100 dev eth0".into()),
-                ip: None,
-                dev: None,
-                mac_used: None,
-                macs_claiming: None,
-                service: None,
-                nat_target: None,
                 detected_after_ms: 1,
+                ..Diagnosis::new(
+                    "tls_handshake_unanswered",
+                    "stale_neighbour",
+                    FlowRef {
+                        src: "10.0.0.1:40000".parse().unwrap(),
+                        dst: "10.0.0.100:6443".parse().unwrap(),
+                    },
+                    "s",
+                )
             })),
         }
     }

@@ -407,25 +407,21 @@ mod tests {
 
     fn diag() -> Diagnosis {
         Diagnosis {
-            symptom: "tls_handshake_unanswered".into(),
-            cause: "stale_neighbour".into(),
-            flow: FlowRef {
-                src: "10.0.0.1:40000".parse().unwrap(),
-                dst: "10.0.0.100:6443".parse().unwrap(),
-            },
-            summary: "The ClientHello went to 02:00:00:00:00:03, not to the VIP's owner.".into(),
             evidence: vec![
                 "neighbour 10.0.0.100 dev eth0: 02:00:00:00:00:03 STALE".into(),
                 "two MACs answer for 10.0.0.100".into(),
             ],
             fix: Some("ip neigh del 10.0.0.100 dev eth0".into()),
-            ip: None,
-            dev: None,
-            mac_used: None,
-            macs_claiming: None,
-            service: None,
-            nat_target: None,
             detected_after_ms: 3120,
+            ..Diagnosis::new(
+                "tls_handshake_unanswered",
+                "stale_neighbour",
+                FlowRef {
+                    src: "10.0.0.1:40000".parse().unwrap(),
+                    dst: "10.0.0.100:6443".parse().unwrap(),
+                },
+                "The ClientHello went to 02:00:00:00:00:03, not to the VIP's owner.",
+            )
         }
     }
 

@@ -30,19 +30,9 @@ fn base(
     now: DateTime<Utc>,
 ) -> Diagnosis {
     Diagnosis {
-        symptom: symptom.to_string(),
-        cause: cause.to_string(),
-        flow,
-        summary,
         evidence,
-        fix: None,
-        ip: None,
-        dev: None,
-        mac_used: None,
-        macs_claiming: None,
-        service: None,
-        nat_target: None,
         detected_after_ms: (now - since).num_milliseconds().max(0) as u64,
+        ..Diagnosis::new(symptom, cause, flow, summary)
     }
 }
 

@@ -87,22 +87,18 @@ mod tests {
     #[test]
     fn wire_text_cannot_drive_the_terminal() {
         let d = Diagnosis {
-            symptom: "tls_handshake_unanswered".into(),
-            cause: "unknown".into(),
-            flow: FlowRef {
-                src: "10.0.0.1:1".parse().unwrap(),
-                dst: "10.0.0.2:443".parse().unwrap(),
-            },
-            summary: "sni kube\u{1b}[2Jrnetes".into(),
             evidence: vec!["SNI kube\u{1b}[2Jrnetes\r".into()],
             fix: Some("ip neigh del x\u{7}".into()),
-            ip: None,
-            dev: None,
-            mac_used: None,
-            macs_claiming: None,
-            service: None,
-            nat_target: None,
             detected_after_ms: 1,
+            ..Diagnosis::new(
+                "tls_handshake_unanswered",
+                "unknown",
+                FlowRef {
+                    src: "10.0.0.1:1".parse().unwrap(),
+                    dst: "10.0.0.2:443".parse().unwrap(),
+                },
+                "sni kube\u{1b}[2Jrnetes",
+            )
         };
         let text = block(&d, false);
         assert!(

@@ -782,22 +782,18 @@ pub(crate) mod tests {
         ev(
             ms,
             EventBody::Diagnosis(Box::new(Diagnosis {
-                symptom: "retransmit_storm".into(),
-                cause: cause.into(),
-                flow: FlowRef {
-                    src: ep(src),
-                    dst: ep(dst),
-                },
-                summary: format!("{cause} summary"),
                 evidence: vec![],
                 fix: Some("conntrack -D".into()),
-                ip: None,
-                dev: None,
-                mac_used: None,
-                macs_claiming: None,
-                service: None,
-                nat_target: None,
                 detected_after_ms: 900,
+                ..Diagnosis::new(
+                    "retransmit_storm",
+                    cause,
+                    FlowRef {
+                        src: ep(src),
+                        dst: ep(dst),
+                    },
+                    format!("{cause} summary"),
+                )
             })),
         )
     }
