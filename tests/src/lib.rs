@@ -33,6 +33,7 @@ pub mod netprobe;
 pub mod nft;
 pub mod peers;
 pub mod py;
+pub mod service_lab;
 pub mod subnet;
 pub mod tls_bytes;
 pub mod tmp;
@@ -44,6 +45,7 @@ pub use l2::{Neighbour, Nud};
 pub use lab::{Host, Lab, Segment};
 pub use netns::Netns;
 pub use netprobe::{Netprobe, Stopped};
+pub use service_lab::ServiceLab;
 pub use wait::poll_until;
 
 /// True when running as root (lab tests need it).

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use netprobe_tests::cmd::{self, Finished};
 use netprobe_tests::peers::{BlackHole, EchoServer, LineClient, TlsServer, curl_https};
 use netprobe_tests::tmp::TempDir;
-use netprobe_tests::{Host, Lab, Netprobe, Stopped, cleanup, netprobe::binary, poll_until};
+use netprobe_tests::{
+    Host, Lab, Netprobe, ServiceLab, Stopped, cleanup, netprobe::binary, poll_until,
+};
 use serde_json::Value;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -421,17 +423,6 @@ fn retransmissions_on_a_watched_port_are_marked_by_tshark() {
     assert!(report.contains(&format!("{local} -> {dst}")), "{report}");
 }
 
-fn nat_rule(node: &netprobe_tests::Netns, svc: SocketAddr, target: SocketAddr) {
-    node.exec([
-        "nft",
-        &format!(
-            "add rule ip nat prerouting ip daddr {} tcp dport {} dnat to {target}",
-            svc.ip(),
-            svc.port()
-        ),
-    ]);
-}
-
 /// Incident 2 (stale conntrack DNAT after a force-deleted server pod)
 /// under `capture --until-diagnosis --port 8000` on the client's node: the
 /// pcapng holds the stuck flow's retransmissions (tshark marks them),
@@ -439,39 +430,12 @@ fn nat_rule(node: &netprobe_tests::Netns, svc: SocketAddr, target: SocketAddr) {
 #[test]
 fn incident2_until_diagnosis_bundle_marks_retransmissions_and_replays_to_stale_conntrack_nat() {
     require_root();
-    let mut lab = Lab::new("cap-inc2");
-    let cpod = lab.namespace("cpod");
-    let node1 = lab.namespace("node1");
-    let node2 = lab.namespace("node2");
-    let spod1 = lab.namespace("spod1");
-    let spod2 = lab.namespace("spod2");
-    // cpod -- node1 -- node2 -- spod1 / spod2
-    let (n1_cpod, cpod_h) = lab.connect(&node1, &cpod);
-    let (n1_n2, n2_n1) = lab.connect(&node1, &node2);
-    let (n2_s1, s1) = lab.connect(&node2, &spod1);
-    let (n2_s2, s2) = lab.connect(&node2, &spod2);
-    let o = lab.octet();
-    for n in [&node1, &node2] {
-        n.sysctl("net.ipv4.ip_forward", "1");
-    }
-    cpod_h.route("default", n1_cpod.ipv4.into());
-    s1.route("default", n2_s1.ipv4.into());
-    s2.route("default", n2_s2.ipv4.into());
-    n1_n2.route(&format!("10.{o}.2.0/23"), n2_n1.ipv4.into());
-    n2_n1.route(&format!("10.{o}.0.0/24"), n1_n2.ipv4.into());
-    node2.ip(["route", "add", "blackhole", &format!("10.{o}.2.0/23")]);
-
-    let svc: SocketAddr = format!("10.{o}.250.10:{SVC_PORT}").parse().unwrap();
-    let pod1 = SocketAddr::new(s1.ipv4.into(), SVC_PORT);
-    let pod2 = SocketAddr::new(s2.ipv4.into(), SVC_PORT);
-    node1.exec(["nft", "add table ip nat"]);
-    node1.exec([
-        "nft",
-        "add chain ip nat prerouting { type nat hook prerouting priority -100; }",
-    ]);
-    nat_rule(&node1, svc, pod1);
-    let _server1 = EchoServer::start(&spod1, pod1.ip(), SVC_PORT);
-    let stuck = LineClient::start(&cpod_h, svc, secs(1.0));
+    // cpod -- node1 (DNAT SVC -> pod1) -- node2 -- spod1 / spod2
+    let sl = ServiceLab::build("cap-inc2", SVC_PORT);
+    let (node1, cpod_h) = (&sl.node1, &sl.client);
+    let (svc, pod1, pod2) = (sl.svc, sl.pod1, sl.pod2);
+    let _server1 = EchoServer::start(&sl.spod1, pod1.ip(), SVC_PORT);
+    let stuck = LineClient::start(cpod_h, svc, secs(1.0));
     assert!(
         stuck.wait_echoes(2, secs(5.0)),
         "echoes through the Service"
@@ -496,13 +460,11 @@ fn incident2_until_diagnosis_bundle_marks_retransmissions_and_replays_to_stale_c
     assert!(stuck.wait_echoes(3, secs(5.0)), "echoes while capturing");
 
     // kubectl delete pod --force: the pod's veth goes, the Service moves.
-    let _server2 = EchoServer::start(&spod2, pod2.ip(), SVC_PORT);
-    node2.ip(["link", "del", &n2_s1.ifname]);
-    spod1.teardown();
-    node1.exec(["nft", "flush chain ip nat prerouting"]);
-    nat_rule(&node1, svc, pod2);
+    let _server2 = EchoServer::start(&sl.spod2, pod2.ip(), SVC_PORT);
+    sl.delete_pod1();
+    sl.repoint_to_pod2();
     // New connections to the Service now reach the new pod.
-    let fresh = LineClient::start(&cpod_h, svc, secs(1.0));
+    let fresh = LineClient::start(cpod_h, svc, secs(1.0));
     assert!(
         fresh.wait_echoes(1, secs(5.0)),
         "a new connection lands on {pod2}"

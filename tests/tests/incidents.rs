@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use netprobe_tests::netprobe::endpoint;
 use netprobe_tests::peers::{BlackHole, EchoServer, LineClient, TlsServer, curl_https};
-use netprobe_tests::{Host, Lab, Netns, Netprobe, Stopped, poll_until, py};
+use netprobe_tests::{Host, Lab, Netns, Netprobe, ServiceLab, Stopped, poll_until, py};
 use serde_json::Value;
 
 /// Loading and attaching takes a few seconds on 2 cores; bound it generously.
@@ -598,17 +598,6 @@ fn incident1_ipv6_stale_ndp_for_vip_is_named_before_kubectl_gives_up() {
 // Incident 2: stale conntrack DNAT after a force-deleted server pod
 // ---------------------------------------------------------------------------
 
-fn nat_rule(node: &Netns, svc: SocketAddr, target: SocketAddr) {
-    node.exec([
-        "nft",
-        &format!(
-            "add rule ip nat prerouting ip daddr {} tcp dport {} dnat to {target}",
-            svc.ip(),
-            svc.port()
-        ),
-    ]);
-}
-
 #[test]
 fn incident2_stale_conntrack_dnat_is_named_and_its_fix_releases_the_client() {
     incident2(Duration::ZERO, Some("incident2"));
@@ -624,44 +613,13 @@ fn incident2_service_repointed_late_is_still_named() {
 
 fn incident2(repoint_after: Duration, fixture: Option<&'static str>) {
     require_root();
-    let mut lab = Lab::new("inc2");
-    let cpod = lab.namespace("cpod");
-    let node1 = lab.namespace("node1");
-    let node2 = lab.namespace("node2");
-    let spod1 = lab.namespace("spod1");
-    let spod2 = lab.namespace("spod2");
-    // cpod -- node1 -- node2 -- spod1 / spod2
-    let (n1_cpod, cpod_h) = lab.connect(&node1, &cpod); // 10.o.0.1 / .0.2
-    let (n1_n2, n2_n1) = lab.connect(&node1, &node2); // 10.o.1.1 / .1.2
-    let (n2_s1, s1) = lab.connect(&node2, &spod1); // 10.o.2.1 / .2.2
-    let (n2_s2, s2) = lab.connect(&node2, &spod2); // 10.o.3.1 / .3.2
-    let o = lab.octet();
-    for n in [&node1, &node2] {
-        n.sysctl("net.ipv4.ip_forward", "1");
-    }
-    cpod_h.route("default", n1_cpod.ipv4.into());
-    s1.route("default", n2_s1.ipv4.into());
-    s2.route("default", n2_s2.ipv4.into());
-    // node1 reaches the server pod CIDR through node2, node2 the client's.
-    n1_n2.route(&format!("10.{o}.2.0/23"), n2_n1.ipv4.into());
-    n2_n1.route(&format!("10.{o}.0.0/24"), n1_n2.ipv4.into());
-    // Pod CIDR blocks a node holds are blackholed (as Calico does): once a
-    // pod's veth is gone its packets vanish, no ICMP.
-    node2.ip(["route", "add", "blackhole", &format!("10.{o}.2.0/23")]);
+    // cpod -- node1 (DNAT SVC -> pod1) -- node2 -- spod1 / spod2
+    let sl = ServiceLab::build("inc2", SVC_PORT);
+    let (node1, cpod_h) = (&sl.node1, &sl.client);
+    let (svc, pod1, pod2) = (sl.svc, sl.pod1, sl.pod2);
 
-    // The ClusterIP: kube-proxy's DNAT on the client's node.
-    let svc: SocketAddr = format!("10.{o}.250.10:{SVC_PORT}").parse().unwrap();
-    let pod1 = SocketAddr::new(s1.ipv4.into(), SVC_PORT);
-    let pod2 = SocketAddr::new(s2.ipv4.into(), SVC_PORT);
-    node1.exec(["nft", "add table ip nat"]);
-    node1.exec([
-        "nft",
-        "add chain ip nat prerouting { type nat hook prerouting priority -100; }",
-    ]);
-    nat_rule(&node1, svc, pod1);
-
-    let _server1 = EchoServer::start(&spod1, pod1.ip(), SVC_PORT);
-    let mut stuck = LineClient::start(&cpod_h, svc, secs(1.0));
+    let _server1 = EchoServer::start(&sl.spod1, pod1.ip(), SVC_PORT);
+    let mut stuck = LineClient::start(cpod_h, svc, secs(1.0));
     assert!(
         stuck.wait_echoes(2, secs(5.0)),
         "echoes through the Service"
@@ -669,7 +627,7 @@ fn incident2(repoint_after: Duration, fixture: Option<&'static str>) {
     let local = stuck.local_addr();
     eprintln!("client {local} -> {svc} (DNAT to {pod1})");
 
-    let trace = Trace::start(&lab, &node1, fixture);
+    let trace = Trace::start(&sl.lab, node1, fixture);
     assert!(
         stuck.wait_echoes(3, secs(5.0)),
         "echoes while netprobe runs"
@@ -678,18 +636,16 @@ fn incident2(repoint_after: Duration, fixture: Option<&'static str>) {
     // The replacement pod is up; `kubectl delete pod --force` of the old
     // one: its veth (and route) go at once, silently, then its namespace;
     // kube-proxy re-points the Service.
-    let _server2 = EchoServer::start(&spod2, pod2.ip(), SVC_PORT);
+    let _server2 = EchoServer::start(&sl.spod2, pod2.ip(), SVC_PORT);
     let echoes_before = stuck.echoes();
-    node2.ip(["link", "del", &n2_s1.ifname]);
     let deleted_at = now_epoch();
-    spod1.teardown();
+    sl.delete_pod1();
     std::thread::sleep(repoint_after);
-    node1.exec(["nft", "flush chain ip nat prerouting"]);
-    nat_rule(&node1, svc, pod2);
+    sl.repoint_to_pod2();
     let repointed_at = now_epoch();
 
     // Other flows to the Service now reach the new pod.
-    let fresh = LineClient::start(&cpod_h, svc, secs(1.0));
+    let fresh = LineClient::start(cpod_h, svc, secs(1.0));
     assert!(
         fresh.wait_echoes(1, secs(5.0)),
         "a new connection to {svc} should land on {pod2}"

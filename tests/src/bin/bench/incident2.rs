@@ -6,11 +6,10 @@
 //! netprobe runs with `--netns node1 --port 8000`; measured: from the first
 //! `retransmit` event of the stuck flow to its `diagnosis` (event times).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
+use netprobe_tests::ServiceLab;
 use netprobe_tests::peers::{EchoServer, LineClient};
-use netprobe_tests::{Lab, Netns};
 use serde_json::Value;
 
 use crate::record::{Row, repeat};
@@ -45,49 +44,13 @@ pub fn bench(cfg: &Config) -> Vec<Row> {
     ])
 }
 
-fn nat_rule(node: &Netns, svc: SocketAddr, target: SocketAddr) {
-    let rule = format!(
-        "add rule ip nat prerouting ip daddr {} tcp dport {} dnat to {target}",
-        svc.ip(),
-        svc.port()
-    );
-    node.exec(["nft", &rule]);
-}
-
 fn one() -> Run {
-    let mut lab = Lab::new("bench-inc2");
-    let cpod = lab.namespace("cpod");
-    let node1 = lab.namespace("node1");
-    let node2 = lab.namespace("node2");
-    let spod1 = lab.namespace("spod1");
-    let spod2 = lab.namespace("spod2");
-    let (n1_cpod, cpod_h) = lab.connect(&node1, &cpod);
-    let (n1_n2, n2_n1) = lab.connect(&node1, &node2);
-    let (n2_s1, s1) = lab.connect(&node2, &spod1);
-    let (n2_s2, s2) = lab.connect(&node2, &spod2);
-    let o = lab.octet();
-    node1.sysctl("net.ipv4.ip_forward", "1");
-    node2.sysctl("net.ipv4.ip_forward", "1");
-    cpod_h.route("default", n1_cpod.ipv4.into());
-    s1.route("default", n2_s1.ipv4.into());
-    s2.route("default", n2_s2.ipv4.into());
-    n1_n2.route(&format!("10.{o}.2.0/23"), n2_n1.ipv4.into());
-    n2_n1.route(&format!("10.{o}.0.0/24"), n1_n2.ipv4.into());
-    // A node blackholes its pod CIDR: a deleted pod's packets vanish.
-    node2.ip(["route", "add", "blackhole", &format!("10.{o}.2.0/23")]);
+    let sl = ServiceLab::build("bench-inc2", PORT);
+    let (node1, cpod_h) = (&sl.node1, &sl.client);
+    let (svc, pod1, pod2) = (sl.svc, sl.pod1, sl.pod2);
 
-    let svc: SocketAddr = format!("10.{o}.250.10:{PORT}").parse().expect("addr");
-    let pod1 = SocketAddr::new(s1.ipv4.into(), PORT);
-    let pod2 = SocketAddr::new(s2.ipv4.into(), PORT);
-    node1.exec(["nft", "add table ip nat"]);
-    node1.exec([
-        "nft",
-        "add chain ip nat prerouting { type nat hook prerouting priority -100; }",
-    ]);
-    nat_rule(&node1, svc, pod1);
-
-    let _server1 = EchoServer::start(&spod1, pod1.ip(), PORT);
-    let stuck = LineClient::start(&cpod_h, svc, Duration::from_secs(1));
+    let _server1 = EchoServer::start(&sl.spod1, pod1.ip(), PORT);
+    let stuck = LineClient::start(cpod_h, svc, Duration::from_secs(1));
     assert!(
         stuck.wait_echoes(2, Duration::from_secs(5)),
         "no echo via {svc}"
@@ -95,11 +58,10 @@ fn one() -> Run {
     let local = stuck.local_addr().to_string();
 
     let mut trace = np::trace(node1.name(), &["--port", "8000"]).np;
-    let _server2 = EchoServer::start(&spod2, pod2.ip(), PORT);
-    node2.ip(["link", "del", &n2_s1.ifname]);
-    node1.exec(["nft", "flush chain ip nat prerouting"]);
-    nat_rule(&node1, svc, pod2);
-    let fresh = LineClient::start(&cpod_h, svc, Duration::from_secs(1));
+    let _server2 = EchoServer::start(&sl.spod2, pod2.ip(), PORT);
+    sl.cut_pod1_network();
+    sl.repoint_to_pod2();
+    let fresh = LineClient::start(cpod_h, svc, Duration::from_secs(1));
     assert!(
         fresh.wait_echoes(1, Duration::from_secs(5)),
         "a new connection should reach {pod2}"
