@@ -53,3 +53,16 @@ pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
+
+/// Privileged tests fail, rather than skip, when not run as root.
+pub fn require_root() {
+    assert!(
+        is_root(),
+        "these tests need root (namespaces, eBPF, nft, setpriv, raw sockets)"
+    );
+}
+
+/// Seconds as a `Duration`, for readable waits.
+pub fn secs(s: f64) -> std::time::Duration {
+    std::time::Duration::from_secs_f64(s)
+}

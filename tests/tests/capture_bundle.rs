@@ -8,6 +8,7 @@
 //!     cargo test -p netprobe-tests --test capture_bundle -- --test-threads=1 --nocapture
 //! ```
 
+use netprobe_tests::{require_root, secs};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -34,17 +35,6 @@ const FILES: [&str; 5] = [
     "conntrack.json",
     "report.md",
 ];
-
-fn require_root() {
-    assert!(
-        netprobe_tests::is_root(),
-        "these tests need root (namespaces, BPF, nft)"
-    );
-}
-
-fn secs(s: f64) -> Duration {
-    Duration::from_secs_f64(s)
-}
 
 fn mode(p: &Path) -> u32 {
     std::fs::symlink_metadata(p)

@@ -22,6 +22,7 @@
 //! tests pick their own events out by interface, address and MAC, and
 //! judge "left behind" by the BPF objects their own netprobe held.
 
+use netprobe_tests::{require_root, secs};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::process::Command;
@@ -45,17 +46,6 @@ const STATS_TIMEOUT: Duration = Duration::from_secs(5);
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A refused start must end quickly.
 const REFUSE_TIMEOUT: Duration = Duration::from_secs(20);
-
-fn require_root() {
-    assert!(
-        netprobe_tests::is_root(),
-        "these tests need root (namespaces, BPF, setpriv)"
-    );
-}
-
-fn secs(s: f64) -> Duration {
-    Duration::from_secs_f64(s)
-}
 
 fn is_type(v: &Value, t: &str) -> bool {
     v["type"] == t

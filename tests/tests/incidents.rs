@@ -18,6 +18,7 @@
 //! On failure the panic is followed by netprobe's events for this lab and
 //! its stderr.
 
+use netprobe_tests::{require_root, secs};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -37,17 +38,6 @@ const API_PORT: u16 = 6443;
 const SVC_PORT: u16 = 8000;
 /// Set to 1 to save the JSON streams as fixtures.
 const RECORD_ENV: &str = "NETPROBE_RECORD_FIXTURES";
-
-fn require_root() {
-    assert!(
-        netprobe_tests::is_root(),
-        "these tests need root (namespaces, BPF, nft, raw sockets)"
-    );
-}
-
-fn secs(s: f64) -> Duration {
-    Duration::from_secs_f64(s)
-}
 
 // ---------------------------------------------------------------------------
 // Reading netprobe's events

@@ -1,10 +1,11 @@
 //! Tests of the lab harness itself, without netprobe. Root only.
 //! Run: cargo test -p netprobe-tests -- --test-threads=1
 
+use netprobe_tests::{require_root, secs};
 use std::net::{IpAddr, SocketAddr};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use netprobe_tests::background::Background;
 use netprobe_tests::peers::{
@@ -14,17 +15,6 @@ use netprobe_tests::tls_bytes::{
     client_hello, is_server_hello, random_bytes, truncated_client_hello,
 };
 use netprobe_tests::{Lab, Netprobe, Sniffer, Stream, cleanup, icmp, netns, poll_until};
-
-fn require_root() {
-    assert!(
-        netprobe_tests::is_root(),
-        "lab tests need root (namespaces, nft, raw sockets)"
-    );
-}
-
-fn secs(s: f64) -> Duration {
-    Duration::from_secs_f64(s)
-}
 
 fn listed(names: &[String]) -> Vec<String> {
     let now = netns::list();

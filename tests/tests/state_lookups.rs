@@ -6,6 +6,7 @@
 //! namespace (as netprobe does with --netns), so they see that namespace's
 //! tables and nothing else.
 
+use netprobe_tests::require_root;
 use std::fs::File;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -15,13 +16,6 @@ use std::time::{Duration, Instant};
 use netprobe_tests::peers::{EchoServer, LineClient};
 use netprobe_tests::{Host, Lab, Netns, Nud};
 use probe_user::state::{self, conntrack, neighbours, probe, routes};
-
-fn require_root() {
-    assert!(
-        netprobe_tests::is_root(),
-        "lab tests need root (namespaces, nft, raw sockets)"
-    );
-}
 
 /// Runs `fut` on a current-thread runtime in a thread that has setns'd into
 /// `ns`; every socket it opens belongs to that namespace.

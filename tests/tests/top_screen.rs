@@ -14,6 +14,7 @@
 //! Tracepoints are global: other flows on the machine may show up too, so
 //! the assertions look for this lab's flow by its addresses.
 
+use netprobe_tests::{require_root, secs};
 use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -40,17 +41,6 @@ const KEY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Quit, detach, exit.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
 const PORT: u16 = 8000;
-
-fn require_root() {
-    assert!(
-        netprobe_tests::is_root(),
-        "these tests need root (namespaces, BPF, nft)"
-    );
-}
-
-fn secs(s: f64) -> Duration {
-    Duration::from_secs_f64(s)
-}
 
 /// A private tmux server (its own socket, no config) with one session;
 /// the server and everything in it is killed on drop.

@@ -14,6 +14,7 @@
 //! out of the stream by the lab's addresses. On failure the messages carry
 //! the lab's events as netprobe printed them, its final stats and stderr.
 
+use netprobe_tests::{require_root, secs};
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
@@ -39,17 +40,6 @@ const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
 const REFUSE_TIMEOUT: Duration = Duration::from_secs(20);
 /// BPF objects are freed shortly after their last fd closes.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn require_root() {
-    assert!(
-        netprobe_tests::is_root(),
-        "these tests need root (namespaces, BPF, nft, raw sockets)"
-    );
-}
-
-fn secs(s: f64) -> Duration {
-    Duration::from_secs_f64(s)
-}
 
 // ---------------------------------------------------------------------------
 // Reading events
