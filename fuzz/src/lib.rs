@@ -139,6 +139,8 @@ fn event_name(body: &EventBody) -> String {
         EventBody::Stats(_) => "stats".into(),
         EventBody::Snapshot(_) => "snapshot".into(),
         EventBody::Diagnosis(d) => format!("diagnosis {}", d.cause),
+        EventBody::TlsHop(h) => format!("tls_hop {}", h.direction),
+        EventBody::Recovered(r) => format!("recovered {}", r.cause),
     }
 }
 
@@ -505,7 +507,7 @@ pub fn netlink_conntrack(data: &[u8]) -> Outcome {
                 out.accepted += 1;
                 out.found.push(format!(
                     "conntrack {} {} -> {} dnat={}",
-                    conntrack::proto_name(e.proto),
+                    probe_user::facts::proto_name(e.proto),
                     e.orig_src,
                     e.orig_dst,
                     e.is_dnat()

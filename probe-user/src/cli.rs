@@ -104,6 +104,10 @@ pub struct CommonArgs {
     /// How often a `stats` line is written.
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
     pub stats_interval: Duration,
+    /// Never send an active ARP/ND probe (who-claims-this-address); the
+    /// diagnosis then rests on what the wire and the tables show.
+    #[arg(long)]
+    pub no_probe: bool,
 }
 
 impl CommonArgs {

@@ -121,7 +121,7 @@ pub fn ip_addr(family: u8, addr: &[u8; 16]) -> IpAddr {
     }
 }
 
-fn direction_name(d: u8) -> String {
+pub fn direction_name(d: u8) -> String {
     if d == direction::EGRESS {
         "egress"
     } else {

@@ -4,7 +4,7 @@
 //! These types serialise and deserialise, so a recorded stream can be fed
 //! back to the correlator (`netprobe replay`) without root.
 
-use std::{fmt, net::SocketAddr};
+use std::net::SocketAddr;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -34,6 +34,35 @@ pub enum EventBody {
     Stats(Stats),
     Snapshot(Box<Snapshot>),
     Diagnosis(Box<Diagnosis>),
+    /// A TLS segment already reported, seen again on another hook: the path
+    /// a packet takes through this node (pod veth, bridge, uplink).
+    TlsHop(TlsHop),
+    /// A diagnosed flow made progress again.
+    Recovered(Recovered),
+}
+
+/// One more hook a TLS handshake segment crossed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TlsHop {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub iface: String,
+    pub direction: String,
+    pub src_mac: String,
+    pub dst_mac: String,
+}
+
+/// The flow an earlier diagnosis was about is moving again.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Recovered {
+    pub flow: FlowRef,
+    pub symptom: String,
+    /// The earlier verdict.
+    pub cause: String,
+    /// From that verdict to the sign of progress.
+    pub after_ms: u64,
+    /// What showed the progress.
+    pub how: String,
 }
 
 /// A TCP flow as the client's socket sees it (before any NAT).
@@ -51,21 +80,30 @@ pub struct Snapshot {
     pub flow: Option<FlowRef>,
     /// Route to the flow's destination (or the NAT target), `ip route get`.
     #[serde(default)]
-    pub route: Option<crate::state::RouteInfo>,
+    pub route: Option<crate::facts::RouteInfo>,
     /// Neighbour entry of the next hop.
     #[serde(default)]
-    pub neighbour: Option<crate::state::NeighbourEntry>,
+    pub neighbour: Option<crate::facts::NeighbourEntry>,
     /// Who answered an active ARP/NDP probe for the next hop.
     #[serde(default)]
-    pub probe: Option<crate::state::ProbeResult>,
+    pub probe: Option<crate::facts::ProbeResult>,
     /// The flow's conntrack entry.
     #[serde(default)]
-    pub conntrack: Option<crate::state::ConntrackEntry>,
+    pub conntrack: Option<crate::facts::ConntrackEntry>,
     /// Other conntrack entries with the same original destination.
     #[serde(default)]
-    pub same_service: Vec<crate::state::ConntrackEntry>,
+    pub same_service: Vec<crate::facts::ConntrackEntry>,
     #[serde(default)]
     pub tcp_retries2: Option<u32>,
+    /// Where the NAT rules of this node send the flow's Service now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub translation: Option<crate::facts::Translation>,
+    /// A fresh connection attempt to the NAT target (or destination).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness: Option<crate::facts::Liveness>,
+    /// Why no active probe was sent (`--no-probe`, rate limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_skipped: Option<String>,
     /// The socket lives in this other namespace and nothing here (no
     /// conntrack entry) ties its path to ours: route and neighbour state of
     /// netprobe's namespace says nothing about it, so none was read.
@@ -98,6 +136,7 @@ impl Diagnosis {
             macs_claiming: None,
             service: None,
             nat_target: None,
+            stage: None,
             detected_after_ms: 0,
         }
     }
@@ -108,7 +147,8 @@ impl Diagnosis {
 pub struct Diagnosis {
     /// `tls_handshake_unanswered` or `retransmit_storm`.
     pub symptom: String,
-    /// `stale_neighbour`, `stale_conntrack_nat`, `endpoint_unreachable`,
+    /// A [`crate::correlate::Cause`] name: `stale_neighbour`,
+    /// `stale_conntrack_nat`, `endpoint_unreachable`, `server_not_responding`,
     /// `packet_loss` or `unknown`.
     pub cause: String,
     pub flow: FlowRef,
@@ -130,6 +170,9 @@ pub struct Diagnosis {
     pub service: Option<SocketAddr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nat_target: Option<SocketAddr>,
+    /// Handshake symptoms: where it stalled (`hello_sent`, `hello_acked`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
     /// Milliseconds from the first sign of trouble to this diagnosis.
     pub detected_after_ms: u64,
 }
@@ -237,6 +280,21 @@ pub struct Stats {
     /// Interfaces the classifier is attached to now.
     #[serde(default)]
     pub interfaces: u32,
+    /// Storms of sockets in other namespaces whose traffic does not pass
+    /// through this one: counted, not diagnosed.
+    #[serde(default)]
+    pub storms_other_netns: u64,
+    /// Kernel-state look-ups (route, neighbour, conntrack, NAT rules) that failed.
+    #[serde(default)]
+    pub lookup_failures: u64,
+    /// Active ARP/ND probes sent, and the ones not sent (`--no-probe`, rate limit).
+    #[serde(default)]
+    pub probes_sent: u64,
+    #[serde(default)]
+    pub probes_skipped: u64,
+    /// Diagnosed flows that made progress again.
+    #[serde(default)]
+    pub recovered: u64,
     /// `true` on the last line, written at exit.
     #[serde(default)]
     pub r#final: bool,
@@ -257,12 +315,6 @@ pub fn format_mac(mac: &[u8]) -> String {
 /// `0x0303` style.
 pub fn format_version(v: u16) -> String {
     format!("0x{v:04x}")
-}
-
-impl fmt::Display for Event {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        crate::output::text::write_event(f, self)
-    }
 }
 
 /// Timestamps as RFC 3339 in UTC with microseconds, `Z` suffix.

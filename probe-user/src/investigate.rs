@@ -3,15 +3,90 @@
 //! claimant probe. Runs in netprobe's namespace (`--netns`). A failed
 //! look-up is written into the snapshot, never hidden.
 
-use std::{net::IpAddr, time::Duration};
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+    time::Instant,
+};
 
 use chrono::Utc;
 
 use crate::{
-    correlate::{Investigation, diagnose},
+    correlate::{Investigation, Symptom},
     event::{Event, EventBody, FlowRef, Snapshot},
-    state::{self, conntrack, neighbours, probe, routes},
+    facts::ProbeResult,
+    state::{self, conntrack, liveness, nat_rules, neighbours, probe, routes},
 };
+
+/// `--no-probe`: never send an active ARP/ND probe.
+static PROBES_DISABLED: AtomicBool = AtomicBool::new(false);
+/// What the investigations did, for `stats`.
+pub static PROBES_SENT: AtomicU64 = AtomicU64::new(0);
+pub static PROBES_SKIPPED: AtomicU64 = AtomicU64::new(0);
+pub static LOOKUP_FAILURES: AtomicU64 = AtomicU64::new(0);
+
+/// One probe per next hop per this long: many stalled handshakes to one
+/// address share an answer instead of each sending frames.
+const PROBE_REUSE: Duration = Duration::from_secs(2);
+/// And at most this many probes a second in all, whatever the targets.
+const PROBES_PER_SECOND: usize = 10;
+
+#[derive(Default)]
+struct ProbeGate {
+    recent: HashMap<(String, IpAddr), (Instant, ProbeResult)>,
+    sent: std::collections::VecDeque<Instant>,
+}
+
+static GATE: Mutex<Option<ProbeGate>> = Mutex::new(None);
+
+pub fn disable_probes(disabled: bool) {
+    PROBES_DISABLED.store(disabled, Ordering::Relaxed);
+}
+
+enum Gate {
+    Reuse(ProbeResult),
+    Send,
+    Skip(String),
+}
+
+fn gate(dev: &str, ip: IpAddr) -> Gate {
+    if PROBES_DISABLED.load(Ordering::Relaxed) {
+        return Gate::Skip("--no-probe was given".into());
+    }
+    let mut guard = GATE.lock().unwrap_or_else(|e| e.into_inner());
+    let g = guard.get_or_insert_with(ProbeGate::default);
+    let now = Instant::now();
+    g.recent.retain(|_, (at, _)| now - *at < PROBE_REUSE);
+    if let Some((_, r)) = g.recent.get(&(dev.to_string(), ip)) {
+        return Gate::Reuse(r.clone());
+    }
+    while g
+        .sent
+        .front()
+        .is_some_and(|t| now - *t >= Duration::from_secs(1))
+    {
+        g.sent.pop_front();
+    }
+    if g.sent.len() >= PROBES_PER_SECOND {
+        return Gate::Skip(format!(
+            "rate limit ({PROBES_PER_SECOND} probes a second) reached"
+        ));
+    }
+    g.sent.push_back(now);
+    Gate::Send
+}
+
+fn remember_probe(dev: &str, ip: IpAddr, r: &ProbeResult) {
+    let mut guard = GATE.lock().unwrap_or_else(|e| e.into_inner());
+    let g = guard.get_or_insert_with(ProbeGate::default);
+    g.recent
+        .insert((dev.to_string(), ip), (Instant::now(), r.clone()));
+}
 
 /// How long the active probe listens for answers.
 pub const PROBE_WINDOW: Duration = Duration::from_millis(300);
@@ -60,6 +135,11 @@ pub async fn run(inv: Investigation) -> Event {
     }
 }
 
+fn failed(snap: &mut Snapshot, what: String) {
+    LOOKUP_FAILURES.fetch_add(1, Ordering::Relaxed);
+    snap.errors.push(what);
+}
+
 /// Route, next hop and device toward `ip` (device defaults to `fallback_dev`).
 async fn next_hop(
     ip: IpAddr,
@@ -68,7 +148,7 @@ async fn next_hop(
 ) -> (IpAddr, Option<String>) {
     match routes::route_to(ip).await {
         Ok(route) => snap.route = route,
-        Err(e) => snap.errors.push(format!("route to {ip}: {e}")),
+        Err(e) => failed(snap, format!("route to {ip}: {e}")),
     }
     let hop = snap.route.as_ref().and_then(|r| r.gateway).unwrap_or(ip);
     let dev = snap
@@ -78,31 +158,46 @@ async fn next_hop(
         .or_else(|| fallback_dev.map(str::to_string));
     match neighbours::lookup(hop, dev.as_deref()).await {
         Ok(n) => snap.neighbour = n,
-        Err(e) => snap.errors.push(format!("neighbour {hop}: {e}")),
+        Err(e) => failed(snap, format!("neighbour {hop}: {e}")),
     }
     (hop, dev)
 }
 
 async fn handshake(flow: FlowRef, iface: &str) -> Snapshot {
     let mut snap = Snapshot {
-        symptom: diagnose::HANDSHAKE.to_string(),
+        symptom: Symptom::HandshakeUnanswered.as_str().to_string(),
         flow: Some(flow),
         ..Default::default()
     };
     let (hop, dev) = next_hop(flow.dst.ip(), Some(iface), &mut snap).await;
     let dev = dev.unwrap_or_else(|| iface.to_string());
-    match probe::claimants(&dev, hop, PROBE_WINDOW).await {
-        Ok(result) => snap.probe = Some(result),
-        Err(e) => snap
-            .errors
-            .push(format!("probing who claims {hop} on {dev}: {e}")),
+    // A local route (an address this node holds) has no neighbour to ask.
+    if snap.route.as_ref().is_some_and(|r| r.kind == "local") {
+        return snap;
+    }
+    match gate(&dev, hop) {
+        Gate::Skip(why) => {
+            PROBES_SKIPPED.fetch_add(1, Ordering::Relaxed);
+            snap.probe_skipped = Some(why);
+        }
+        Gate::Reuse(r) => snap.probe = Some(r),
+        Gate::Send => {
+            PROBES_SENT.fetch_add(1, Ordering::Relaxed);
+            match probe::claimants(&dev, hop, PROBE_WINDOW).await {
+                Ok(result) => {
+                    remember_probe(&dev, hop, &result);
+                    snap.probe = Some(result);
+                }
+                Err(e) => failed(&mut snap, format!("probing who claims {hop} on {dev}: {e}")),
+            }
+        }
     }
     snap
 }
 
 async fn storm(flow: FlowRef, socket_netns: Option<u32>) -> Snapshot {
     let mut snap = Snapshot {
-        symptom: diagnose::STORM.to_string(),
+        symptom: Symptom::RetransmitStorm.as_str().to_string(),
         flow: Some(flow),
         tcp_retries2: state::sysctl::tcp_retries2(),
         ..Default::default()
@@ -117,15 +212,14 @@ async fn storm(flow: FlowRef, socket_netns: Option<u32>) -> Snapshot {
         Ok((entry, same)) => {
             match entry {
                 Ok(e) => snap.conntrack = e,
-                Err(e) => snap
-                    .errors
-                    .push(format!("conntrack {} -> {}: {e}", flow.src, flow.dst)),
+                Err(e) => failed(
+                    &mut snap,
+                    format!("conntrack {} -> {}: {e}", flow.src, flow.dst),
+                ),
             }
             match same {
                 Ok(v) => snap.same_service = v,
-                Err(e) => snap
-                    .errors
-                    .push(format!("conntrack entries to {}: {e}", flow.dst)),
+                Err(e) => failed(&mut snap, format!("conntrack entries to {}: {e}", flow.dst)),
             }
             // Where the packets really go: the NAT target when there is one.
             snap.conntrack
@@ -135,7 +229,7 @@ async fn storm(flow: FlowRef, socket_netns: Option<u32>) -> Snapshot {
                 .unwrap_or(flow.dst.ip())
         }
         Err(e) => {
-            snap.errors.push(format!("conntrack look-up task: {e}"));
+            failed(&mut snap, format!("conntrack look-up task: {e}"));
             flow.dst.ip()
         }
     };
@@ -145,5 +239,18 @@ async fn storm(flow: FlowRef, socket_netns: Option<u32>) -> Snapshot {
         return snap;
     }
     next_hop(target, None, &mut snap).await;
+    // A NATed flow: is its target still in the Service's translation, and
+    // does it answer a fresh connection from here?
+    if let Some(ct) = snap.conntrack.clone().filter(|c| c.is_dnat()) {
+        let (service, target) = (ct.orig_dst, ct.reply_src);
+        match tokio::task::spawn_blocking(nat_rules::read).await {
+            Ok(Ok(rules)) => {
+                snap.translation = Some(nat_rules::translation(&rules, service, target))
+            }
+            Ok(Err(e)) => failed(&mut snap, format!("NAT rules: {e}")),
+            Err(e) => failed(&mut snap, format!("NAT rules task: {e}")),
+        }
+        snap.liveness = Some(liveness::check(target).await);
+    }
     snap
 }

@@ -14,6 +14,7 @@ pub mod decode;
 pub mod doctor;
 pub mod enrich;
 pub mod event;
+pub mod facts;
 pub mod investigate;
 pub mod links;
 pub mod names;

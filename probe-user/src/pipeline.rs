@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use crate::{
     decode::{self, Record},
-    enrich::{Enricher, IfaceNames, socket_addr},
-    event::Event,
+    enrich::{Enricher, IfaceNames, direction_name, socket_addr},
+    event::{Event, EventBody, TlsHop, format_mac},
 };
 
 /// A segment seen again within this window on another hook (the same packet
@@ -95,6 +95,23 @@ impl Pipeline {
             )
         {
             self.duplicates += 1;
+            // The same segment on another hook: where it went next is
+            // evidence (the egress toward the next hop carries the MAC that
+            // matters), so the first piece of each segment says so.
+            if t.part == probe_common::tls_part::START && t.chunk == 0 {
+                return Fed::Event(Event {
+                    time: self.enricher.wall(t.header.ts_ns),
+                    netns: None,
+                    body: EventBody::TlsHop(TlsHop {
+                        src: socket_addr(t.family, &t.saddr, t.sport),
+                        dst: socket_addr(t.family, &t.daddr, t.dport),
+                        iface: ifaces.name(t.ifindex),
+                        direction: direction_name(t.direction),
+                        src_mac: format_mac(&t.src_mac),
+                        dst_mac: format_mac(&t.dst_mac),
+                    }),
+                });
+            }
             return Fed::Nothing;
         }
         match self.enricher.event(&record, ifaces) {

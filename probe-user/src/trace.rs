@@ -2,7 +2,7 @@
 //! the ring buffer, correlate, investigate, hand every event to a
 //! [`Consumer`] until it says stop or Ctrl-C/SIGTERM arrives, then detach.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, sync::atomic::Ordering, time::Duration};
 
 use anyhow::{Context as _, bail};
 use aya::maps::{MapData, RingBuf};
@@ -131,6 +131,11 @@ impl Tracer<'_> {
                 malformed: self.pipeline.malformed,
                 tls_incomplete: tls.incomplete + tls.malformed,
                 interfaces: self.probes.attached_count() as u32,
+                storms_other_netns: self.correlator.unrelated,
+                lookup_failures: investigate::LOOKUP_FAILURES.load(Ordering::Relaxed),
+                probes_sent: investigate::PROBES_SENT.load(Ordering::Relaxed),
+                probes_skipped: investigate::PROBES_SKIPPED.load(Ordering::Relaxed),
+                recovered: self.correlator.recovered,
                 r#final: last,
             }),
         }
@@ -159,17 +164,37 @@ impl Tracer<'_> {
         out.investigations
             .into_iter()
             .for_each(|inv| self.investigate(inv));
-        for diagnosis in out.diagnoses {
+        let bodies = out
+            .diagnoses
+            .into_iter()
+            .map(|d| EventBody::Diagnosis(Box::new(d)))
+            .chain(out.recovered.into_iter().map(EventBody::Recovered));
+        for body in bodies {
             let event = Event {
                 time: chrono::Utc::now(),
                 netns: None,
-                body: EventBody::Diagnosis(Box::new(diagnosis)),
+                body,
             };
             if self.sink.event(&event)? == Flow::Stop {
                 flow = Flow::Stop;
             }
         }
         Ok(flow)
+    }
+
+    /// Storms that went quiet: their `recovered` events.
+    fn quiet(&mut self, now: chrono::DateTime<chrono::Utc>) -> std::io::Result<Flow> {
+        for r in self.correlator.quiet_storms(now) {
+            let event = Event {
+                time: now,
+                netns: None,
+                body: EventBody::Recovered(r),
+            };
+            if self.sink.event(&event)? == Flow::Stop {
+                return Ok(Flow::Stop);
+            }
+        }
+        Ok(Flow::Continue)
     }
 
     fn investigate(&self, inv: Investigation) {
@@ -225,6 +250,7 @@ pub async fn session(
     consumer: &mut dyn Consumer,
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    investigate::disable_probes(args.no_probe);
     let all_links = links::list().await.context("listing interfaces")?;
     let targets = select_targets(&args.ifaces, &all_links)?;
     log::debug!("start-up: interfaces listed after {:?}", started.elapsed());
@@ -328,6 +354,11 @@ pub async fn session(
                 let now = chrono::Utc::now();
                 for inv in tracer.correlator.tick(now) {
                     tracer.investigate(inv);
+                }
+                match tracer.quiet(now) {
+                    Ok(Flow::Continue) => {}
+                    Ok(Flow::Stop) => break Ok(()),
+                    Err(e) => break Err(e),
                 }
                 match tracer.sink.tick(now) {
                     Ok(Flow::Continue) => {}

@@ -1,10 +1,11 @@
-//! ClientHellos waiting for their ServerHello.
+//! ClientHellos waiting for their ServerHello, each with the hooks its
+//! first segment crossed on this node (pod veth, bridge, uplink).
 
 use std::{collections::HashMap, time::Duration};
 
 use chrono::{DateTime, Utc};
 
-use crate::event::{FlowRef, TlsClientHello};
+use crate::event::{FlowRef, TlsClientHello, TlsHop};
 
 const MAX_PENDING: usize = 65_536;
 
@@ -14,6 +15,32 @@ pub struct Pending {
     pub time: DateTime<Utc>,
     /// Already handed out for investigation.
     pub investigating: bool,
+    /// Every hook the ClientHello was seen on, in order (the first is the
+    /// hello's own `iface`).
+    pub hops: Vec<Hop>,
+}
+
+/// One hook a ClientHello crossed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hop {
+    pub iface: String,
+    /// `ingress` or `egress`.
+    pub direction: String,
+    pub dst_mac: String,
+}
+
+/// A packet crosses few hooks on one node; more is a loop or noise.
+const MAX_HOPS: usize = 8;
+
+impl Pending {
+    /// The destination MAC the hello left `dev` with: the frame on the
+    /// device toward the next hop, not the first hook that saw it.
+    pub fn egress_mac(&self, dev: &str) -> Option<&str> {
+        self.hops
+            .iter()
+            .find(|h| h.iface == dev && h.direction == "egress")
+            .map(|h| h.dst_mac.as_str())
+    }
 }
 
 #[derive(Default)]
@@ -50,8 +77,34 @@ impl Handshakes {
                 hello: hello.clone(),
                 time,
                 investigating: false,
+                hops: vec![Hop {
+                    iface: hello.iface.clone(),
+                    direction: hello.direction.clone(),
+                    dst_mac: hello.dst_mac.clone(),
+                }],
             },
         );
+    }
+
+    /// The hello's segment seen again on another hook.
+    pub fn hop(&mut self, h: &TlsHop) {
+        let flow = FlowRef {
+            src: h.src,
+            dst: h.dst,
+        };
+        if let Some(p) = self.pending.get_mut(&flow)
+            && p.hops.len() < MAX_HOPS
+            && !p
+                .hops
+                .iter()
+                .any(|x| x.iface == h.iface && x.direction == h.direction)
+        {
+            p.hops.push(Hop {
+                iface: h.iface.clone(),
+                direction: h.direction.clone(),
+                dst_mac: h.dst_mac.clone(),
+            });
+        }
     }
 
     /// A ServerHello from `src` to `dst` answers the flow `dst -> src`.

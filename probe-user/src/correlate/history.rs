@@ -1,5 +1,6 @@
 //! What the wire and the kernel said about who owns an IP: neighbour-table
-//! changes (neigh_update) and ARP/NDP claims seen on the wire. Bounded.
+//! changes (neigh_update), ARP/NDP claims seen on the wire, and which MACs
+//! TLS handshakes to the IP completed through. Bounded.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -36,10 +37,24 @@ pub struct Claim {
     pub ops: Vec<(String, u32)>,
 }
 
+/// Wire claims older than this are history, not a current claimant.
+pub const CLAIM_MAX_AGE: chrono::TimeDelta = chrono::TimeDelta::seconds(120);
+/// MACs remembered per IP for completed handshakes.
+const SERVED_PER_IP: usize = 8;
+
+/// A TLS handshake to an IP completed through a MAC: that MAC serves it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Served {
+    pub mac: String,
+    pub last: DateTime<Utc>,
+    pub count: u32,
+}
+
 #[derive(Default)]
 pub struct History {
     changes: HashMap<IpAddr, VecDeque<Change>>,
     claims: HashMap<IpAddr, Vec<Claim>>,
+    served: HashMap<IpAddr, Vec<Served>>,
     /// Insertion order of IPs, to forget the oldest past MAX_IPS.
     order: VecDeque<IpAddr>,
     pub evicted: u64,
@@ -47,13 +62,17 @@ pub struct History {
 
 impl History {
     fn touch(&mut self, ip: IpAddr) {
-        if self.changes.contains_key(&ip) || self.claims.contains_key(&ip) {
+        if self.changes.contains_key(&ip)
+            || self.claims.contains_key(&ip)
+            || self.served.contains_key(&ip)
+        {
             return;
         }
         while self.order.len() >= MAX_IPS {
             if let Some(old) = self.order.pop_front() {
                 self.changes.remove(&old);
                 self.claims.remove(&old);
+                self.served.remove(&old);
                 self.evicted += 1;
             }
         }
@@ -108,11 +127,47 @@ impl History {
         }
     }
 
+    /// A handshake to `ip` was answered; its hello left toward `mac`.
+    pub fn served(&mut self, time: DateTime<Utc>, ip: IpAddr, mac: &str) {
+        self.touch(ip);
+        let list = self.served.entry(ip).or_default();
+        match list.iter_mut().find(|s| s.mac == mac) {
+            Some(s) => {
+                s.last = time;
+                s.count += 1;
+            }
+            None => {
+                if list.len() >= SERVED_PER_IP {
+                    list.sort_by_key(|s| std::cmp::Reverse(s.last));
+                    list.truncate(SERVED_PER_IP - 1);
+                }
+                list.push(Served {
+                    mac: mac.to_string(),
+                    last: time,
+                    count: 1,
+                });
+            }
+        }
+    }
+
+    /// MACs through which handshakes to `ip` completed.
+    pub fn served_by(&self, ip: &IpAddr) -> &[Served] {
+        self.served.get(ip).map(Vec::as_slice).unwrap_or_default()
+    }
+
     pub fn changes(&self, ip: &IpAddr) -> impl Iterator<Item = &Change> {
         self.changes.get(ip).into_iter().flatten()
     }
 
     pub fn claims(&self, ip: &IpAddr) -> &[Claim] {
         self.claims.get(ip).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// Claims seen within [`CLAIM_MAX_AGE`] of `now`.
+    pub fn recent_claims(&self, ip: &IpAddr, now: DateTime<Utc>) -> Vec<&Claim> {
+        self.claims(ip)
+            .iter()
+            .filter(|c| now - c.last <= CLAIM_MAX_AGE)
+            .collect()
     }
 }

@@ -8,16 +8,22 @@
 //! state it asks for and feeds it back as a `snapshot` event; `observe` of
 //! that snapshot returns the [`Diagnosis`].
 
-pub mod diagnose;
+pub mod cause;
+pub mod causes;
+pub mod evidence;
 pub mod handshake;
+pub mod handshake_case;
 pub mod history;
 pub mod storm;
+pub mod storm_case;
 
 use std::{collections::HashMap, time::Duration};
 
 use chrono::{DateTime, Utc};
 
-use crate::event::{Diagnosis, Event, EventBody, FlowRef, Snapshot};
+pub use cause::{Cause, Symptom};
+
+use crate::event::{Diagnosis, Event, EventBody, FlowRef, Recovered, Snapshot};
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -43,9 +49,12 @@ const MAX_VERDICTS: usize = 100_000;
 
 #[derive(Clone, Debug)]
 struct Verdict {
-    cause: String,
+    /// `None` for a storm left alone as another namespace's.
+    cause: Option<Cause>,
     settled: bool,
     looks: u32,
+    /// When it was named.
+    at: DateTime<Utc>,
 }
 
 /// What the runtime should look up to explain a symptom.
@@ -64,6 +73,8 @@ pub enum Investigation {
 pub struct Output {
     pub investigations: Vec<Investigation>,
     pub diagnoses: Vec<Diagnosis>,
+    /// Diagnosed flows that made progress again.
+    pub recovered: Vec<Recovered>,
 }
 
 pub struct Correlator {
@@ -75,9 +86,11 @@ pub struct Correlator {
     /// `unknown` one is looked at again while the symptom lasts (state the
     /// cause depends on, like a Service re-pointed by kube-proxy, may come
     /// later), and only a changed cause is reported again.
-    verdicts: HashMap<(String, FlowRef), Verdict>,
+    verdicts: HashMap<(Symptom, FlowRef), Verdict>,
     /// Storms left undiagnosed because they belong to another namespace.
     pub unrelated: u64,
+    /// `recovered` events emitted.
+    pub recovered: u64,
 }
 
 impl Correlator {
@@ -89,6 +102,7 @@ impl Correlator {
             storms: Default::default(),
             verdicts: HashMap::new(),
             unrelated: 0,
+            recovered: 0,
         }
     }
 
@@ -98,8 +112,26 @@ impl Correlator {
         let t = event.time;
         match &event.body {
             EventBody::TlsClientHello(h) => self.handshakes.client_hello(t, h),
+            EventBody::TlsHop(h) => self.handshakes.hop(h),
             EventBody::TlsServerHello(h) => {
-                self.handshakes.server_hello(h.src, h.dst);
+                let flow = FlowRef {
+                    src: h.dst,
+                    dst: h.src,
+                };
+                if let Some(p) = self.handshakes.server_hello(h.src, h.dst) {
+                    // Which MACs serve this address: the egress hops of the
+                    // hello that got its answer.
+                    for hop in p.hops.iter().filter(|h| h.direction == "egress") {
+                        self.history.served(t, flow.dst.ip(), &hop.dst_mac);
+                    }
+                }
+                self.recover(
+                    Symptom::HandshakeUnanswered,
+                    flow,
+                    t,
+                    "the ServerHello arrived",
+                    &mut out,
+                );
             }
             EventBody::Neighbour(n) => self.history.neighbour(t, n),
             EventBody::Arp(a) => self.history.arp(t, a),
@@ -108,12 +140,27 @@ impl Correlator {
                     src: r.src,
                     dst: r.dst,
                 };
+                let before = self.storms.get(&flow).map(|s| s.progress_marks);
                 let started = self.storms.retransmit(t, r, self.config.storm_threshold);
-                let key = (diagnose::STORM.to_string(), flow);
+                let progressed_now = self
+                    .storms
+                    .get(&flow)
+                    .is_some_and(|s| Some(s.progress_marks) != before && before.is_some());
+                if progressed_now {
+                    self.recover(
+                        Symptom::RetransmitStorm,
+                        flow,
+                        t,
+                        "snd_una advanced: the peer acknowledged data again",
+                        &mut out,
+                    );
+                }
+                let key = (Symptom::RetransmitStorm, flow);
                 let look = match self.verdicts.get_mut(&key) {
                     None => started.is_some(),
-                    // Still stuck after an inconclusive look: look again,
-                    // at the pace of the RTO back-off, a bounded number of times.
+                    // Still stuck after a verdict that can change: look
+                    // again, at the pace of the RTO back-off, a bounded
+                    // number of times.
                     Some(v) => {
                         let stuck = self
                             .storms
@@ -143,12 +190,13 @@ impl Correlator {
                 self.storms.forget(&flow);
             }
             EventBody::Snapshot(s) => out.diagnoses.extend(self.diagnose(s, t)),
-            EventBody::Stats(_) | EventBody::Diagnosis(_) => {}
+            EventBody::Stats(_) | EventBody::Diagnosis(_) | EventBody::Recovered(_) => {}
         }
         out
     }
 
-    /// Advances the clock: ClientHellos that waited too long.
+    /// Advances the clock: ClientHellos that waited too long, and storms
+    /// that went quiet when the RTO back-off expected another retransmit.
     pub fn tick(&mut self, now: DateTime<Utc>) -> Vec<Investigation> {
         self.handshakes
             .overdue(now, self.config.handshake_timeout)
@@ -163,49 +211,106 @@ impl Correlator {
             .collect()
     }
 
+    /// Diagnosed storms whose next retransmit is overdue: the RTO timer
+    /// would have fired again had nothing been acknowledged.
+    pub fn quiet_storms(&mut self, now: DateTime<Utc>) -> Vec<Recovered> {
+        let mut out = Output::default();
+        let quiet: Vec<(FlowRef, DateTime<Utc>)> = self
+            .verdicts
+            .iter()
+            .filter(|((symptom, _), v)| {
+                *symptom == Symptom::RetransmitStorm
+                    && v.cause.is_some_and(|c| c != Cause::PacketLoss)
+            })
+            .filter_map(|((_, flow), _)| {
+                let due = self.storms.get(flow)?.next_due()?;
+                (now > due).then_some((*flow, due))
+            })
+            .collect();
+        for (flow, due) in quiet {
+            let how = format!(
+                "no retransmit when the back-off expected one (by {}): the peer acknowledged, or the socket closed",
+                evidence::clock(due)
+            );
+            self.storms.forget(&flow);
+            self.recover(Symptom::RetransmitStorm, flow, now, &how, &mut out);
+        }
+        out.recovered
+    }
+
+    /// A flow with a verdict moves again: say so, and forget the verdict so
+    /// a new stall is judged afresh.
+    fn recover(
+        &mut self,
+        symptom: Symptom,
+        flow: FlowRef,
+        now: DateTime<Utc>,
+        how: &str,
+        out: &mut Output,
+    ) {
+        let key = (symptom, flow);
+        let Some(v) = self.verdicts.get(&key) else {
+            return;
+        };
+        let Some(cause) = v.cause else { return };
+        if cause == Cause::PacketLoss {
+            return; // it was moving all along
+        }
+        out.recovered.push(Recovered {
+            flow,
+            symptom: symptom.as_str().to_string(),
+            cause: cause.as_str().to_string(),
+            after_ms: (now - v.at).num_milliseconds().max(0) as u64,
+            how: how.to_string(),
+        });
+        self.recovered += 1;
+        self.verdicts.remove(&key);
+    }
+
     fn diagnose(&mut self, snap: &Snapshot, now: DateTime<Utc>) -> Option<Diagnosis> {
         let flow = snap.flow?;
-        let key = (snap.symptom.clone(), flow);
+        let symptom = Symptom::parse(&snap.symptom)?;
+        let key = (symptom, flow);
         let previous = self.verdicts.get(&key).cloned();
         if previous.as_ref().is_some_and(|v| v.settled) {
             return None;
         }
-        let diagnosis = match snap.symptom.as_str() {
-            diagnose::HANDSHAKE => {
+        let diagnosis = match symptom {
+            Symptom::HandshakeUnanswered => {
                 // Answered while we were looking: no diagnosis.
                 let pending = self.handshakes.get(&flow)?;
                 let reverse = FlowRef {
                     src: flow.dst,
                     dst: flow.src,
                 };
-                diagnose::handshake(
+                handshake_case::HandshakeCase::new(
                     pending,
                     &self.history,
                     snap,
                     [self.storms.get(&flow), self.storms.get(&reverse)],
                     now,
                 )
+                .judge()
             }
-            diagnose::STORM => {
+            Symptom::RetransmitStorm => {
                 if snap.foreign_netns.is_some() {
                     // A socket in another namespace whose traffic does not
                     // pass through ours (no conntrack entry here): nothing
-                    // we can say about it, so say nothing.
-                    self.remember(key, "unrelated", true);
+                    // we can say about it, so say nothing, and count it.
+                    self.remember(key, None, now);
                     self.unrelated += 1;
                     return None;
                 }
                 let series = self.storms.get(&flow)?;
                 let hang = hang_estimate(snap, series);
-                diagnose::storm(flow, series, snap, now, hang)
+                storm_case::StormCase::new(flow, series, snap, hang, now).judge()
             }
-            _ => return None,
         };
-        if previous.is_some_and(|v| v.cause == diagnosis.cause) {
+        let cause = Cause::parse(&diagnosis.cause).unwrap_or(Cause::Unknown);
+        if previous.is_some_and(|v| v.cause == Some(cause)) {
             return None; // looked again, nothing new to say
         }
-        let settled = diagnosis.cause != "unknown";
-        self.remember(key, &diagnosis.cause, settled);
+        self.remember(key, Some(cause), now);
         Some(diagnosis)
     }
 
@@ -214,7 +319,7 @@ impl Correlator {
         self.storms.evicted + self.history.evicted + self.handshakes.dropped
     }
 
-    fn remember(&mut self, key: (String, FlowRef), cause: &str, settled: bool) {
+    fn remember(&mut self, key: (Symptom, FlowRef), cause: Option<Cause>, at: DateTime<Utc>) {
         if self.verdicts.len() >= MAX_VERDICTS {
             // Keep the ones that can still change; forget settled history.
             self.verdicts.retain(|_, v| !v.settled);
@@ -223,9 +328,10 @@ impl Correlator {
         self.verdicts.insert(
             key,
             Verdict {
-                cause: cause.to_string(),
-                settled,
+                cause,
+                settled: cause.is_none_or(Cause::is_settled),
                 looks,
+                at,
             },
         );
     }
@@ -242,7 +348,7 @@ fn hang_estimate(snap: &Snapshot, series: &storm::Series) -> Option<Duration> {
         .map(|gap| gap / 2)
         .unwrap_or(200)
         .max(200) as u64;
-    Some(crate::state::hang_estimate(retries2, base))
+    Some(crate::facts::hang_estimate(retries2, base))
 }
 
 #[cfg(test)]

@@ -25,6 +25,8 @@ pub struct Series {
     pub progressed: bool,
     /// The current streak was handed out for investigation.
     pub reported: bool,
+    /// How many times snd_una moved between retransmits.
+    pub progress_marks: u32,
 }
 
 impl Series {
@@ -39,6 +41,16 @@ impl Series {
             .windows(2)
             .map(|w| (*w[1] - *w[0]).num_milliseconds())
             .collect()
+    }
+
+    /// When the next retransmit of a still-stuck streak is overdue: the RTO
+    /// doubles (up to TCP_RTO_MAX), so the next gap is about twice the last;
+    /// half as much again is margin for timer slack.
+    pub fn next_due(&self) -> Option<DateTime<Utc>> {
+        let last = *self.times.back()?;
+        let gap = *self.intervals_ms().last()?;
+        let next = (gap * 2).min(crate::facts::TCP_RTO_MAX_MS as i64);
+        Some(last + chrono::TimeDelta::milliseconds(next * 3 / 2 + 200))
     }
 }
 
@@ -82,10 +94,12 @@ impl Storms {
             streak_una: r.snd_una,
             progressed: false,
             reported: false,
+            progress_marks: 0,
         });
         let moved = matches!((s.streak_una, r.snd_una), (Some(a), Some(b)) if a != b);
         if moved {
             s.progressed = true;
+            s.progress_marks += 1;
             s.streak = 0;
             s.streak_start = time;
             s.reported = false;

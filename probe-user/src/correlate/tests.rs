@@ -6,10 +6,16 @@ use std::net::{IpAddr, SocketAddr};
 
 use chrono::{DateTime, Duration, Utc};
 
+pub mod handshake_sample;
+pub mod storm_sample;
+
 use super::*;
 use crate::{
     event::{Arp, Neighbour, Retransmit, TlsClientHello, TlsServerHello},
-    state::{ConntrackEntry, NeighbourEntry, ProbeAnswer, ProbeResult, RouteInfo},
+    facts::{
+        ConntrackEntry, Liveness, LivenessOutcome, NeighbourEntry, ProbeAnswer, ProbeResult,
+        RouteInfo, Translation,
+    },
 };
 
 const A: &str = "02:00:00:00:00:0a"; // the VIP's real owner
@@ -66,6 +72,23 @@ fn server_hello() -> EventBody {
     })
 }
 
+/// A handshake to the VIP from another port that the server answered,
+/// its hello sent toward `mac`: what the node saw before the incident.
+fn earlier_handshake(at: i64, mac: &str) -> [Event; 2] {
+    let EventBody::TlsClientHello(mut h) = hello(mac) else {
+        unreachable!()
+    };
+    h.src = addr("10.9.0.1:39000");
+    let EventBody::TlsServerHello(mut sh) = server_hello() else {
+        unreachable!()
+    };
+    sh.dst = h.src;
+    [
+        ev(ms(at), EventBody::TlsClientHello(h)),
+        ev(ms(at + 5), EventBody::TlsServerHello(sh)),
+    ]
+}
+
 fn neigh(old: &str, new: &str) -> EventBody {
     EventBody::Neighbour(Neighbour {
         ip: "10.9.0.100".parse().unwrap(),
@@ -102,7 +125,7 @@ fn vip_flow() -> FlowRef {
 fn handshake_snapshot(entry_mac: &str, answers: &[&str]) -> EventBody {
     let vip: IpAddr = "10.9.0.100".parse().unwrap();
     EventBody::Snapshot(Box::new(Snapshot {
-        symptom: diagnose::HANDSHAKE.into(),
+        symptom: Symptom::HandshakeUnanswered.as_str().into(),
         flow: Some(vip_flow()),
         route: Some(RouteInfo {
             dst: vip,
@@ -151,7 +174,10 @@ fn run(events: &[Event], c: &mut Correlator) -> (Vec<Investigation>, Vec<Diagnos
 #[test]
 fn incident_1_stale_arp_entry_for_the_vip() {
     let mut c = Correlator::new(Config::default());
+    let [h, sh] = earlier_handshake(-5000, A);
     let events = [
+        h,
+        sh,
         ev(ms(0), garp(B)),
         ev(ms(1), neigh(A, B)),
         ev(ms(1000), hello(B)),
@@ -188,37 +214,90 @@ fn incident_1_stale_arp_entry_for_the_vip() {
 }
 
 #[test]
-fn incident_1_started_after_the_poisoning() {
-    // No GARP or neighbour change seen: only the probe tells.
+fn incident_1_started_after_the_poisoning_cannot_tell_owner_from_impostor() {
+    // No GARP, neighbour change or earlier handshake seen: the probe shows
+    // two claimants and nothing says which is the owner. No `neigh del`.
     let mut c = Correlator::new(Config::default());
     let events = [
         ev(ms(0), hello(B)),
         ev(ms(3200), handshake_snapshot(B, &[A, B])),
     ];
     let (_, diags) = run(&events, &mut c);
-    assert_eq!(diags[0].cause, "stale_neighbour");
+    assert_eq!(diags[0].cause, "unknown");
+    assert_eq!(diags[0].fix, None);
     assert_eq!(
         diags[0].macs_claiming.clone().unwrap(),
         vec![B.to_string(), A.to_string()]
     );
+    assert!(
+        diags[0].evidence.iter().any(|e| e.starts_with("to check:")),
+        "{:?}",
+        diags[0].evidence
+    );
 }
 
 #[test]
-fn entry_pointing_at_a_mac_that_no_longer_answers() {
+fn entry_pointing_at_a_mac_that_no_longer_answers_after_serving_elsewhere() {
+    // The hello goes to B, only A answers the probe, and handshakes to the
+    // VIP completed through A before: B is stale.
     let mut c = Correlator::new(Config::default());
+    let [h, sh] = earlier_handshake(-2000, A);
     let (_, diags) = run(
         &[
+            h,
+            sh,
             ev(ms(0), hello(B)),
             ev(ms(3200), handshake_snapshot(B, &[A])),
         ],
         &mut c,
     );
     assert_eq!(diags[0].cause, "stale_neighbour");
-    assert!(
-        diags[0].summary.contains("no longer claims"),
-        "{}",
-        diags[0].summary
+    assert_eq!(
+        diags[0].fix.as_deref(),
+        Some("ip neigh del 10.9.0.100 dev eth0")
     );
+}
+
+#[test]
+fn a_recovered_handshake_says_so() {
+    let mut c = Correlator::new(Config::default());
+    let events = [
+        ev(ms(0), hello(A)),
+        ev(ms(3200), handshake_snapshot(A, &[A])),
+    ];
+    let (_, diags) = run(&events, &mut c);
+    assert_eq!(diags[0].cause, "server_not_responding");
+    let out = c.observe(&ev(ms(5000), server_hello()));
+    assert_eq!(out.recovered.len(), 1);
+    assert_eq!(out.recovered[0].cause, "server_not_responding");
+    assert_eq!(out.recovered[0].after_ms, 1800);
+}
+
+#[test]
+fn a_quiet_storm_after_a_verdict_is_recovered() {
+    // Control of the two-backend hiccup: the backend pauses (in the rules,
+    // not answering), then the flow moves on and stops retransmitting.
+    let mut c = Correlator::new(Config::default());
+    let src = "10.244.1.5:50020";
+    let flow = FlowRef {
+        src: addr(src),
+        dst: addr("10.96.0.10:8000"),
+    };
+    let paused = ct(src, "10.244.2.7:8000");
+    let mut events: Vec<Event> = (0..3).map(|i| retransmit(i * 400, 1000, src)).collect();
+    events.push(storm_snapshot_with(
+        flow,
+        Some(paused.clone()),
+        vec![paused],
+        &["10.244.2.7:8000", "10.244.2.9:8000"],
+        false,
+    ));
+    let (_, diags) = run(&events, &mut c);
+    assert_eq!(diags[0].cause, "endpoint_unreachable");
+    assert!(c.quiet_storms(ms(2000)).is_empty(), "not overdue yet");
+    let r = c.quiet_storms(ms(4000));
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].cause, "endpoint_unreachable");
 }
 
 #[test]
@@ -263,8 +342,8 @@ fn neighbour_that_flapped_back_is_not_blamed() {
     ];
     let (_, diags) = run(&events, &mut c);
     assert_eq!(diags.len(), 1);
-    assert_eq!(diags[0].cause, "unknown");
-    assert!(diags[0].fix.is_none());
+    assert_eq!(diags[0].cause, "server_not_responding");
+    assert!(!diags[0].fix.as_deref().unwrap_or("").contains("neigh del"));
     assert!(
         diags[0].evidence.iter().any(|e| e.contains("changed at")),
         "history still shown"
@@ -299,22 +378,59 @@ fn ct(src: &str, reply_src: &str) -> ConntrackEntry {
     }
 }
 
+/// What the Service's NAT rules translate to now, and whether the flow's
+/// target answered a fresh connection.
+fn storm_snapshot_with(
+    flow: FlowRef,
+    entry: Option<ConntrackEntry>,
+    same: Vec<ConntrackEntry>,
+    rules_to: &[&str],
+    answers: bool,
+) -> Event {
+    let target = entry.as_ref().map(|e| e.reply_src);
+    let rule = "ip nat prerouting".to_string();
+    let translation = target.map(|t| Translation {
+        target: Some(t),
+        service_rules: vec![rule.clone()],
+        target_rules: if rules_to.iter().any(|r| addr(r) == t) {
+            vec![rule.clone()]
+        } else {
+            Vec::new()
+        },
+        dnat_targets: rules_to.iter().map(|r| addr(r).ip()).collect(),
+        incomplete: false,
+        nat_rules: rules_to.len() as u32,
+    });
+    ev(
+        ms(1500),
+        EventBody::Snapshot(Box::new(Snapshot {
+            symptom: Symptom::RetransmitStorm.as_str().into(),
+            flow: Some(flow),
+            conntrack: entry,
+            same_service: same,
+            tcp_retries2: Some(15),
+            translation,
+            liveness: target.map(|t| Liveness {
+                addr: t,
+                outcome: if answers {
+                    LivenessOutcome::Accepted
+                } else {
+                    LivenessOutcome::NoAnswer
+                },
+                after_ms: 1000,
+            }),
+            ..Default::default()
+        })),
+    )
+}
+
+/// The Service re-pointed to 10.244.2.9 and the old target dead.
 fn storm_snapshot(
     flow: FlowRef,
     entry: Option<ConntrackEntry>,
     same: Vec<ConntrackEntry>,
 ) -> Event {
-    ev(
-        ms(1500),
-        EventBody::Snapshot(Box::new(Snapshot {
-            symptom: diagnose::STORM.into(),
-            flow: Some(flow),
-            conntrack: entry,
-            same_service: same,
-            tcp_retries2: Some(15),
-            ..Default::default()
-        })),
-    )
+    storm_snapshot_with(flow, entry, same, &["10.244.2.9:8000"], false)
 }
 
 #[test]
@@ -442,7 +558,7 @@ fn storm_in_an_unrelated_namespace_stays_quiet() {
     let snap = ev(
         ms(1500),
         EventBody::Snapshot(Box::new(Snapshot {
-            symptom: diagnose::STORM.into(),
+            symptom: Symptom::RetransmitStorm.as_str().into(),
             flow: Some(flow),
             foreign_netns: Some(4026532999),
             ..Default::default()
@@ -469,19 +585,35 @@ fn storm_is_looked_at_again_until_the_cause_shows() {
     let stale = ct(src, "10.244.2.7:8000");
     let fresh = ct("10.244.1.5:50002", "10.244.2.9:8000");
     let mut events: Vec<Event> = (0..3).map(|i| retransmit(i * 400, 1000, src)).collect();
-    events.push(storm_snapshot(
+    let still = ["10.244.2.7:8000"];
+    events.push(storm_snapshot_with(
         flow,
         Some(stale.clone()),
         vec![stale.clone()],
+        &still,
+        false,
     ));
     let (invs, diags) = run(&events, &mut c);
     assert_eq!(invs.len(), 1);
-    assert_eq!(diags[0].cause, "unknown");
+    assert_eq!(diags[0].cause, "endpoint_unreachable");
+    assert!(
+        !diags[0]
+            .fix
+            .as_deref()
+            .unwrap_or_default()
+            .contains("conntrack -D")
+    );
     // Next retransmit: looked at again; still the same state, nothing new said.
     let (invs, diags) = run(
         &[
             retransmit(2000, 1000, src),
-            storm_snapshot(flow, Some(stale.clone()), vec![stale.clone()]),
+            storm_snapshot_with(
+                flow,
+                Some(stale.clone()),
+                vec![stale.clone()],
+                &still,
+                false,
+            ),
         ],
         &mut c,
     );

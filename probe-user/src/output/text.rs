@@ -4,8 +4,15 @@
 use std::fmt::{self, Display, Write as _};
 
 use crate::event::{
-    Arp, Event, EventBody, Neighbour, Retransmit, Stats, TlsClientHello, TlsServerHello,
+    Arp, Event, EventBody, Neighbour, Recovered, Retransmit, Stats, TlsClientHello, TlsHop,
+    TlsServerHello,
 };
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_event(f, self)
+    }
+}
 
 /// Writes `e` as one line, without the newline.
 pub fn write_event(f: &mut fmt::Formatter<'_>, e: &Event) -> fmt::Result {
@@ -26,6 +33,8 @@ pub fn write_event(f: &mut fmt::Formatter<'_>, e: &Event) -> fmt::Result {
             f.write_str(&super::diagnosis::snapshot_line(s))
         }
         EventBody::Diagnosis(d) => f.write_str(&super::diagnosis::block(d, false)),
+        EventBody::TlsHop(h) => hop(f, h),
+        EventBody::Recovered(r) => recovered(f, r),
     }?;
     if let Some(ns) = e.netns {
         write!(f, " netns={ns}")?;
@@ -72,6 +81,32 @@ fn server_hello(f: &mut fmt::Formatter<'_>, sh: &TlsServerHello) -> fmt::Result 
             .as_deref()
             .unwrap_or(&sh.handshake_version),
         Clean(&sh.iface)
+    )
+}
+
+fn hop(f: &mut fmt::Formatter<'_>, h: &TlsHop) -> fmt::Result {
+    tag(f, "TLS HOP")?;
+    write!(
+        f,
+        "{} -> {} also via {} ({}) to {}",
+        h.src,
+        h.dst,
+        Clean(&h.iface),
+        Clean(&h.direction),
+        h.dst_mac
+    )
+}
+
+fn recovered(f: &mut fmt::Formatter<'_>, r: &Recovered) -> fmt::Result {
+    tag(f, "RECOVER")?;
+    write!(
+        f,
+        "{} -> {} moves again {} ms after the {} verdict: {}",
+        r.flow.src,
+        r.flow.dst,
+        r.after_ms,
+        Clean(&r.cause),
+        Clean(&r.how)
     )
 }
 
@@ -129,6 +164,17 @@ fn stats(f: &mut fmt::Formatter<'_>, s: &Stats) -> fmt::Result {
     }
     if s.interfaces > 0 {
         write!(f, " interfaces={}", s.interfaces)?;
+    }
+    for (name, n) in [
+        ("storms_other_netns", s.storms_other_netns),
+        ("lookup_failures", s.lookup_failures),
+        ("probes_sent", s.probes_sent),
+        ("probes_skipped", s.probes_skipped),
+        ("recovered", s.recovered),
+    ] {
+        if n > 0 {
+            write!(f, " {name}={n}")?;
+        }
     }
     if s.r#final {
         f.write_str(" final")?;

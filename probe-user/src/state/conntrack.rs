@@ -177,59 +177,6 @@ pub fn by_orig_dst(dst: SocketAddr) -> Result<Vec<ConntrackEntry>> {
     Ok(all)
 }
 
-impl ConntrackEntry {
-    /// The flow's replies come from somewhere other than where it was sent.
-    pub fn is_dnat(&self) -> bool {
-        self.reply_src != self.orig_dst
-    }
-
-    /// The `conntrack -D` command (conntrack-tools 1.4.7 options) that
-    /// deletes this entry and no other. The reply source pins it to this NAT
-    /// binding: once deleted, the next packet of the flow makes a new entry
-    /// (to a live endpoint) that running the command again must not hit.
-    /// conntrack infers IPv6 from the addresses.
-    pub fn delete_command(&self) -> String {
-        let mut cmd = format!(
-            "conntrack -D -p {} --orig-src {} --orig-dst {}",
-            proto_name(self.proto),
-            self.orig_src.ip(),
-            self.orig_dst.ip()
-        );
-        let ports = has_ports(self.proto);
-        if ports {
-            cmd += &format!(
-                " --orig-port-src {} --orig-port-dst {}",
-                self.orig_src.port(),
-                self.orig_dst.port()
-            );
-        }
-        cmd += &format!(" --reply-src {}", self.reply_src.ip());
-        if ports {
-            cmd += &format!(" --reply-port-src {}", self.reply_src.port());
-        }
-        cmd
-    }
-}
-
-/// `conntrack -p` names (getprotobyname spellings); numbers otherwise.
-pub fn proto_name(proto: u8) -> String {
-    match proto {
-        1 => "icmp".into(),
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        33 => "dccp".into(),
-        47 => "gre".into(),
-        58 => "icmpv6".into(),
-        132 => "sctp".into(),
-        136 => "udplite".into(),
-        n => n.to_string(),
-    }
-}
-
-fn has_ports(proto: u8) -> bool {
-    matches!(proto, 6 | 17 | 33 | 132 | 136)
-}
-
 /// Conntrack's own TCP states (enum tcp_conntrack), as `conntrack -L`
 /// prints them; not the socket states of `ss`.
 pub fn tcp_state_name(state: u8) -> &'static str {
@@ -472,7 +419,7 @@ fn walk(
 
 /// (type, flags, seq, payload) of each well-formed message; stops at the
 /// first length that does not fit.
-fn frames(datagram: &[u8]) -> impl Iterator<Item = (u16, u16, u32, &[u8])> {
+pub(super) fn frames(datagram: &[u8]) -> impl Iterator<Item = (u16, u16, u32, &[u8])> {
     let mut off = 0usize;
     std::iter::from_fn(move || {
         let rest = datagram.get(off..)?;
@@ -510,7 +457,7 @@ fn encode(
     frame
 }
 
-fn sequence_number() -> u32 {
+pub(super) fn sequence_number() -> u32 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())

@@ -11,26 +11,28 @@
 //! to the correlator by `netprobe replay`, hence serde on all of them.
 
 pub mod conntrack;
+pub mod liveness;
+pub mod nat_rules;
 pub mod neighbours;
 pub mod probe;
 pub mod routes;
 pub mod sysctl;
 
-use std::{
-    collections::HashMap,
-    net::{IpAddr, SocketAddr},
-    time::Duration,
-};
+use std::{collections::HashMap, time::Duration};
 
 use futures_util::TryStreamExt as _;
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
-use serde::{Deserialize, Serialize};
 
 pub use conntrack::ConntrackError;
 pub use neighbours::NeighbourError;
 pub use probe::ProbeError;
 pub use routes::RouteError;
-pub use sysctl::{hang_estimate, tcp_retries2};
+pub use sysctl::tcp_retries2;
+
+// The facts these modules read are plain data shared with the correlator.
+pub use crate::facts::{
+    ConntrackEntry, NeighbourEntry, ProbeAnswer, ProbeResult, RouteInfo, hang_estimate,
+};
 
 /// Any of this module's errors, for callers that mix lookups.
 #[derive(Debug, thiserror::Error)]
@@ -121,94 +123,6 @@ pub(crate) fn netlink_errno(e: &rtnetlink::Error) -> Option<i32> {
     match e {
         rtnetlink::Error::NetlinkError(m) => m.code.map(|c| c.get().abs()),
         _ => None,
-    }
-}
-
-/// One row of the neighbour table (`ip neigh show`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NeighbourEntry {
-    pub ip: IpAddr,
-    pub dev: String,
-    /// Lower-case `aa:bb:cc:dd:ee:ff`; `None` for INCOMPLETE/FAILED entries.
-    pub mac: Option<String>,
-    /// `REACHABLE`, `STALE`, `FAILED`, `INCOMPLETE`, `PERMANENT`, ...
-    pub state: String,
-    /// Time since the entry last changed (NDA_CACHEINFO `updated`).
-    pub updated_ago_ms: Option<u64>,
-    /// Time since reachability was last confirmed (NDA_CACHEINFO `confirmed`).
-    pub confirmed_ago_ms: Option<u64>,
-}
-
-/// The kernel's answer to `ip route get DST`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RouteInfo {
-    pub dst: IpAddr,
-    /// Output interface; `None` for reject routes.
-    pub dev: Option<String>,
-    /// Next hop, if not on-link.
-    pub gateway: Option<IpAddr>,
-    /// `unicast`, `local`, `broadcast`, `multicast`, `unreachable`,
-    /// `blackhole`, `prohibit`, ...
-    pub kind: String,
-}
-
-impl RouteInfo {
-    /// False for the reject kinds (`unreachable`, `blackhole`, `prohibit`).
-    pub fn is_deliverable(&self) -> bool {
-        !matches!(
-            self.kind.as_str(),
-            "unreachable" | "blackhole" | "prohibit" | "throw"
-        )
-    }
-}
-
-/// One conntrack entry (`conntrack -L`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConntrackEntry {
-    /// IP protocol number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6, ...).
-    pub proto: u8,
-    pub orig_src: SocketAddr,
-    pub orig_dst: SocketAddr,
-    pub reply_src: SocketAddr,
-    pub reply_dst: SocketAddr,
-    /// Conntrack's TCP state: `ESTABLISHED`, `SYN_SENT`, `TIME_WAIT`, ...
-    pub tcp_state: Option<String>,
-    /// IPS_* status bits: `SEEN_REPLY`, `ASSURED`, `CONFIRMED`, `DST_NAT`, ...
-    pub status: Vec<String>,
-    /// Seconds until the entry expires.
-    pub timeout_s: Option<u32>,
-    pub id: Option<u32>,
-}
-
-/// What an active claimant probe saw: every MAC that answered for `ip`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProbeResult {
-    pub ip: IpAddr,
-    pub dev: String,
-    /// The foreign source MAC the probe was sent from.
-    pub probe_mac: String,
-    pub window_ms: u64,
-    /// One per answering MAC, in order of arrival.
-    pub answers: Vec<ProbeAnswer>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProbeAnswer {
-    pub mac: String,
-    /// Time from the first request to this answer.
-    pub after_us: u64,
-}
-
-impl ProbeResult {
-    /// The answering MACs, first answer first, each once.
-    pub fn distinct_macs(&self) -> Vec<String> {
-        let mut out: Vec<String> = Vec::with_capacity(self.answers.len());
-        for a in &self.answers {
-            if !out.contains(&a.mac) {
-                out.push(a.mac.clone());
-            }
-        }
-        out
     }
 }
 

@@ -1,13 +1,7 @@
 //! TCP sysctls of the current network namespace, and what they mean for a
 //! flow whose peer has vanished.
 
-use std::time::Duration;
-
-/// TCP_RTO_MIN: the base the kernel models the retransmission timeout on
-/// for established connections.
-pub const TCP_RTO_MIN_MS: u64 = 200;
-/// TCP_RTO_MAX: the cap on one backed-off RTO.
-pub const TCP_RTO_MAX_MS: u64 = 120_000;
+pub use crate::facts::{TCP_RTO_MAX_MS, TCP_RTO_MIN_MS, hang_estimate};
 
 /// net.ipv4.tcp_retries2 of this thread's namespace (/proc/sys/net is per
 /// namespace, resolved at open time). Also covers IPv6 TCP.
@@ -19,30 +13,10 @@ fn read_u32(path: &str) -> Option<u32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-/// How long after its first unanswered retransmission a connection is
-/// killed with ETIMEDOUT: the kernel's tcp_model_timeout(), as used by
-/// retransmits_timed_out() with `boundary = retries2` and `rto_base =
-/// rto_ms`. The RTO doubles from `rto_base` until it would pass
-/// TCP_RTO_MAX (that is ilog2(TCP_RTO_MAX / rto_base) doublings), then
-/// stays at TCP_RTO_MAX for the remaining retries. The kernel uses
-/// TCP_RTO_MIN (200 ms) here for established connections, whatever their
-/// measured RTO; pass [`TCP_RTO_MIN_MS`]. The default retries2 of 15 gives
-/// 924.6 s, the "about 15 minutes" of a client stuck on a dead peer.
-pub fn hang_estimate(retries2: u32, rto_ms: u64) -> Duration {
-    let rto_base = rto_ms.clamp(1, TCP_RTO_MAX_MS);
-    let linear_backoff_thresh = (TCP_RTO_MAX_MS / rto_base).ilog2();
-    let boundary = retries2;
-    let ms = if boundary <= linear_backoff_thresh {
-        ((2u64 << boundary) - 1) * rto_base
-    } else {
-        ((2u64 << linear_backoff_thresh) - 1) * rto_base
-            + u64::from(boundary - linear_backoff_thresh) * TCP_RTO_MAX_MS
-    };
-    Duration::from_millis(ms)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

@@ -373,7 +373,10 @@ impl App {
                 d.stats = Some(s.clone());
                 d.stats_at = Some(event.time);
             }
-            EventBody::Neighbour(_) | EventBody::Arp(_) => {}
+            EventBody::Neighbour(_)
+            | EventBody::Arp(_)
+            | EventBody::TlsHop(_)
+            | EventBody::Recovered(_) => {}
         }
     }
 

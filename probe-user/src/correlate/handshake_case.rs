@@ -1,0 +1,266 @@
+//! An unanswered ClientHello, with every fact the handshake causes judge:
+//! the path it took through this node, the route and neighbour entry of
+//! the next hop, who claims that address now, and what retransmitted.
+//! Built once; each cause module reads it and claims it or passes.
+
+use std::net::IpAddr;
+
+use chrono::{DateTime, Utc};
+
+use super::{
+    Cause,
+    cause::Symptom,
+    causes,
+    evidence::{self, clock},
+    handshake::Pending,
+    history::History,
+    storm::Series,
+};
+use crate::{
+    event::{Diagnosis, FlowRef, Snapshot},
+    facts::{Resolution, RouteKind},
+};
+
+/// Where a handshake stalled, as far as this node can tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// The ClientHello itself is being retransmitted: never acknowledged.
+    HelloSent,
+    /// No retransmit of the hello: the server's TCP acknowledged it.
+    HelloAcked,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::HelloSent => "hello_sent",
+            Stage::HelloAcked => "hello_acked",
+        }
+    }
+}
+
+pub struct HandshakeCase<'a> {
+    pub pending: &'a Pending,
+    pub snap: &'a Snapshot,
+    pub history: &'a History,
+    pub flow: FlowRef,
+    /// The next hop toward the server (the gateway, or the server itself).
+    pub next_hop: IpAddr,
+    /// The route's device toward it.
+    pub dev: String,
+    pub route: Option<RouteKind>,
+    /// The destination MAC the hello had leaving `dev`; `None` when no hook
+    /// on `dev` saw it leave (not attached there, or it went elsewhere).
+    pub egress_mac: Option<String>,
+    /// The neighbour entry's MAC and state for the next hop.
+    pub entry_mac: Option<String>,
+    pub resolution: Option<Resolution>,
+    /// MACs claiming the next hop now: the probe's answers, or without a
+    /// probe the claims seen on the wire within their age limit.
+    pub claimants: Vec<String>,
+    /// Retransmits of the client's flow, and of the server's answer flow.
+    pub client_retransmits: u64,
+    pub client_progressed: bool,
+    pub server_retransmits: u64,
+    pub stage: Stage,
+    pub now: DateTime<Utc>,
+}
+
+impl<'a> HandshakeCase<'a> {
+    pub fn new(
+        pending: &'a Pending,
+        history: &'a History,
+        snap: &'a Snapshot,
+        retransmits: [Option<&Series>; 2],
+        now: DateTime<Utc>,
+    ) -> Self {
+        let hello = &pending.hello;
+        let dst_ip = hello.dst.ip();
+        let route = snap.route.as_ref();
+        let next_hop = route.and_then(|r| r.gateway).unwrap_or(dst_ip);
+        let dev = route
+            .and_then(|r| r.dev.clone())
+            .unwrap_or_else(|| hello.iface.clone());
+        let egress_mac = pending.egress_mac(&dev).map(str::to_string);
+        let probed = snap
+            .probe
+            .as_ref()
+            .map(|p| p.distinct_macs())
+            .unwrap_or_default();
+        let claimants = if snap.probe.is_some() {
+            probed
+        } else {
+            history
+                .recent_claims(&next_hop, now)
+                .into_iter()
+                .map(|c| c.mac.clone())
+                .collect()
+        };
+        let [client, server] = retransmits;
+        let client_retransmits = client.map_or(0, |s| s.total);
+        let client_progressed = client.is_some_and(|s| s.progressed);
+        let stage = if client_retransmits > 0 && !client_progressed {
+            Stage::HelloSent
+        } else {
+            Stage::HelloAcked
+        };
+        Self {
+            pending,
+            snap,
+            history,
+            flow: FlowRef {
+                src: hello.src,
+                dst: hello.dst,
+            },
+            next_hop,
+            dev,
+            route: route.map(|r| r.route_kind()),
+            egress_mac,
+            entry_mac: snap.neighbour.as_ref().and_then(|n| n.mac.clone()),
+            resolution: snap.neighbour.as_ref().map(|n| n.resolution()),
+            claimants,
+            client_retransmits,
+            client_progressed,
+            server_retransmits: server.map_or(0, |s| s.total),
+            stage,
+            now,
+        }
+    }
+
+    /// Claimants other than the MAC the hello went to.
+    pub fn other_claimants(&self) -> Vec<&str> {
+        self.claimants
+            .iter()
+            .map(String::as_str)
+            .filter(|m| Some(*m) != self.egress_mac.as_deref())
+            .collect()
+    }
+
+    pub fn waited_s(&self) -> f64 {
+        (self.now - self.pending.time).num_milliseconds() as f64 / 1000.0
+    }
+
+    /// What was seen, whatever the verdict.
+    fn evidence(&self) -> Vec<String> {
+        let hello = &self.pending.hello;
+        let sni = hello
+            .sni
+            .as_deref()
+            .map(|s| format!(" (SNI {s})"))
+            .unwrap_or_default();
+        let mut ev = vec![format!(
+            "ClientHello {} -> {}{sni} left {} at {} toward MAC {}; no ServerHello after {:.1} s",
+            hello.src,
+            hello.dst,
+            hello.iface,
+            clock(self.pending.time),
+            hello.dst_mac,
+            self.waited_s()
+        )];
+        if self.pending.hops.len() > 1 {
+            let path: Vec<String> = self
+                .pending
+                .hops
+                .iter()
+                .map(|h| format!("{} {} to {}", h.iface, h.direction, h.dst_mac))
+                .collect();
+            ev.push(format!("path through this node: {}", path.join(", ")));
+        }
+        ev.push(match self.stage {
+            Stage::HelloAcked => "the TCP connection was established and the ClientHello was not retransmitted: the server's TCP acknowledged it".to_string(),
+            Stage::HelloSent => format!(
+                "the client retransmitted {} time(s) without progress: the ClientHello was never acknowledged",
+                self.client_retransmits
+            ),
+        });
+        if let Some(r) = &self.snap.route {
+            let via = r
+                .gateway
+                .map(|g| format!(" via gateway {g}"))
+                .unwrap_or_default();
+            ev.push(format!(
+                "route to {}: {}{via} dev {}",
+                r.dst, r.kind, self.dev
+            ));
+        }
+        if let Some(n) = &self.snap.neighbour {
+            let age = n
+                .updated_ago_ms
+                .map(|ms| format!(", updated {:.1} s ago", ms as f64 / 1000.0))
+                .unwrap_or_default();
+            ev.push(format!(
+                "neighbour entry {} dev {}: {} {}{age}",
+                n.ip,
+                n.dev,
+                n.mac.as_deref().unwrap_or("(no MAC)"),
+                n.state
+            ));
+        }
+        match &self.egress_mac {
+            Some(m) => ev.push(format!("the hello left {} toward {m}", self.dev)),
+            None if self.route != Some(RouteKind::Local) => ev.push(format!(
+                "no hook saw the hello leave {} (the device toward the next hop): the MAC in use could not be checked",
+                self.dev
+            )),
+            None => {}
+        }
+        ev.extend(evidence::changes(self.history, &self.next_hop));
+        ev.extend(evidence::claims(self.history, &self.next_hop, self.now));
+        ev.extend(evidence::served(self.history, &self.flow.dst.ip()));
+        if let Some(probe) = &self.snap.probe {
+            let macs = probe.distinct_macs();
+            ev.push(if macs.is_empty() {
+                format!(
+                    "active probe for {} from {} on {}: no answer in {} ms",
+                    self.next_hop, probe.probe_mac, probe.dev, probe.window_ms
+                )
+            } else {
+                format!(
+                    "active probe for {} from {} on {}: answered by {} within {} ms",
+                    self.next_hop,
+                    probe.probe_mac,
+                    probe.dev,
+                    macs.join(" and "),
+                    probe.window_ms
+                )
+            });
+        } else if let Some(why) = &self.snap.probe_skipped {
+            ev.push(format!("no active probe: {why}"));
+        }
+        if self.server_retransmits > 0 {
+            ev.push(format!(
+                "the server retransmitted its side {} times: its answer is being lost on the way",
+                self.server_retransmits
+            ));
+        }
+        ev.extend(
+            self.snap
+                .errors
+                .iter()
+                .map(|e| format!("look-up failed: {e}")),
+        );
+        ev
+    }
+
+    /// The verdict: the first cause whose rule holds, else `unknown` with
+    /// what was ruled out.
+    pub fn judge(&self) -> Diagnosis {
+        let mut d = Diagnosis::new(
+            Symptom::HandshakeUnanswered.as_str(),
+            Cause::Unknown.as_str(),
+            self.flow,
+            String::new(),
+        );
+        d.evidence = self.evidence();
+        d.stage = Some(self.stage.as_str().to_string());
+        d.detected_after_ms = (self.now - self.pending.time).num_milliseconds().max(0) as u64;
+        let judged = causes::endpoint_unreachable::handshake(self, &mut d)
+            || causes::stale_neighbour::judge(self, &mut d)
+            || causes::packet_loss::handshake(self, &mut d)
+            || causes::server_not_responding::judge(self, &mut d);
+        if !judged {
+            causes::unknown::handshake(self, &mut d);
+        }
+        d
+    }
+}
