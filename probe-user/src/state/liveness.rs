@@ -17,7 +17,7 @@ use std::{
 use crate::facts::{Liveness, LivenessOutcome};
 
 /// How long one attempt may wait for a SYN-ACK.
-pub const WINDOW: Duration = Duration::from_millis(1000);
+pub const WINDOW: Duration = Duration::from_millis(700);
 /// A result is reused this long for the same target.
 const REUSE: Duration = Duration::from_secs(2);
 const MAX_TARGETS: usize = 1024;

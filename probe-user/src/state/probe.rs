@@ -6,8 +6,9 @@
 //! reach this host (the switch learned the made-up MAC on our port) but are
 //! not addressed to it: the kernel classes them PACKET_OTHERHOST and drops
 //! them before ARP/NDP sees them, so the entry under investigation stays as
-//! it was. A packet socket still sees them; promiscuous membership makes
-//! sure the NIC passes them up, and is dropped with the socket.
+//! it was. A packet socket still sees them; a unicast membership for the
+//! made-up MAC (not promiscuous mode) makes the NIC pass them up, and is
+//! dropped with the socket. The made-up MAC is drawn once per process.
 //!
 //! - IPv4: an ARP request with sender IP 0.0.0.0 (an RFC 5227 probe) to the
 //!   broadcast address. Holders reply unicast to the sender MAC.
@@ -75,7 +76,7 @@ const RESEND_AFTER: Duration = Duration::from_millis(10);
 /// to open the sockets; never longer.
 pub async fn claimants(dev: &str, ip: IpAddr, window: Duration) -> Result<ProbeResult> {
     let (ifindex, own_mac) = interface(dev).await?;
-    let probe_mac = foreign_mac(&own_mac, random_bytes());
+    let probe_mac = foreign_mac(&own_mac, process_bytes());
     let (ethertype, frame, filter) = match ip {
         IpAddr::V4(v4) => (
             libc::ETH_P_ARP as u16,
@@ -96,7 +97,7 @@ pub async fn claimants(dev: &str, ip: IpAddr, window: Duration) -> Result<ProbeR
         }
     };
     let socket =
-        PacketSocket::open(ifindex, ethertype, filter).map_err(|e| match e.raw_os_error() {
+        PacketSocket::open(ifindex, ethertype, filter, probe_mac).map_err(|e| match e.raw_os_error() {
             Some(libc::EPERM) | Some(libc::EACCES) => ProbeError::Permission(e),
             _ => fail("opening the packet socket")(e),
         })?;
@@ -188,6 +189,13 @@ async fn interface(dev: &str) -> Result<(u32, [u8; 6])> {
         })
         .ok_or_else(|| ProbeError::NoMac(dev.to_string()))?;
     Ok((link.header.index, mac))
+}
+
+/// The random part of the probe MAC, drawn once per process: a switch
+/// learns one stable foreign MAC on our port, not a new one per probe.
+fn process_bytes() -> [u8; 5] {
+    static BYTES: std::sync::OnceLock<[u8; 5]> = std::sync::OnceLock::new();
+    *BYTES.get_or_init(random_bytes)
 }
 
 fn random_bytes() -> [u8; 5] {
@@ -427,8 +435,10 @@ const ADVERT_FILTER: [libc::sock_filter; 6] = [
     insn(RET_K, 0, 0, 0),
 ];
 
-/// AF_PACKET socket bound to one interface and ethertype, promiscuous for
-/// as long as it is open.
+/// AF_PACKET socket bound to one interface and ethertype. It adds the probe
+/// MAC to the interface's unicast filter for as long as it is open (so a
+/// real NIC passes the answers up) without making the interface
+/// promiscuous: its flags are not touched.
 struct PacketSocket {
     fd: OwnedFd,
     ifindex: i32,
@@ -442,7 +452,12 @@ impl AsRawFd for PacketSocket {
 }
 
 impl PacketSocket {
-    fn open(ifindex: u32, ethertype: u16, filter: &[libc::sock_filter]) -> io::Result<Self> {
+    fn open(
+        ifindex: u32,
+        ethertype: u16,
+        filter: &[libc::sock_filter],
+        mac: [u8; 6],
+    ) -> io::Result<Self> {
         let ifindex =
             i32::try_from(ifindex).map_err(|_| io::Error::from_raw_os_error(libc::ENODEV))?;
         // Protocol 0: nothing is queued until bind, so the filter is in place
@@ -485,11 +500,13 @@ impl PacketSocket {
             return Err(io::Error::last_os_error());
         }
 
+        let mut address = [0u8; 8];
+        address[..6].copy_from_slice(&mac);
         let mreq = libc::packet_mreq {
             mr_ifindex: ifindex,
-            mr_type: libc::PACKET_MR_PROMISC as u16,
-            mr_alen: 0,
-            mr_address: [0; 8],
+            mr_type: libc::PACKET_MR_UNICAST as u16,
+            mr_alen: 6,
+            mr_address: address,
         };
         sock.setsockopt(libc::SOL_PACKET, libc::PACKET_ADD_MEMBERSHIP, &mreq)?;
         Ok(sock)
