@@ -19,6 +19,7 @@
 //! - [`tls_bytes`]: a real ClientHello and broken variants.
 //! - [`capture`]: tcpdump as ground truth.
 //! - [`netprobe`]: the binary under test.
+//! - [`verdicts`]: reading a run's JSON stream; netprobe on one lab.
 //! - [`cleanup`]: nothing-left-behind checks.
 
 pub mod background;
@@ -37,6 +38,7 @@ pub mod service_lab;
 pub mod subnet;
 pub mod tls_bytes;
 pub mod tmp;
+pub mod verdicts;
 pub mod wait;
 
 pub use background::{Background, Stream};

@@ -103,6 +103,28 @@ impl ServiceLab {
         self.spod1.teardown();
     }
 
+    /// kube-proxy (nftables mode) balances the Service over both pods: a
+    /// random pick jumps to one endpoint chain, each with its own DNAT.
+    pub fn balance_over_both(&self) {
+        let n = &self.node1;
+        n.exec(["nft", "flush chain ip nat prerouting"]);
+        for (chain, pod) in [("ep1", self.pod1), ("ep2", self.pod2)] {
+            n.exec(["nft", &format!("add chain ip nat {chain}")]);
+            n.exec([
+                "nft",
+                &format!("add rule ip nat {chain} meta l4proto tcp dnat to {pod}"),
+            ]);
+        }
+        n.exec([
+            "nft",
+            &format!(
+                "add rule ip nat prerouting ip daddr {} tcp dport {} numgen random mod 2 vmap {{ 0 : jump ep1, 1 : jump ep2 }}",
+                self.svc.ip(),
+                self.svc.port()
+            ),
+        ]);
+    }
+
     /// kube-proxy re-points the Service at pod2.
     pub fn repoint_to_pod2(&self) {
         self.node1.exec(["nft", "flush chain ip nat prerouting"]);

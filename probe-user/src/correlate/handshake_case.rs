@@ -55,8 +55,8 @@ pub struct HandshakeCase<'a> {
     /// The neighbour entry's MAC and state for the next hop.
     pub entry_mac: Option<String>,
     pub resolution: Option<Resolution>,
-    /// MACs claiming the next hop now: the probe's answers, or without a
-    /// probe the claims seen on the wire within their age limit.
+    /// MACs claiming the next hop now: the probe's answers and the claims
+    /// seen on the wire within their age limit.
     pub claimants: Vec<String>,
     /// Retransmits of the client's flow, and of the server's answer flow.
     pub client_retransmits: u64,
@@ -87,15 +87,15 @@ impl<'a> HandshakeCase<'a> {
             .as_ref()
             .map(|p| p.distinct_macs())
             .unwrap_or_default();
-        let claimants = if snap.probe.is_some() {
-            probed
-        } else {
-            history
-                .recent_claims(&next_hop, now)
-                .into_iter()
-                .map(|c| c.mac.clone())
-                .collect()
-        };
+        // The probe's answers, and what claimed the address on the wire
+        // recently: a proxy-ARP router answers real requests but not the
+        // probe's (sender 0.0.0.0), so neither alone is the whole picture.
+        let mut claimants = probed;
+        for c in history.recent_claims(&next_hop, now) {
+            if !claimants.contains(&c.mac) {
+                claimants.push(c.mac.clone());
+            }
+        }
         let [client, server] = retransmits;
         let client_retransmits = client.map_or(0, |s| s.total);
         let client_progressed = client.is_some_and(|s| s.progressed);

@@ -307,8 +307,12 @@ impl Correlator {
             }
         };
         let cause = Cause::parse(&diagnosis.cause).unwrap_or(Cause::Unknown);
-        if previous.is_some_and(|v| v.cause == Some(cause)) {
-            return None; // looked again, nothing new to say
+        if let Some(v) = &previous {
+            // Looked again: the same cause says nothing new, and a lack of
+            // evidence (`unknown`) does not contradict a named cause.
+            if v.cause == Some(cause) || (cause == Cause::Unknown && v.cause.is_some()) {
+                return None;
+            }
         }
         self.remember(key, Some(cause), now);
         Some(diagnosis)

@@ -45,12 +45,12 @@ impl Series {
 
     /// When the next retransmit of a still-stuck streak is overdue: the RTO
     /// doubles (up to TCP_RTO_MAX), so the next gap is about twice the last;
-    /// half as much again is margin for timer slack.
+    /// a quarter more is margin for timer slack.
     pub fn next_due(&self) -> Option<DateTime<Utc>> {
         let last = *self.times.back()?;
         let gap = *self.intervals_ms().last()?;
         let next = (gap * 2).min(crate::facts::TCP_RTO_MAX_MS as i64);
-        Some(last + chrono::TimeDelta::milliseconds(next * 3 / 2 + 200))
+        Some(last + chrono::TimeDelta::milliseconds(next * 5 / 4 + 100))
     }
 }
 
@@ -112,6 +112,13 @@ impl Storms {
             s.times.pop_front();
         }
         s.times.push_back(time);
+        // A SYN retransmitted twice has waited 3 s for any answer (initial
+        // RTO 1 s, then 2 s): that is already a stall.
+        let threshold = if s.state == "SYN_SENT" {
+            threshold.min(2)
+        } else {
+            threshold
+        };
         if s.streak >= threshold && !s.reported {
             s.reported = true;
             return Some(flow);

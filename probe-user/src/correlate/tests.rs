@@ -294,7 +294,7 @@ fn a_quiet_storm_after_a_verdict_is_recovered() {
     ));
     let (_, diags) = run(&events, &mut c);
     assert_eq!(diags[0].cause, "endpoint_unreachable");
-    assert!(c.quiet_storms(ms(2000)).is_empty(), "not overdue yet");
+    assert!(c.quiet_storms(ms(1500)).is_empty(), "not overdue yet");
     let r = c.quiet_storms(ms(4000));
     assert_eq!(r.len(), 1);
     assert_eq!(r[0].cause, "endpoint_unreachable");
@@ -342,8 +342,10 @@ fn neighbour_that_flapped_back_is_not_blamed() {
     ];
     let (_, diags) = run(&events, &mut c);
     assert_eq!(diags.len(), 1);
-    assert_eq!(diags[0].cause, "server_not_responding");
-    assert!(!diags[0].fix.as_deref().unwrap_or("").contains("neigh del"));
+    // B claimed the address 4 s ago: still a claimant, and nothing tells
+    // which one owns it. Not a stale verdict, no fix.
+    assert_eq!(diags[0].cause, "unknown");
+    assert!(diags[0].fix.is_none());
     assert!(
         diags[0].evidence.iter().any(|e| e.contains("changed at")),
         "history still shown"

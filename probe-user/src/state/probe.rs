@@ -96,11 +96,12 @@ pub async fn claimants(dev: &str, ip: IpAddr, window: Duration) -> Result<ProbeR
             source,
         }
     };
-    let socket =
-        PacketSocket::open(ifindex, ethertype, filter, probe_mac).map_err(|e| match e.raw_os_error() {
-            Some(libc::EPERM) | Some(libc::EACCES) => ProbeError::Permission(e),
-            _ => fail("opening the packet socket")(e),
-        })?;
+    let socket = PacketSocket::open(ifindex, ethertype, filter, probe_mac).map_err(|e| match e
+        .raw_os_error()
+    {
+        Some(libc::EPERM) | Some(libc::EACCES) => ProbeError::Permission(e),
+        _ => fail("opening the packet socket")(e),
+    })?;
     // SAFETY: PacketSocket owns its descriptor, never replaces it and
     // returns that same one from as_raw_fd until dropped with the AsyncFd.
     let socket = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }

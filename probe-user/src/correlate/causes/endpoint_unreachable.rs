@@ -51,7 +51,7 @@ pub fn storm(c: &StormCase, d: &mut Diagnosis) -> bool {
                 ct.orig_dst,
                 match &held {
                     Some(rules) => format!(
-                        ", and this node's NAT rules still send the Service there ({rules}): a stale endpoint"
+                        ", and this node's NAT rules still send the Service there ({rules}): the endpoint itself is down, paused or cut off, or the Service still lists a gone pod"
                     ),
                     None => String::from(
                         "; this node's NAT rules could not confirm whether it is still an endpoint"

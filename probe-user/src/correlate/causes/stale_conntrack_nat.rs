@@ -24,7 +24,8 @@ pub fn judge(c: &StormCase, d: &mut Diagnosis) -> bool {
     let Some(tr) = c.translation else {
         return false;
     };
-    if c.series.progressed || c.series.streak < MIN_STALL || !tr.target_removed() {
+    let stalled = c.series.streak >= MIN_STALL || c.series.state == "SYN_SENT";
+    if c.series.progressed || !stalled || !tr.target_removed() {
         return false;
     }
     let Some(dead) = c.dead_reason() else {
