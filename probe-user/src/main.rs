@@ -7,7 +7,9 @@ use clap::Parser as _;
 use probe_user::{
     capture,
     cli::{Cli, Command},
-    correlate, doctor, netns,
+    correlate, doctor,
+    event::Event,
+    netns,
     output::{Format, Sink},
     privileges, replay, top, trace, tracefs,
 };
@@ -111,14 +113,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 Format::Text
             });
-            for event in &result.diagnoses {
+            // Diagnoses and recoveries in time order, as the live run wrote them.
+            let mut out: Vec<&Event> = result.diagnoses.iter().chain(&result.recovered).collect();
+            out.sort_by_key(|e| e.time);
+            for event in out {
                 sink.emit(event)?;
             }
             eprintln!(
-                "netprobe: replayed {} events: {} diagnoses ({} in the recording)",
+                "netprobe: replayed {} events: {} diagnoses ({} in the recording), {} recovered",
                 result.events,
                 result.diagnoses.len(),
-                result.recorded.len()
+                result.recorded.len(),
+                result.recovered.len()
             );
             Ok(ExitCode::SUCCESS)
         }

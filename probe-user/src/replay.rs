@@ -15,6 +15,8 @@ use crate::{
 pub struct Replayed {
     /// `diagnosis` events, timed by the snapshot that completed them.
     pub diagnoses: Vec<Event>,
+    /// `recovered` events: diagnosed flows that moved again.
+    pub recovered: Vec<Event>,
     /// Diagnoses the recording itself contains, for comparison.
     pub recorded: Vec<Diagnosis>,
     pub events: u64,
@@ -44,19 +46,29 @@ pub fn replay(input: impl BufRead, config: Config) -> anyhow::Result<Replayed> {
             continue;
         }
         // Investigations are ignored: the recorded snapshots answer them.
-        let _ = correlator.tick(event.time);
+        // The clock advances as the live run's did: deadlines, then quiet
+        // storms, then the event.
         let time = event.time;
-        out.diagnoses.extend(
+        let at = |body| Event {
+            time,
+            netns: None,
+            body,
+        };
+        let _ = correlator.tick(time);
+        out.recovered.extend(
             correlator
-                .observe(&event)
-                .diagnoses
+                .quiet_storms(time)
                 .into_iter()
-                .map(|d| Event {
-                    time,
-                    netns: None,
-                    body: EventBody::Diagnosis(Box::new(d)),
-                }),
+                .map(|r| at(EventBody::Recovered(r))),
         );
+        let o = correlator.observe(&event);
+        out.diagnoses.extend(
+            o.diagnoses
+                .into_iter()
+                .map(|d| at(EventBody::Diagnosis(Box::new(d)))),
+        );
+        out.recovered
+            .extend(o.recovered.into_iter().map(|r| at(EventBody::Recovered(r))));
     }
     Ok(out)
 }

@@ -3,13 +3,20 @@
 //! The fixtures in `tests/fixtures/` are `netprobe trace --json` output of
 //! the acceptance tests in `tests/tests/incidents.rs`, recorded with
 //! `NETPROBE_RECORD_FIXTURES=1` and copied here:
-//! - `incident1_v4.jsonl`: stale ARP entry for an HA VIP; the client's
-//!   ClientHello goes to the impostor's MAC; after the fix a second
-//!   ClientHello goes to the owner and is answered.
+//! - `incident1_v4.jsonl`: stale ARP entry for an HA VIP; a handshake
+//!   through the owner's MAC is answered, then the impostor's gratuitous ARP
+//!   moves the entry and the client's ClientHello goes to the impostor's
+//!   MAC; after the fix a ClientHello goes to the owner and is answered.
 //! - `incident2.jsonl`: a client pod's flow stuck on a conntrack DNAT to a
 //!   deleted server pod, seen from the client's node.
 //! - `control.jsonl`: TLS handshakes and a DNATed echo flow over a link with
 //!   20 % random loss each way.
+//! - `trust_pod_silent_server.jsonl` (tests/tests/trust.rs): a pod behind
+//!   the node makes a handshake to a server that accepts and stays silent.
+//! - `trust_dead_endpoint.jsonl`: a new connection to a Service whose NAT
+//!   rule still points at a deleted pod.
+//! - `trust_two_backends.jsonl`: six clients of a two-backend Service, one
+//!   backend pausing 4 s.
 //!
 //! Replaying each must give the verdict the live run gave. The expected
 //! values are read from the wire facts in the stream (ClientHellos,
@@ -120,13 +127,26 @@ fn incident1_stale_arp_replays_to_stale_neighbour_with_both_macs() {
         .filter(|v| v["type"] == "tls_client_hello")
         .collect();
     assert!(
-        hellos.len() >= 2,
-        "{name}: the failing and the fixed ClientHello"
+        hellos.len() >= 3,
+        "{name}: the answered one before the incident, the failing one, the fixed one"
     );
-    // The failing handshake went to the impostor; after the fix the
-    // ClientHello went to the VIP's owner.
-    let failing = hellos[0];
+    // The failing handshake (the one no ServerHello answered) went to the
+    // impostor; before the incident and after the fix the ClientHellos went
+    // to the VIP's owner.
+    let answered = |h: &Value| {
+        stream.iter().any(|v| {
+            v["type"] == "tls_server_hello" && v["src"] == h["dst"] && v["dst"] == h["src"]
+        })
+    };
+    let failing = *hellos
+        .iter()
+        .find(|h| !answered(h))
+        .unwrap_or_else(|| panic!("{name}: no unanswered ClientHello"));
     let fixed = hellos[hellos.len() - 1];
+    assert!(
+        answered(hellos[0]) && answered(fixed),
+        "{name}: owner's handshakes answered"
+    );
     let vip = endpoint(&failing["dst"]).ip();
     let impostor = failing["dst_mac"].as_str().unwrap().to_string();
     let owner = fixed["dst_mac"].as_str().unwrap().to_string();
@@ -222,6 +242,44 @@ fn control_loss_replays_without_a_stale_state_verdict() {
     assert_same_as_live(name, &got, &recorded);
 }
 
+#[test]
+fn pod_to_a_silent_server_replays_to_server_not_responding() {
+    let name = "trust_pod_silent_server";
+    let (got, recorded) = replayed(name);
+    let d = got
+        .iter()
+        .find(|d| d.symptom == "tls_handshake_unanswered")
+        .unwrap_or_else(|| panic!("{name}: no handshake verdict: {got:#?}"));
+    assert_eq!(d.cause, "server_not_responding", "{d:#?}");
+    assert!(!got.iter().any(is_stale), "{got:#?}");
+    assert_same_as_live(name, &got, &recorded);
+}
+
+#[test]
+fn dead_endpoint_replays_to_endpoint_unreachable_without_conntrack_delete() {
+    let name = "trust_dead_endpoint";
+    let (got, recorded) = replayed(name);
+    let d = got
+        .iter()
+        .find(|d| d.symptom == "retransmit_storm")
+        .unwrap_or_else(|| panic!("{name}: no storm verdict: {got:#?}"));
+    assert_eq!(d.cause, "endpoint_unreachable", "{d:#?}");
+    assert!(!d.fix.as_deref().unwrap_or("").contains("conntrack -D"));
+    assert_same_as_live(name, &got, &recorded);
+}
+
+#[test]
+fn two_backends_with_a_pause_replay_without_a_stale_verdict() {
+    let name = "trust_two_backends";
+    let (got, recorded) = replayed(name);
+    assert!(!got.iter().any(is_stale), "{got:#?}");
+    assert!(
+        got.iter()
+            .all(|d| !d.fix.as_deref().unwrap_or("").contains("conntrack -D"))
+    );
+    assert_same_as_live(name, &got, &recorded);
+}
+
 // ---------------------------------------------------------------------------
 // The fixtures hold nothing from outside the lab.
 // ---------------------------------------------------------------------------
@@ -264,7 +322,14 @@ fn is_lab(ip: &IpAddr) -> bool {
 
 #[test]
 fn fixtures_name_only_lab_addresses() {
-    for name in ["incident1_v4", "incident2", "control"] {
+    for name in [
+        "incident1_v4",
+        "incident2",
+        "control",
+        "trust_pod_silent_server",
+        "trust_dead_endpoint",
+        "trust_two_backends",
+    ] {
         let mut ips = Vec::new();
         for v in lines(name) {
             addresses_in(&v, &mut ips);
