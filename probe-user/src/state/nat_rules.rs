@@ -135,7 +135,7 @@ pub fn translation(rules: &[Rule], service: SocketAddr, target: SocketAddr) -> T
         ..Default::default()
     };
     for r in rules {
-        if r.matches.iter().any(|m| *m == svc) && !t.service_rules.contains(&r.location) {
+        if r.matches.contains(&svc) && !t.service_rules.contains(&r.location) {
             t.service_rules.push(r.location.clone());
         }
         if !r.dnat {
@@ -248,18 +248,16 @@ pub fn parse_rule(payload: &[u8]) -> Option<Rule> {
                     .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
                 rule.dnat |= ty == Some(NFT_NAT_DNAT);
             }
-            "target" => {
-                if attr(data, NFTA_TARGET_NAME).map(string).as_deref() == Some("DNAT") {
-                    rule.dnat = true;
-                    let rev = attr(data, NFTA_TARGET_REV)
-                        .and_then(|v| v.get(..4))
-                        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-                        .unwrap_or(0);
-                    if let Some(ip) =
-                        attr(data, NFTA_TARGET_INFO).and_then(|info| xt_dnat_min(info, rev, family))
-                    {
-                        rule.dnat_to.push(ip);
-                    }
+            "target" if attr(data, NFTA_TARGET_NAME).map(string).as_deref() == Some("DNAT") => {
+                rule.dnat = true;
+                let rev = attr(data, NFTA_TARGET_REV)
+                    .and_then(|v| v.get(..4))
+                    .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                    .unwrap_or(0);
+                if let Some(ip) =
+                    attr(data, NFTA_TARGET_INFO).and_then(|info| xt_dnat_min(info, rev, family))
+                {
+                    rule.dnat_to.push(ip);
                 }
             }
             _ => {}

@@ -7,6 +7,7 @@
 //!   NAT the flow to it again, or kill a healthy connection);
 //! - dead: it fails a fresh connection from this node, or has no route or
 //!   next hop (a paused backend fails this too, hence "removed" as well).
+//!
 //! Other flows to the Service going elsewhere is support, never proof:
 //! several healthy backends do that all the time.
 

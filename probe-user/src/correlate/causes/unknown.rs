@@ -41,13 +41,13 @@ pub fn handshake(c: &HandshakeCase, d: &mut Diagnosis) {
 
 pub fn storm(c: &StormCase, d: &mut Diagnosis) {
     let mut notes: Vec<String> = Vec::new();
-    if let Some(l) = c.snap.liveness.as_ref() {
-        if l.outcome == LivenessOutcome::Accepted {
-            notes.push(format!(
-                "{} accepts fresh connections from this node, so it is alive",
-                l.addr
-            ));
-        }
+    if let Some(l) = c.snap.liveness.as_ref()
+        && l.outcome == LivenessOutcome::Accepted
+    {
+        notes.push(format!(
+            "{} accepts fresh connections from this node, so it is alive",
+            l.addr
+        ));
     }
     match (c.nat, c.translation) {
         (Some(_), Some(t)) if t.target_removed() => notes.push(format!(
