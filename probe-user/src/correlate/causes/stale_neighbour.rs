@@ -51,7 +51,7 @@ pub fn judge(c: &HandshakeCase, d: &mut Diagnosis) -> bool {
         let o = by_other.expect("decisive needs a handshake through another MAC");
         d.cause = Cause::StaleNeighbour.as_str().into();
         d.summary = format!(
-            "TLS handshake to {dst} is going to {used}, but handshakes to it completed through {} and {other_list} claim(s) {hop}: the ARP/ND entry points at the wrong owner",
+            "TLS handshake to {dst} is going to {used}, but handshakes to it were answered through {}, which also claims {hop}: the ARP/ND entry points at the wrong owner",
             o.mac
         );
         d.evidence.push(format!(
