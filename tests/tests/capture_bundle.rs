@@ -192,15 +192,6 @@ fn incident1_until_diagnosis_bundle_shows_the_client_hello_and_replays_to_stale_
     owner.add_ip(vip.into());
     let _server = TlsServer::start(owner, vip.into(), API_PORT);
     assert!(client.ping(vip.into()), "client reaches the VIP");
-    let ok = curl_https(client, vip.into(), API_PORT, API_NAME, secs(5.0));
-    assert_eq!(
-        ok.http_code,
-        Some(200),
-        "before the incident: {}",
-        ok.report
-    );
-    impostor.add_ip(vip.into());
-    let _hole = BlackHole::start(impostor, vip.into(), API_PORT);
 
     let tmp = TempDir::new();
     let dir = tmp.join("b");
@@ -217,6 +208,17 @@ fn incident1_until_diagnosis_bundle_shows_the_client_hello_and_replays_to_stale_
         "3s".as_ref(),
     ]);
     np.wait_ready(READY_TIMEOUT).expect("capture ready");
+    // Before the incident, while capturing: a handshake answered through
+    // the owner, the evidence that later tells the owner from the impostor.
+    let ok = curl_https(client, vip.into(), API_PORT, API_NAME, secs(5.0));
+    assert_eq!(
+        ok.http_code,
+        Some(200),
+        "before the incident: {}",
+        ok.report
+    );
+    impostor.add_ip(vip.into());
+    let _hole = BlackHole::start(impostor, vip.into(), API_PORT);
     // Poisoned while capturing: the gratuitous ARP is in the pcapng too.
     poison(client, impostor, vip);
     let bad = curl_https(client, vip.into(), API_PORT, API_NAME, secs(10.0));
