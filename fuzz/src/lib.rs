@@ -97,6 +97,7 @@ fn check_decoded(bytes: &[u8], record: &Record) {
         Record::Tls(r) => decode::to_bytes(&**r),
         Record::Arp(r) => decode::to_bytes(r),
         Record::Packet(r) => decode::to_bytes(&**r),
+        Record::Drop(r) => decode::to_bytes(r),
     };
     assert_eq!(
         usize::from(record.header().size),
@@ -141,6 +142,7 @@ fn event_name(body: &EventBody) -> String {
         EventBody::Diagnosis(d) => format!("diagnosis {}", d.cause),
         EventBody::TlsHop(h) => format!("tls_hop {}", h.direction),
         EventBody::Recovered(r) => format!("recovered {}", r.cause),
+        EventBody::Drop(d) => format!("drop {}", d.reason),
     }
 }
 

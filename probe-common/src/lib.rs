@@ -18,8 +18,11 @@ pub mod kind {
     pub const RESET: u16 = 5;
     /// A packet copy for capture bundles (capture mode only).
     pub const PACKET: u16 = 6;
+    /// Drops of an armed flow's packets (`skb/kfree_skb`), aggregated in the
+    /// kernel: one [`super::DropRecord`] at counts 1, 2, 4, 8, ...
+    pub const DROP: u16 = 7;
     /// One past the highest kind: sizes the per-kind loss counters.
-    pub const COUNT: u32 = 7;
+    pub const COUNT: u32 = 8;
 }
 
 /// Packet direction on a TC hook.
@@ -202,6 +205,35 @@ pub struct FlowKey {
     pub _pad: [u8; 3],
 }
 
+/// Flows userspace armed for drop accounting, both directions.
+pub const MAX_ARMED: u32 = 4096;
+/// (flow, reason, netns) drop counters kept in the kernel.
+pub const MAX_DROP_KEYS: u32 = 8192;
+
+/// Key of the in-kernel drop counters: one flow direction, one reason,
+/// one namespace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropKey {
+    pub flow: FlowKey,
+    /// enum skb_drop_reason.
+    pub reason: u32,
+    /// Inode of the namespace of the device (or socket) the packet was on.
+    pub netns: u32,
+}
+
+/// A drop of an armed flow's packet: the count so far for its key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropRecord {
+    pub header: RecordHeader,
+    /// Kernel text address of the dropping function (`location`).
+    pub location: u64,
+    pub key: DropKey,
+    pub count: u32,
+    pub _pad: u32,
+}
+
 /// Byte range of a handshake record still to come on a flow.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -222,6 +254,15 @@ pub struct KernelOffsets {
     /// `tcp_sock.snd_una` and `tcp_sock.snd_nxt`.
     pub tcp_snd_una: u32,
     pub tcp_snd_nxt: u32,
+    /// `sk_buff.head` (pointer), `.network_header` and `.transport_header`
+    /// (u16 offsets from head), `.dev` and `.sk` (pointers).
+    pub skb_head: u32,
+    pub skb_network_header: u32,
+    pub skb_transport_header: u32,
+    pub skb_dev: u32,
+    pub skb_sk: u32,
+    /// `net_device.nd_net.net` (pointer to `struct net`).
+    pub netdev_net: u32,
 }
 
 const _: () = assert!(size_of::<RecordHeader>() == 16);
@@ -231,7 +272,9 @@ const _: () = assert!(size_of::<ArpRecord>() == 80);
 const _: () = assert!(size_of::<TlsRecord>() == 80 + TLS_CAPTURE);
 const _: () = assert!(size_of::<PacketRecord>() == 32 + PACKET_CAPTURE);
 const _: () = assert!(size_of::<FlowKey>() == 40);
-const _: () = assert!(size_of::<KernelOffsets>() == 16);
+const _: () = assert!(size_of::<KernelOffsets>() == 40);
+const _: () = assert!(size_of::<DropKey>() == 48);
+const _: () = assert!(size_of::<DropRecord>() == 80);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -239,4 +282,5 @@ mod pod {
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FollowState {}
     unsafe impl aya::Pod for super::KernelOffsets {}
+    unsafe impl aya::Pod for super::DropKey {}
 }

@@ -5,6 +5,7 @@
 
 mod capture;
 mod classifier;
+mod drop;
 mod emit;
 mod maps;
 mod neigh;
@@ -35,6 +36,12 @@ pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn neigh_update(ctx: TracePointContext) -> u32 {
     neigh::handle(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn skb_kfree(ctx: TracePointContext) -> u32 {
+    drop::handle(&ctx);
     0
 }
 

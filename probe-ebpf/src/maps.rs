@@ -4,7 +4,9 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use probe_common::{FlowKey, FollowState, KernelOffsets, MAX_PORTS, kind};
+use probe_common::{
+    DropKey, FlowKey, FollowState, KernelOffsets, MAX_ARMED, MAX_DROP_KEYS, MAX_PORTS, kind,
+};
 
 /// Every record goes through this one buffer; userspace may resize it.
 #[map]
@@ -22,6 +24,15 @@ pub static PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_PORTS, 0);
 #[map]
 pub static FOLLOW: LruHashMap<FlowKey, FollowState> = LruHashMap::with_max_entries(4096, 0);
 
+/// Flows under suspicion (value unused), both directions, set by userspace
+/// when a symptom starts: only their drops are counted.
+#[map]
+pub static ARMED: LruHashMap<FlowKey, u8> = LruHashMap::with_max_entries(MAX_ARMED, 0);
+
+/// Drops of armed flows by (flow, reason, netns).
+#[map]
+pub static DROPS: LruHashMap<DropKey, u32> = LruHashMap::with_max_entries(MAX_DROP_KEYS, 0);
+
 /// Structure offsets userspace found in the kernel's BTF (0 = unknown).
 #[unsafe(no_mangle)]
 static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
@@ -29,6 +40,12 @@ static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     net_inum: 0,
     tcp_snd_una: 0,
     tcp_snd_nxt: 0,
+    skb_head: 0,
+    skb_network_header: 0,
+    skb_transport_header: 0,
+    skb_dev: 0,
+    skb_sk: 0,
+    netdev_net: 0,
 };
 
 /// 1 when the loader wants packet copies (`netprobe capture`).

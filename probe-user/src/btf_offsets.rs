@@ -57,6 +57,13 @@ pub fn from_btf(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         net_inum: member_offset(btf, "net", &["ns", "inum"])?,
         tcp_snd_una: member_offset(btf, "tcp_sock", &["snd_una"])?,
         tcp_snd_nxt: member_offset(btf, "tcp_sock", &["snd_nxt"])?,
+        skb_head: member_offset(btf, "sk_buff", &["head"])?,
+        skb_network_header: member_offset(btf, "sk_buff", &["network_header"])?,
+        skb_transport_header: member_offset(btf, "sk_buff", &["transport_header"])?,
+        skb_dev: member_offset(btf, "sk_buff", &["dev"])?,
+        skb_sk: member_offset(btf, "sk_buff", &["sk"])?,
+        // nd_net is possible_net_t, a struct wrapping the `struct net *`.
+        netdev_net: member_offset(btf, "net_device", &["nd_net", "net"])?,
     })
 }
 

@@ -8,7 +8,7 @@
 use std::mem::size_of;
 
 use probe_common::{
-    ArpRecord, NeighRecord, PacketRecord, RecordHeader, TcpRecord, TlsRecord, kind,
+    ArpRecord, DropRecord, NeighRecord, PacketRecord, RecordHeader, TcpRecord, TlsRecord, kind,
 };
 use thiserror::Error;
 
@@ -21,6 +21,7 @@ pub enum Record {
     Tls(Box<TlsRecord>),
     Arp(ArpRecord),
     Packet(Box<PacketRecord>),
+    Drop(DropRecord),
 }
 
 impl Record {
@@ -31,6 +32,7 @@ impl Record {
             Record::Tls(r) => &r.header,
             Record::Arp(r) => &r.header,
             Record::Packet(r) => &r.header,
+            Record::Drop(r) => &r.header,
         }
     }
 }
@@ -63,6 +65,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         kind::TLS => size_of::<TlsRecord>(),
         kind::ARP => size_of::<ArpRecord>(),
         kind::PACKET => size_of::<PacketRecord>(),
+        kind::DROP => size_of::<DropRecord>(),
         other => return Err(DecodeError::UnknownKind(other)),
     };
     // The ring buffer may round up; the header must still agree with the type.
@@ -84,6 +87,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         kind::NEIGHBOUR => Record::Neighbour(read(bytes).ok_or_else(mismatch)?),
         kind::TLS => Record::Tls(Box::new(read(bytes).ok_or_else(mismatch)?)),
         kind::PACKET => Record::Packet(Box::new(read(bytes).ok_or_else(mismatch)?)),
+        kind::DROP => Record::Drop(read(bytes).ok_or_else(mismatch)?),
         _ => Record::Arp(read(bytes).ok_or_else(mismatch)?),
     })
 }

@@ -107,6 +107,8 @@ pub struct Enricher {
     tc_netns: Option<u32>,
     retransmits: FlowCounts,
     tls: Reassembler,
+    /// skb drop reason names of this kernel, by value.
+    drop_reasons: HashMap<u32, String>,
 }
 
 pub fn socket_addr(family: u8, addr: &[u8; 16], port: u16) -> SocketAddr {
@@ -151,7 +153,14 @@ impl Enricher {
             tc_netns,
             retransmits: FlowCounts::new(100_000),
             tls: Reassembler::default(),
+            drop_reasons: HashMap::new(),
         }
+    }
+
+    /// Names for `drop` events' reasons (see `tracefs::drop_reasons`).
+    pub fn with_drop_reasons(mut self, names: HashMap<u32, String>) -> Self {
+        self.drop_reasons = names;
+        self
     }
 
     /// Wall-clock time of a kernel timestamp.
@@ -188,6 +197,7 @@ impl Enricher {
             Record::Neighbour(r) => (neighbour(r), None),
             Record::Arp(r) => (arp(r, ifaces), self.tc_netns),
             Record::Tls(r) => (self.tls(r, ifaces)?, self.tc_netns),
+            Record::Drop(r) => (self.drop(r), (r.key.netns != 0).then_some(r.key.netns)),
             // Packet copies are not events; the pipeline hands them out.
             Record::Packet(_) => return None,
         };
@@ -195,6 +205,21 @@ impl Enricher {
             body,
             time: self.clock.wall(ts),
             netns,
+        })
+    }
+
+    fn drop(&self, r: &probe_common::DropRecord) -> EventBody {
+        let f = &r.key.flow;
+        EventBody::Drop(event::Drop {
+            src: socket_addr(f.family, &f.saddr, f.sport),
+            dst: socket_addr(f.family, &f.daddr, f.dport),
+            reason: self
+                .drop_reasons
+                .get(&r.key.reason)
+                .cloned()
+                .unwrap_or_else(|| format!("REASON_{}", r.key.reason)),
+            count: r.count,
+            location: format!("0x{:x}", r.location),
         })
     }
 

@@ -39,6 +39,21 @@ pub enum EventBody {
     TlsHop(TlsHop),
     /// A diagnosed flow made progress again.
     Recovered(Recovered),
+    /// This kernel dropped packets of a flow under suspicion.
+    Drop(Drop),
+}
+
+/// Drops of one flow direction for one reason, counted in the kernel; a
+/// `drop` event is written at counts 1, 2, 4, 8, ...
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Drop {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    /// The kernel's skb drop reason as tracefs prints it (`NETFILTER_DROP`).
+    pub reason: String,
+    pub count: u32,
+    /// Kernel text address of the function that dropped it.
+    pub location: String,
 }
 
 /// One more hook a TLS handshake segment crossed.
@@ -101,6 +116,14 @@ pub struct Snapshot {
     /// A fresh connection attempt to the NAT target (or destination).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub liveness: Option<crate::facts::Liveness>,
+    /// Inode of the namespace the look-ups ran in (the node's): only drops
+    /// in it are this node's evidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_netns: Option<u32>,
+    /// Rules of this node's ruleset that drop and match the flow's
+    /// addresses or ports (`family table chain: ...`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drop_rules: Vec<String>,
     /// Why no active probe was sent (`--no-probe`, rate limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe_skipped: Option<String>,
@@ -137,6 +160,8 @@ impl Diagnosis {
             service: None,
             nat_target: None,
             stage: None,
+            drop_reason: None,
+            rule: None,
             detected_after_ms: 0,
         }
     }
@@ -173,6 +198,11 @@ pub struct Diagnosis {
     /// Handshake symptoms: where it stalled (`hello_sent`, `hello_acked`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage: Option<String>,
+    /// kernel_drop: the skb drop reason, and the rule that holds the drop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
     /// Milliseconds from the first sign of trouble to this diagnosis.
     pub detected_after_ms: u64,
 }

@@ -169,6 +169,9 @@ async fn handshake(flow: FlowRef, iface: &str) -> Snapshot {
         flow: Some(flow),
         ..Default::default()
     };
+    snap.node_netns = crate::netns::current_inode();
+    let rules = read_rules(&mut snap).await;
+    snap.drop_rules = nat_rules::drop_rules(&rules, flow.src, flow.dst);
     let (hop, dev) = next_hop(flow.dst.ip(), Some(iface), &mut snap).await;
     let dev = dev.unwrap_or_else(|| iface.to_string());
     // A local route (an address this node holds) has no neighbour to ask.
@@ -234,6 +237,10 @@ async fn storm(flow: FlowRef, socket_netns: Option<u32>) -> Snapshot {
         }
     };
     let ours = crate::netns::current_inode();
+    snap.node_netns = ours;
+    // The ruleset: what drops the flow here, and where NAT sends it.
+    let rules = read_rules(&mut snap).await;
+    snap.drop_rules = nat_rules::drop_rules(&rules, flow.src, flow.dst);
     if snap.conntrack.is_none() && socket_netns.is_some() && socket_netns != ours {
         snap.foreign_netns = socket_netns;
         return snap;
@@ -243,14 +250,25 @@ async fn storm(flow: FlowRef, socket_netns: Option<u32>) -> Snapshot {
     // does it answer a fresh connection from here?
     if let Some(ct) = snap.conntrack.clone().filter(|c| c.is_dnat()) {
         let (service, target) = (ct.orig_dst, ct.reply_src);
-        match tokio::task::spawn_blocking(nat_rules::read).await {
-            Ok(Ok(rules)) => {
-                snap.translation = Some(nat_rules::translation(&rules, service, target))
-            }
-            Ok(Err(e)) => failed(&mut snap, format!("NAT rules: {e}")),
-            Err(e) => failed(&mut snap, format!("NAT rules task: {e}")),
+        if !rules.is_empty() {
+            snap.translation = Some(nat_rules::translation(&rules, service, target));
         }
         snap.liveness = Some(liveness::check(target).await);
     }
     snap
+}
+
+/// This namespace's nftables rules; empty (and said) when unreadable.
+async fn read_rules(snap: &mut Snapshot) -> Vec<nat_rules::Rule> {
+    match tokio::task::spawn_blocking(nat_rules::read).await {
+        Ok(Ok(rules)) => rules,
+        Ok(Err(e)) => {
+            failed(snap, format!("nftables rules: {e}"));
+            Vec::new()
+        }
+        Err(e) => {
+            failed(snap, format!("nftables rules task: {e}"));
+            Vec::new()
+        }
+    }
 }

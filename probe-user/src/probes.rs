@@ -12,7 +12,27 @@ use aya::{
     programs::{SchedClassifier, TcAttachType, TracePoint, tc},
 };
 use log::debug;
-use probe_common::{KernelOffsets, kind};
+use probe_common::{AF_INET, AF_INET6, FlowKey, KernelOffsets, kind};
+
+/// The kernel's key for one direction of a flow (ports in host order).
+fn flow_key(src: std::net::SocketAddr, dst: std::net::SocketAddr) -> FlowKey {
+    let bytes = |ip: std::net::IpAddr| {
+        let mut b = [0u8; 16];
+        match ip {
+            std::net::IpAddr::V4(a) => b[..4].copy_from_slice(&a.octets()),
+            std::net::IpAddr::V6(a) => b = a.octets(),
+        }
+        b
+    };
+    FlowKey {
+        saddr: bytes(src.ip()),
+        daddr: bytes(dst.ip()),
+        sport: src.port(),
+        dport: dst.port(),
+        family: if src.is_ipv4() { AF_INET } else { AF_INET6 },
+        _pad: [0; 3],
+    }
+}
 
 /// The compiled eBPF object, built by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe"));
@@ -21,6 +41,7 @@ pub const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("tcp_retransmit", "tcp", "tcp_retransmit_skb"),
     ("tcp_receive_reset", "tcp", "tcp_receive_reset"),
     ("neigh_update", "neigh", "neigh_update"),
+    ("skb_kfree", "skb", "kfree_skb"),
 ];
 pub const CLASSIFIERS: &[(&str, TcAttachType)] = &[
     ("tc_ingress", TcAttachType::Ingress),
@@ -89,6 +110,21 @@ impl Probes {
             ebpf,
             attached: HashMap::new(),
         })
+    }
+
+    /// Counts this flow's drops from now on, both directions (an LRU map:
+    /// old flows fall out by themselves).
+    pub fn arm(
+        &mut self,
+        src: std::net::SocketAddr,
+        dst: std::net::SocketAddr,
+    ) -> anyhow::Result<()> {
+        let mut armed: aya::maps::HashMap<_, FlowKey, u8> =
+            aya::maps::HashMap::try_from(self.ebpf.map_mut("ARMED").context("map ARMED missing")?)?;
+        for (a, b) in [(src, dst), (dst, src)] {
+            armed.insert(flow_key(a, b), 1, 0)?;
+        }
+        Ok(())
     }
 
     pub fn ring_buffer(&mut self) -> anyhow::Result<RingBuf<MapData>> {

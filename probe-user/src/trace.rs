@@ -59,6 +59,7 @@ const KIND_NAMES: [&str; kind::COUNT as usize] = [
     "arp",
     "reset",
     "packet",
+    "drop",
 ];
 
 /// Whether the session goes on after a consumer call.
@@ -161,6 +162,9 @@ impl Tracer<'_> {
     fn publish(&mut self, event: &Event) -> std::io::Result<Flow> {
         let mut flow = self.sink.event(event)?;
         let out = self.correlator.observe(event);
+        for flow in &out.arm {
+            self.arm(*flow);
+        }
         out.investigations
             .into_iter()
             .for_each(|inv| self.investigate(inv));
@@ -197,7 +201,18 @@ impl Tracer<'_> {
         Ok(Flow::Continue)
     }
 
-    fn investigate(&self, inv: Investigation) {
+    /// Counts the flow's drops in the kernel from now on.
+    fn arm(&mut self, flow: crate::event::FlowRef) {
+        if let Err(e) = self.probes.arm(flow.src, flow.dst) {
+            log::debug!("arming {} -> {} for drops: {e:#}", flow.src, flow.dst);
+        }
+    }
+
+    fn investigate(&mut self, inv: Investigation) {
+        let flow = match &inv {
+            Investigation::Handshake { flow, .. } | Investigation::Storm { flow, .. } => *flow,
+        };
+        self.arm(flow);
         let tx = self.snapshots.clone();
         let permits = self.permits.clone();
         tokio::spawn(async move {
@@ -297,7 +312,10 @@ pub async fn session(
             .collect(),
         wanted: args.ifaces.clone(),
         probes,
-        pipeline: Pipeline::new(Enricher::new(Clock::system(), tc_netns)),
+        pipeline: Pipeline::new(
+            Enricher::new(Clock::system(), tc_netns)
+                .with_drop_reasons(crate::tracefs::drop_reasons()),
+        ),
         sink: consumer,
         correlator: Correlator::new(correlate::Config {
             handshake_timeout: args.handshake_timeout,

@@ -40,6 +40,15 @@ pub const EXPECTED: &[(&str, &[Field])] = &[
         ],
     ),
     (
+        "skb/kfree_skb",
+        &[
+            ("skbaddr", 8, 8),
+            ("location", 16, 8),
+            ("protocol", 32, 2),
+            ("reason", 36, 4),
+        ],
+    ),
+    (
         "neigh/neigh_update",
         &[
             ("family", 8, 4),
@@ -179,5 +188,45 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("no field nope"), "{err}");
+    }
+}
+
+/// `enum skb_drop_reason` names by value, from the `__print_symbolic` list in
+/// a tracepoint's format (`{ 12, "NETFILTER_DROP" }, ...`).
+pub fn symbolic_names(format: &str) -> std::collections::HashMap<u32, String> {
+    let mut out = std::collections::HashMap::new();
+    let Some(start) = format.find("__print_symbolic(") else {
+        return out;
+    };
+    for part in format[start..].split('{').skip(1) {
+        let Some((num, rest)) = part.split_once(',') else {
+            continue;
+        };
+        let Ok(n) = num.trim().parse::<u32>() else {
+            continue;
+        };
+        if let Some(name) = rest.split('"').nth(1) {
+            out.insert(n, name.to_string());
+        }
+    }
+    out
+}
+
+/// Drop reason names of this kernel (empty when tracefs is unreadable).
+pub fn drop_reasons() -> std::collections::HashMap<u32, String> {
+    std::fs::read_to_string(format!("{ROOT}/events/skb/kfree_skb/format"))
+        .map(|f| symbolic_names(&f))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod symbolic_tests {
+    #[test]
+    fn drop_reason_names_are_read_from_the_format() {
+        let f = r#"print fmt: "reason: %s", __print_symbolic(REC->reason, { 2, "NOT_SPECIFIED" }, { 12, "NETFILTER_DROP" }, { 129, "MAX" })"#;
+        let m = super::symbolic_names(f);
+        assert_eq!(m.get(&12).map(String::as_str), Some("NETFILTER_DROP"));
+        assert_eq!(m.len(), 3);
+        assert!(super::symbolic_names("no list").is_empty());
     }
 }

@@ -221,6 +221,18 @@ impl Lab {
         host
     }
 
+    /// A pod behind a node, Calico-style: the node's end of the pod's veth
+    /// has the MAC ee:ee:ee:ee:ee:ee and routes for the pod; the pod's
+    /// default route points at it; the node forwards. Returns the pod's host.
+    pub fn pod_behind(&mut self, node: &Host, pod: &Arc<Netns>) -> Host {
+        let (node_side, pod_host) = self.connect(&node.ns, pod);
+        node.ns
+            .ip(["link", "set", &node_side.ifname, "address", CALICO_MAC]);
+        node.ns.sysctl("net.ipv4.ip_forward", "1");
+        pod_host.route("default", node_side.ipv4.into());
+        pod_host
+    }
+
     /// Deletes every namespace now (also done on drop).
     pub fn teardown(&mut self) {
         // Kill-and-delete each; a failure is reported and the rest still go.
@@ -229,6 +241,9 @@ impl Lab {
         }
     }
 }
+
+/// Calico's gateway MAC on every pod veth of a node.
+pub const CALICO_MAC: &str = "ee:ee:ee:ee:ee:ee";
 
 impl Drop for Lab {
     fn drop(&mut self) {

@@ -26,12 +26,11 @@
 
 use std::{
     net::{IpAddr, SocketAddr},
-    sync::Arc,
     time::Instant,
 };
 
 use netprobe_tests::{
-    Host, Lab, Netns, ServiceLab,
+    Lab, ServiceLab,
     peers::{BlackHole, EchoServer, LineClient, TlsServer, curl_https},
     poll_until, require_root, secs,
     verdicts::{Trace, ep, event_time, is_type, mentions_lab, str_list},
@@ -41,8 +40,6 @@ use serde_json::Value;
 const API_PORT: u16 = 6443;
 const API_NAME: &str = "kubernetes";
 const SVC_PORT: u16 = 8000;
-/// Calico's gateway MAC on every pod veth of the node.
-const CALICO_MAC: &str = "ee:ee:ee:ee:ee:ee";
 
 /// One broadcast ARP request for TARGET out of IFNAME, from SENDER_IP and a
 /// made-up SENDER_MAC: every host that answers for TARGET replies to that
@@ -98,19 +95,6 @@ fn show(d: &Value) -> String {
     )
 }
 
-/// A node with a pod behind it, Calico-style: the node's end of the pod's
-/// veth has the MAC ee:ee:ee:ee:ee:ee and routes for the pod; the pod's
-/// default route points at it. Returns (node's uplink host, pod host).
-fn pod_behind(lab: &mut Lab, node_uplink: &Host, pod: &Arc<Netns>) -> Host {
-    let (node_side, pod_host) = lab.connect(&node_uplink.ns, pod);
-    node_uplink
-        .ns
-        .ip(["link", "set", &node_side.ifname, "address", CALICO_MAC]);
-    node_uplink.ns.sysctl("net.ipv4.ip_forward", "1");
-    pod_host.route("default", node_side.ipv4.into());
-    pod_host
-}
-
 #[test]
 fn pod_behind_the_node_to_a_silent_server_is_the_server_not_the_neighbour() {
     require_root();
@@ -119,7 +103,7 @@ fn pod_behind_the_node_to_a_silent_server_is_the_server_not_the_neighbour() {
     let seg = lab.bridge_segment(2);
     let (node, server) = (seg.host(0).clone(), seg.host(1).clone());
     let pod_ns = lab.namespace("pod");
-    let pod = pod_behind(&mut lab, &node, &pod_ns);
+    let pod = lab.pod_behind(&node, &pod_ns);
     // The server routes the pod network back through the node.
     let o = pod.ipv4.octets();
     server.route(
@@ -175,7 +159,7 @@ fn a_vip_held_by_this_node_never_blames_a_neighbour() {
     let seg = lab.bridge_segment(1);
     let node = seg.host(0).clone();
     let pod_ns = lab.namespace("pod");
-    let pod = pod_behind(&mut lab, &node, &pod_ns);
+    let pod = lab.pod_behind(&node, &pod_ns);
     // kube-vip style: the VIP on the node itself, a wedged API server on it.
     let vip: IpAddr = seg.vip(0).into();
     node.ns

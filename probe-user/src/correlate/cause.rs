@@ -10,16 +10,18 @@ pub enum Cause {
     EndpointUnreachable,
     ServerNotResponding,
     PacketLoss,
+    KernelDrop,
     Unknown,
 }
 
 impl Cause {
-    pub const ALL: [Cause; 6] = [
+    pub const ALL: [Cause; 7] = [
         Cause::StaleNeighbour,
         Cause::StaleConntrackNat,
         Cause::EndpointUnreachable,
         Cause::ServerNotResponding,
         Cause::PacketLoss,
+        Cause::KernelDrop,
         Cause::Unknown,
     ];
 
@@ -30,6 +32,7 @@ impl Cause {
             Cause::EndpointUnreachable => "endpoint_unreachable",
             Cause::ServerNotResponding => "server_not_responding",
             Cause::PacketLoss => "packet_loss",
+            Cause::KernelDrop => "kernel_drop",
             Cause::Unknown => "unknown",
         }
     }
@@ -43,7 +46,10 @@ impl Cause {
     pub fn is_settled(self) -> bool {
         matches!(
             self,
-            Cause::StaleNeighbour | Cause::StaleConntrackNat | Cause::ServerNotResponding
+            Cause::StaleNeighbour
+                | Cause::StaleConntrackNat
+                | Cause::ServerNotResponding
+                | Cause::KernelDrop
         )
     }
 }

@@ -63,6 +63,8 @@ pub struct HandshakeCase<'a> {
     pub client_progressed: bool,
     pub server_retransmits: u64,
     pub stage: Stage,
+    /// This node's kernel dropped packets of the flow (either direction).
+    pub drops: Vec<super::drops::Seen>,
     pub now: DateTime<Utc>,
 }
 
@@ -72,6 +74,7 @@ impl<'a> HandshakeCase<'a> {
         history: &'a History,
         snap: &'a Snapshot,
         retransmits: [Option<&Series>; 2],
+        drops: Vec<super::drops::Seen>,
         now: DateTime<Utc>,
     ) -> Self {
         let hello = &pending.hello;
@@ -123,6 +126,7 @@ impl<'a> HandshakeCase<'a> {
             client_progressed,
             server_retransmits: server.map_or(0, |s| s.total),
             stage,
+            drops,
             now,
         }
     }
@@ -254,7 +258,8 @@ impl<'a> HandshakeCase<'a> {
         d.evidence = self.evidence();
         d.stage = Some(self.stage.as_str().to_string());
         d.detected_after_ms = (self.now - self.pending.time).num_milliseconds().max(0) as u64;
-        let judged = causes::endpoint_unreachable::handshake(self, &mut d)
+        let judged = causes::kernel_drop::judge(&self.drops, self.snap, false, &mut d)
+            || causes::endpoint_unreachable::handshake(self, &mut d)
             || causes::stale_neighbour::judge(self, &mut d)
             || causes::packet_loss::handshake(self, &mut d)
             || causes::server_not_responding::judge(self, &mut d);

@@ -10,6 +10,7 @@
 
 pub mod cause;
 pub mod causes;
+pub mod drops;
 pub mod evidence;
 pub mod handshake;
 pub mod handshake_case;
@@ -75,6 +76,8 @@ pub struct Output {
     pub diagnoses: Vec<Diagnosis>,
     /// Diagnosed flows that made progress again.
     pub recovered: Vec<Recovered>,
+    /// Flows whose drops the kernel should count from now on.
+    pub arm: Vec<FlowRef>,
 }
 
 pub struct Correlator {
@@ -82,6 +85,7 @@ pub struct Correlator {
     history: history::History,
     handshakes: handshake::Handshakes,
     storms: storm::Storms,
+    drops: drops::Drops,
     /// Last verdict per (symptom, flow). A settled verdict is final; an
     /// `unknown` one is looked at again while the symptom lasts (state the
     /// cause depends on, like a Service re-pointed by kube-proxy, may come
@@ -100,6 +104,7 @@ impl Correlator {
             history: Default::default(),
             handshakes: Default::default(),
             storms: Default::default(),
+            drops: Default::default(),
             verdicts: HashMap::new(),
             unrelated: 0,
             recovered: 0,
@@ -133,6 +138,7 @@ impl Correlator {
                     &mut out,
                 );
             }
+            EventBody::Drop(d) => self.drops.drop(t, event.netns, d),
             EventBody::Neighbour(n) => self.history.neighbour(t, n),
             EventBody::Arp(a) => self.history.arp(t, a),
             EventBody::Retransmit(r) => {
@@ -142,6 +148,10 @@ impl Correlator {
                 };
                 let before = self.storms.get(&flow).map(|s| s.progress_marks);
                 let started = self.storms.retransmit(t, r, self.config.storm_threshold);
+                if self.storms.get(&flow).is_some_and(|s| s.total == 1) {
+                    // A flow in trouble: count its drops from its next packet.
+                    out.arm.push(flow);
+                }
                 let progressed_now = self
                     .storms
                     .get(&flow)
@@ -288,12 +298,14 @@ impl Correlator {
                     &self.history,
                     snap,
                     [self.storms.get(&flow), self.storms.get(&reverse)],
+                    self.drops.of(flow, snap.node_netns),
                     now,
                 )
                 .judge()
             }
             Symptom::RetransmitStorm => {
-                if snap.foreign_netns.is_some() {
+                let dropped_here = !self.drops.of(flow, snap.node_netns).is_empty();
+                if snap.foreign_netns.is_some() && !dropped_here {
                     // A socket in another namespace whose traffic does not
                     // pass through ours (no conntrack entry here): nothing
                     // we can say about it, so say nothing, and count it.
@@ -303,7 +315,10 @@ impl Correlator {
                 }
                 let series = self.storms.get(&flow)?;
                 let hang = hang_estimate(snap, series);
-                storm_case::StormCase::new(flow, series, snap, hang, now).judge()
+                let drops = self.drops.of(flow, snap.node_netns);
+                storm_case::StormCase::new(flow, series, snap, hang, now)
+                    .with_drops(drops)
+                    .judge()
             }
         };
         let cause = Cause::parse(&diagnosis.cause).unwrap_or(Cause::Unknown);
@@ -320,7 +335,7 @@ impl Correlator {
 
     /// State forgotten to stay within bounds: flows, IPs and handshakes.
     pub fn evictions(&self) -> u64 {
-        self.storms.evicted + self.history.evicted + self.handshakes.dropped
+        self.storms.evicted + self.history.evicted + self.handshakes.dropped + self.drops.evicted
     }
 
     fn remember(&mut self, key: (Symptom, FlowRef), cause: Option<Cause>, at: DateTime<Utc>) {

@@ -29,6 +29,8 @@ pub struct StormCase<'a> {
     /// Where the packets really go: the NAT target, else the destination.
     pub target: SocketAddr,
     pub hang: Option<Duration>,
+    /// This node's kernel dropped packets of the flow (either direction).
+    pub drops: Vec<super::drops::Seen>,
     pub now: DateTime<Utc>,
 }
 
@@ -49,8 +51,14 @@ impl<'a> StormCase<'a> {
             translation: snap.translation.as_ref(),
             target: nat.map_or(flow.dst, |c| c.reply_src),
             hang,
+            drops: Vec::new(),
             now,
         }
+    }
+
+    pub fn with_drops(mut self, drops: Vec<super::drops::Seen>) -> Self {
+        self.drops = drops;
+        self
     }
 
     /// Why the target counts as dead, if it does: evidence about the
@@ -242,6 +250,7 @@ impl<'a> StormCase<'a> {
             .num_milliseconds()
             .max(0) as u64;
         let judged = causes::packet_loss::storm(self, &mut d)
+            || causes::kernel_drop::judge(&self.drops, self.snap, self.series.progressed, &mut d)
             || causes::stale_conntrack_nat::judge(self, &mut d)
             || causes::endpoint_unreachable::storm(self, &mut d);
         if !judged {

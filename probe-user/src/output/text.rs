@@ -35,6 +35,18 @@ pub fn write_event(f: &mut fmt::Formatter<'_>, e: &Event) -> fmt::Result {
         EventBody::Diagnosis(d) => f.write_str(&super::diagnosis::block(d, false)),
         EventBody::TlsHop(h) => hop(f, h),
         EventBody::Recovered(r) => recovered(f, r),
+        EventBody::Drop(d) => {
+            tag(f, "DROP")?;
+            write!(
+                f,
+                "{} -> {} {} x{} at {}",
+                d.src,
+                d.dst,
+                Clean(&d.reason),
+                d.count,
+                Clean(&d.location)
+            )
+        }
     }?;
     if let Some(ns) = e.netns {
         write!(f, " netns={ns}")?;

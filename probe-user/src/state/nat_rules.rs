@@ -38,6 +38,10 @@ const NFTA_EXPR_NAME: u16 = 1;
 const NFTA_EXPR_DATA: u16 = 2;
 const NFTA_DATA_VALUE: u16 = 1;
 const NFTA_IMMEDIATE_DATA: u16 = 2;
+const NFTA_DATA_VERDICT: u16 = 2;
+const NFTA_VERDICT_CODE: u16 = 1;
+/// NF_DROP as a verdict code.
+const NF_DROP: i32 = 0;
 const NFTA_CMP_DATA: u16 = 3;
 const NFTA_NAT_TYPE: u16 = 1;
 const NFT_NAT_DNAT: u32 = 1;
@@ -78,6 +82,8 @@ pub struct Rule {
     pub dnat: bool,
     /// The rule's DNAT takes its address from a map lookup.
     pub from_map: bool,
+    /// The rule's verdict is drop.
+    pub drops: bool,
 }
 
 /// Reads the ruleset of this thread's namespace. Blocking.
@@ -153,6 +159,39 @@ pub fn translation(rules: &[Rule], service: SocketAddr, target: SocketAddr) -> T
         }
     }
     t
+}
+
+/// Rules that drop and match the flow's addresses or ports (either
+/// direction), as `family table chain: matches ...`; at most 8.
+pub fn drop_rules(rules: &[Rule], src: SocketAddr, dst: SocketAddr) -> Vec<String> {
+    let wanted: Vec<(Vec<u8>, String)> = vec![
+        (ip_bytes(dst.ip()), dst.ip().to_string()),
+        (ip_bytes(src.ip()), src.ip().to_string()),
+        (
+            dst.port().to_be_bytes().to_vec(),
+            format!("port {}", dst.port()),
+        ),
+        (
+            src.port().to_be_bytes().to_vec(),
+            format!("port {}", src.port()),
+        ),
+    ];
+    let mut out: Vec<String> = Vec::new();
+    for r in rules.iter().filter(|r| r.drops) {
+        let hits: Vec<&str> = wanted
+            .iter()
+            .filter(|(bytes, _)| r.matches.contains(bytes))
+            .map(|(_, name)| name.as_str())
+            .collect();
+        if hits.is_empty() || out.len() >= 8 {
+            continue;
+        }
+        let line = format!("{}: drops what matches {}", r.location, hits.join(" and "));
+        if !out.contains(&line) {
+            out.push(line);
+        }
+    }
+    out
 }
 
 fn ip_bytes(ip: IpAddr) -> Vec<u8> {
@@ -234,12 +273,16 @@ pub fn parse_rule(payload: &[u8]) -> Option<Rule> {
                 }
             }
             "immediate" => {
-                if let Some(ip) = attr(data, NFTA_IMMEDIATE_DATA)
-                    .and_then(|d| attr(d, NFTA_DATA_VALUE))
-                    .and_then(ip_of)
-                {
+                let value = attr(data, NFTA_IMMEDIATE_DATA);
+                if let Some(ip) = value.and_then(|d| attr(d, NFTA_DATA_VALUE)).and_then(ip_of) {
                     loaded.push(ip);
                 }
+                let verdict = value
+                    .and_then(|d| attr(d, NFTA_DATA_VERDICT))
+                    .and_then(|v| attr(v, NFTA_VERDICT_CODE))
+                    .and_then(|c| c.get(..4))
+                    .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+                rule.drops |= verdict == Some(NF_DROP);
             }
             "lookup" => rule.from_map |= attr(data, NFTA_LOOKUP_DREG).is_some(),
             "nat" => {
@@ -460,6 +503,38 @@ mod tests {
             "10.244.2.7:8000".parse().unwrap(),
         );
         assert!(t.incomplete && !t.target_removed(), "{t:?}");
+    }
+
+    #[test]
+    fn a_drop_rule_matching_the_port_is_found() {
+        let verdict = nested(
+            NFTA_DATA_VERDICT,
+            &[nla(NFTA_VERDICT_CODE, &NF_DROP.to_be_bytes())],
+        );
+        let r = parse_rule(&rule(
+            1,
+            vec![
+                expr(
+                    "cmp",
+                    vec![nested(
+                        NFTA_CMP_DATA,
+                        &[nla(NFTA_DATA_VALUE, &9443u16.to_be_bytes())],
+                    )],
+                ),
+                expr("immediate", vec![nested(NFTA_IMMEDIATE_DATA, &[verdict])]),
+            ],
+        ))
+        .unwrap();
+        assert!(r.drops && !r.dnat);
+        let found = drop_rules(
+            &[r],
+            "10.1.0.5:40000".parse().unwrap(),
+            "10.0.0.2:9443".parse().unwrap(),
+        );
+        assert_eq!(
+            found,
+            vec!["inet nat prerouting: drops what matches port 9443"]
+        );
     }
 
     #[test]

@@ -376,7 +376,8 @@ impl App {
             EventBody::Neighbour(_)
             | EventBody::Arp(_)
             | EventBody::TlsHop(_)
-            | EventBody::Recovered(_) => {}
+            | EventBody::Recovered(_)
+            | EventBody::Drop(_) => {}
         }
     }
 

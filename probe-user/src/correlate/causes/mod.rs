@@ -7,6 +7,7 @@
 //! same and must not get it.
 
 pub mod endpoint_unreachable;
+pub mod kernel_drop;
 pub mod packet_loss;
 pub mod server_not_responding;
 pub mod stale_conntrack_nat;

@@ -33,6 +33,7 @@ impl Sample {
             &self.history,
             &self.snap,
             [self.client.as_ref(), None],
+            Vec::new(),
             self.now,
         )
         .judge()
