@@ -17,6 +17,8 @@
 //!   rule still points at a deleted pod.
 //! - `trust_two_backends.jsonl`: six clients of a two-backend Service, one
 //!   backend pausing 4 s.
+//! - `kernel_drop_firewall.jsonl` (tests/tests/kernel_evidence.rs): a pod's
+//!   SYNs dropped by a firewall rule on the node.
 //!
 //! Replaying each must give the verdict the live run gave. The expected
 //! values are read from the wire facts in the stream (ClientHellos,
@@ -280,6 +282,20 @@ fn two_backends_with_a_pause_replay_without_a_stale_verdict() {
     assert_same_as_live(name, &got, &recorded);
 }
 
+#[test]
+fn firewall_drop_replays_to_kernel_drop_with_its_rule() {
+    let name = "kernel_drop_firewall";
+    let (got, recorded) = replayed(name);
+    let d = got
+        .iter()
+        .find(|d| d.symptom == "retransmit_storm")
+        .unwrap_or_else(|| panic!("{name}: no storm verdict: {got:#?}"));
+    assert_eq!(d.cause, "kernel_drop", "{d:#?}");
+    assert_eq!(d.drop_reason.as_deref(), Some("NETFILTER_DROP"));
+    assert!(d.rule.as_deref().is_some_and(|r| r.contains("forward")));
+    assert_same_as_live(name, &got, &recorded);
+}
+
 // ---------------------------------------------------------------------------
 // The fixtures hold nothing from outside the lab.
 // ---------------------------------------------------------------------------
@@ -329,6 +345,7 @@ fn fixtures_name_only_lab_addresses() {
         "trust_pod_silent_server",
         "trust_dead_endpoint",
         "trust_two_backends",
+        "kernel_drop_firewall",
     ] {
         let mut ips = Vec::new();
         for v in lines(name) {

@@ -33,6 +33,7 @@ pub mod netns;
 pub mod netprobe;
 pub mod nft;
 pub mod peers;
+pub mod pod_lab;
 pub mod py;
 pub mod service_lab;
 pub mod subnet;
@@ -47,6 +48,7 @@ pub use l2::{Neighbour, Nud};
 pub use lab::{Host, Lab, Segment};
 pub use netns::Netns;
 pub use netprobe::{Netprobe, Stopped};
+pub use pod_lab::PodLab;
 pub use service_lab::ServiceLab;
 pub use wait::poll_until;
 

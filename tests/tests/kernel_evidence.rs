@@ -13,7 +13,7 @@
 use std::{net::SocketAddr, time::Instant};
 
 use netprobe_tests::{
-    Lab,
+    PodLab,
     peers::EchoServer,
     require_root, secs,
     verdicts::{Trace, ep, event_time, is_type, mentions_lab},
@@ -24,16 +24,12 @@ const PORT: u16 = 9443;
 #[test]
 fn a_firewall_rule_on_the_node_dropping_a_pods_syns_is_a_kernel_drop_with_its_rule() {
     require_root();
-    let mut lab = Lab::new("kd-fw");
-    let seg = lab.bridge_segment(2);
-    let (node, server) = (seg.host(0).clone(), seg.host(1).clone());
-    let pod_ns = lab.namespace("pod");
-    let pod = lab.pod_behind(&node, &pod_ns);
-    let o = pod.ipv4.octets();
-    server.route(
-        &format!("{}.{}.{}.0/24", o[0], o[1], o[2]),
-        node.ipv4.into(),
-    );
+    let PodLab {
+        lab,
+        node,
+        server,
+        pod,
+    } = PodLab::build("kd-fw");
     let _echo = EchoServer::start(&server.ns, server.ipv4.into(), PORT);
     let dst = SocketAddr::new(server.ipv4.into(), PORT);
 
@@ -103,16 +99,12 @@ fn a_firewall_rule_on_the_node_dropping_a_pods_syns_is_a_kernel_drop_with_its_ru
 #[test]
 fn the_same_path_without_the_rule_gets_no_verdict() {
     require_root();
-    let mut lab = Lab::new("kd-ok");
-    let seg = lab.bridge_segment(2);
-    let (node, server) = (seg.host(0).clone(), seg.host(1).clone());
-    let pod_ns = lab.namespace("pod");
-    let pod = lab.pod_behind(&node, &pod_ns);
-    let o = pod.ipv4.octets();
-    server.route(
-        &format!("{}.{}.{}.0/24", o[0], o[1], o[2]),
-        node.ipv4.into(),
-    );
+    let PodLab {
+        lab,
+        node,
+        server,
+        pod,
+    } = PodLab::build("kd-ok");
     let _echo = EchoServer::start(&server.ns, server.ipv4.into(), PORT);
     let dst = SocketAddr::new(server.ipv4.into(), PORT);
     let trace = Trace::start(&lab, &node.ns, None);

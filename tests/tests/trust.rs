@@ -30,7 +30,7 @@ use std::{
 };
 
 use netprobe_tests::{
-    Lab, ServiceLab,
+    Lab, PodLab, ServiceLab,
     peers::{BlackHole, EchoServer, LineClient, TlsServer, curl_https},
     poll_until, require_root, secs,
     verdicts::{Trace, ep, event_time, is_type, mentions_lab, str_list},
@@ -98,18 +98,12 @@ fn show(d: &Value) -> String {
 #[test]
 fn pod_behind_the_node_to_a_silent_server_is_the_server_not_the_neighbour() {
     require_root();
-    let mut lab = Lab::new("tr-pod");
-    // node (h0) and the API server (h1) on one L2 segment; a pod behind node.
-    let seg = lab.bridge_segment(2);
-    let (node, server) = (seg.host(0).clone(), seg.host(1).clone());
-    let pod_ns = lab.namespace("pod");
-    let pod = lab.pod_behind(&node, &pod_ns);
-    // The server routes the pod network back through the node.
-    let o = pod.ipv4.octets();
-    server.route(
-        &format!("{}.{}.{}.0/24", o[0], o[1], o[2]),
-        node.ipv4.into(),
-    );
+    let PodLab {
+        lab,
+        node,
+        server,
+        pod,
+    } = PodLab::build("tr-pod");
     let _hole = BlackHole::start(&server.ns, server.ipv4.into(), API_PORT);
     let api = SocketAddr::new(server.ipv4.into(), API_PORT);
 
