@@ -98,11 +98,26 @@ pub struct TcpRecord {
     pub dport: u16,
     pub snd_una: u32,
     pub snd_nxt: u32,
-    pub _pad2: u32,
+    /// Process that connected the socket (thread group id); 0 when unknown.
+    pub pid: u32,
     /// IPv4 uses the first 4 bytes.
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
+    /// That process's command name, NUL-padded; empty when unknown.
+    pub comm: [u8; 16],
 }
+
+/// Who connected a socket: recorded by `sock/inet_sock_set_state` when the
+/// socket enters SYN_SENT (connect() runs in the process's context).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Owner {
+    pub pid: u32,
+    pub comm: [u8; 16],
+}
+
+/// Sockets whose owner is remembered at most.
+pub const MAX_OWNERS: u32 = 16384;
 
 /// From `neigh/neigh_update`.
 #[repr(C)]
@@ -266,7 +281,8 @@ pub struct KernelOffsets {
 }
 
 const _: () = assert!(size_of::<RecordHeader>() == 16);
-const _: () = assert!(size_of::<TcpRecord>() == 80);
+const _: () = assert!(size_of::<TcpRecord>() == 96);
+const _: () = assert!(size_of::<Owner>() == 20);
 const _: () = assert!(size_of::<NeighRecord>() == 80);
 const _: () = assert!(size_of::<ArpRecord>() == 80);
 const _: () = assert!(size_of::<TlsRecord>() == 80 + TLS_CAPTURE);

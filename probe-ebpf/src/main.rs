@@ -12,6 +12,7 @@ mod neigh;
 mod packet;
 mod reset;
 mod retransmit;
+mod sockstate;
 mod tcp_tracepoint;
 mod tls;
 
@@ -36,6 +37,12 @@ pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn neigh_update(ctx: TracePointContext) -> u32 {
     neigh::handle(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn sock_state(ctx: TracePointContext) -> u32 {
+    sockstate::handle(&ctx);
     0
 }
 

@@ -5,7 +5,8 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use probe_common::{
-    DropKey, FlowKey, FollowState, KernelOffsets, MAX_ARMED, MAX_DROP_KEYS, MAX_PORTS, kind,
+    DropKey, FlowKey, FollowState, KernelOffsets, MAX_ARMED, MAX_DROP_KEYS, MAX_OWNERS, MAX_PORTS,
+    Owner, kind,
 };
 
 /// Every record goes through this one buffer; userspace may resize it.
@@ -32,6 +33,11 @@ pub static ARMED: LruHashMap<FlowKey, u8> = LruHashMap::with_max_entries(MAX_ARM
 /// Drops of armed flows by (flow, reason, netns).
 #[map]
 pub static DROPS: LruHashMap<DropKey, u32> = LruHashMap::with_max_entries(MAX_DROP_KEYS, 0);
+
+/// Who connected each socket, by socket address (LRU: sockets that closed
+/// without being seen are forgotten by themselves).
+#[map]
+pub static OWNERS: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(MAX_OWNERS, 0);
 
 /// Structure offsets userspace found in the kernel's BTF (0 = unknown).
 #[unsafe(no_mangle)]

@@ -35,9 +35,10 @@ pub fn handle(ctx: &TracePointContext) -> Option<()> {
         dport: read(ctx, OFF_DPORT)?,
         snd_una: 0,
         snd_nxt: 0,
-        _pad2: 0,
+        pid: 0,
         saddr,
         daddr,
+        comm: [0; 16],
     };
     let mut entry = emit::reserve::<TcpRecord>(kind::RESET)?;
     entry.write(record);

@@ -29,6 +29,7 @@ pub fn handle(ctx: &TracePointContext) -> Option<()> {
     let skaddr: u64 = read(ctx, OFF_SKADDR)?;
     let (family, saddr, daddr) = tcp_tracepoint::addrs(ctx, &ADDRS)?;
     let sock = SockInfo::read(skaddr);
+    let owner = crate::sockstate::owner(skaddr);
     let record = TcpRecord {
         header: emit::header(kind::RETRANSMIT, size_of::<TcpRecord>()),
         skaddr,
@@ -41,9 +42,10 @@ pub fn handle(ctx: &TracePointContext) -> Option<()> {
         dport: read(ctx, OFF_DPORT)?,
         snd_una: sock.snd_una,
         snd_nxt: sock.snd_nxt,
-        _pad2: 0,
+        pid: owner.pid,
         saddr,
         daddr,
+        comm: owner.comm,
     };
     let mut entry = emit::reserve::<TcpRecord>(kind::RETRANSMIT)?;
     entry.write(record);

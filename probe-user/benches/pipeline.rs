@@ -48,9 +48,10 @@ fn retransmit(flow: u32, ts: u64) -> Vec<u8> {
         dport: 8000,
         snd_una: 1000,
         snd_nxt: 2000,
-        _pad2: 0,
+        pid: 0,
         saddr: v4(0x0a00_0000 | (flow / 50_000)),
         daddr: v4(0x0a60_000a),
+        comm: [0; 16],
     })
 }
 

@@ -234,6 +234,10 @@ impl Enricher {
             count: self.retransmits.bump((src, dst)),
             snd_una: has_seq.then_some(r.snd_una),
             snd_nxt: has_seq.then_some(r.snd_nxt),
+            process: (r.pid != 0).then(|| event::Process {
+                pid: r.pid,
+                comm: c_str(&r.comm),
+            }),
         })
     }
 

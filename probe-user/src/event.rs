@@ -162,6 +162,7 @@ impl Diagnosis {
             stage: None,
             drop_reason: None,
             rule: None,
+            process: None,
             detected_after_ms: 0,
         }
     }
@@ -203,6 +204,9 @@ pub struct Diagnosis {
     pub drop_reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
+    /// The process that owns the stuck socket, where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<Process>,
     /// Milliseconds from the first sign of trouble to this diagnosis.
     pub detected_after_ms: u64,
 }
@@ -220,6 +224,16 @@ pub struct Retransmit {
     pub snd_una: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snd_nxt: Option<u32>,
+    /// The process that connected the socket, when netprobe saw the connect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<Process>,
+}
+
+/// A process, as the kernel named it at connect().
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Process {
+    pub pid: u32,
+    pub comm: String,
 }
 
 /// The peer reset the connection (`src` is the local end).
@@ -386,6 +400,7 @@ mod tests {
                 count: 3,
                 snd_una: None,
                 snd_nxt: None,
+                process: None,
             }),
         };
         let v: serde_json::Value = serde_json::to_value(&e).unwrap();

@@ -41,6 +41,7 @@ pub const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("tcp_retransmit", "tcp", "tcp_retransmit_skb"),
     ("tcp_receive_reset", "tcp", "tcp_receive_reset"),
     ("neigh_update", "neigh", "neigh_update"),
+    ("sock_state", "sock", "inet_sock_set_state"),
     ("skb_kfree", "skb", "kfree_skb"),
 ];
 pub const CLASSIFIERS: &[(&str, TcAttachType)] = &[

@@ -40,6 +40,10 @@ pub const EXPECTED: &[(&str, &[Field])] = &[
         ],
     ),
     (
+        "sock/inet_sock_set_state",
+        &[("skaddr", 8, 8), ("newstate", 20, 4), ("protocol", 30, 2)],
+    ),
+    (
         "skb/kfree_skb",
         &[
             ("skbaddr", 8, 8),

@@ -183,9 +183,10 @@ fn tcp(k: u16, ts: u64, family: u8, saddr: [u8; 16], daddr: [u8; 16]) -> Vec<u8>
         dport: 8000,
         snd_una: 1000,
         snd_nxt: 1007,
-        _pad2: 0,
+        pid: 0,
         saddr,
         daddr,
+        comm: [0; 16],
     })
 }
 

@@ -68,6 +68,8 @@ fn a_firewall_rule_on_the_node_dropping_a_pods_syns_is_a_kernel_drop_with_its_ru
     );
     assert_eq!(d["cause"], "kernel_drop", "{}", trace.report());
     assert_eq!(d["drop_reason"], "NETFILTER_DROP", "{d}");
+    // The stuck socket's owner, recorded at connect() in the pod.
+    assert_eq!(d["process"]["comm"], "curl", "{d}");
     let rule = d["rule"].as_str().unwrap_or_default();
     assert!(
         rule.contains("inet fw forward") && rule.contains(&format!("port {PORT}")),

@@ -27,6 +27,8 @@ pub struct Series {
     pub reported: bool,
     /// How many times snd_una moved between retransmits.
     pub progress_marks: u32,
+    /// The process that connected the socket, when the kernel knew it.
+    pub process: Option<crate::event::Process>,
 }
 
 impl Series {
@@ -95,7 +97,11 @@ impl Storms {
             progressed: false,
             reported: false,
             progress_marks: 0,
+            process: None,
         });
+        if r.process.is_some() {
+            s.process = r.process.clone();
+        }
         let moved = matches!((s.streak_una, r.snd_una), (Some(a), Some(b)) if a != b);
         if moved {
             s.progressed = true;

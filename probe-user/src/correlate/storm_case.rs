@@ -246,6 +246,13 @@ impl<'a> StormCase<'a> {
             String::new(),
         );
         d.evidence = self.evidence();
+        if let Some(p) = &self.series.process {
+            d.evidence.insert(
+                1,
+                format!("the socket belongs to pid {} ({})", p.pid, p.comm),
+            );
+            d.process = Some(p.clone());
+        }
         d.detected_after_ms = (self.now - self.series.streak_start)
             .num_milliseconds()
             .max(0) as u64;

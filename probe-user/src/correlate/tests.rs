@@ -362,6 +362,7 @@ fn retransmit(at: i64, una: u32, src: &str) -> Event {
             count: 0,
             snd_una: Some(una),
             snd_nxt: Some(una + 10),
+            process: None,
         }),
     )
 }
@@ -649,6 +650,7 @@ fn lost_serverhello_is_packet_loss_not_a_silent_server() {
             count: 1,
             snd_una: Some(5),
             snd_nxt: Some(900),
+            process: None,
         }),
     );
     let events = [

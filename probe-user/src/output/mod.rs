@@ -100,6 +100,7 @@ pub(crate) mod samples {
             count: 3,
             snd_una: None,
             snd_nxt: None,
+            process: None,
         }))
     }
 

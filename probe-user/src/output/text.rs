@@ -64,6 +64,9 @@ fn retransmit(f: &mut fmt::Formatter<'_>, r: &Retransmit) -> fmt::Result {
     if let (Some(una), Some(nxt)) = (r.snd_una, r.snd_nxt) {
         write!(f, " inflight={}", nxt.wrapping_sub(una))?;
     }
+    if let Some(p) = &r.process {
+        write!(f, " pid={} ({})", p.pid, Clean(&p.comm))?;
+    }
     Ok(())
 }
 

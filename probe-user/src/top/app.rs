@@ -743,6 +743,7 @@ pub(crate) mod tests {
                 count,
                 snd_una: None,
                 snd_nxt: None,
+                process: None,
             }),
         )
     }

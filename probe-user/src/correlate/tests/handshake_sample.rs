@@ -189,6 +189,7 @@ pub fn hello_not_acked() -> Sample {
                 count: i as u64 + 1,
                 snd_una: Some(1000),
                 snd_nxt: Some(1500),
+                process: None,
             },
             3,
         );

@@ -51,6 +51,7 @@ pub fn nat_storm(in_rules: bool, liveness: Option<LivenessOutcome>) -> Sample {
                 count: i as u64 + 1,
                 snd_una: Some(7),
                 snd_nxt: Some(9),
+                process: None,
             },
             3,
         );
