@@ -124,6 +124,9 @@ pub struct Snapshot {
     /// addresses or ports (`family table chain: ...`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drop_rules: Vec<String>,
+    /// DF echo requests of a few sizes toward the server: what came back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<crate::facts::PathCheck>,
     /// Why no active probe was sent (`--no-probe`, rate limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe_skipped: Option<String>,
@@ -162,6 +165,7 @@ impl Diagnosis {
             stage: None,
             drop_reason: None,
             rule: None,
+            path_mtu: None,
             process: None,
             detected_after_ms: 0,
         }
@@ -204,6 +208,9 @@ pub struct Diagnosis {
     pub drop_reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
+    /// mtu_blackhole: the largest packet that came back from the peer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_mtu: Option<u16>,
     /// The process that owns the stuck socket, where known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process: Option<Process>,

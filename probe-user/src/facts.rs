@@ -291,3 +291,55 @@ impl LivenessOutcome {
         matches!(self, Self::Accepted | Self::Refused)
     }
 }
+
+/// What DF echo requests of a few sizes toward an address brought back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathCheck {
+    pub dst: IpAddr,
+    /// The MTU the kernel uses toward it (route or cached path MTU).
+    pub route_mtu: u16,
+    /// Largest first.
+    pub sizes: Vec<SizeResult>,
+    /// A "fragmentation needed" came back, with this next-hop MTU.
+    pub frag_needed: Option<u16>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SizeResult {
+    /// IP packet size.
+    pub size: u16,
+    pub sent: bool,
+    /// At least one of the rounds came back.
+    pub answered: bool,
+}
+
+impl PathCheck {
+    /// The largest size that came back.
+    pub fn largest_answered(&self) -> Option<u16> {
+        self.sizes
+            .iter()
+            .filter(|s| s.answered)
+            .map(|s| s.size)
+            .max()
+    }
+
+    /// Full-size packets came back: the path carries what the route allows.
+    pub fn full_size_passes(&self) -> bool {
+        self.largest_answered() == Some(self.route_mtu)
+    }
+
+    /// Small packets come back and full-size ones vanish, cleanly: every
+    /// size above the largest answered was lost in every round and every
+    /// size below it came back (random loss gives no such staircase).
+    pub fn black_hole(&self) -> bool {
+        let Some(l) = self.largest_answered() else {
+            return false;
+        };
+        l < self.route_mtu
+            && self
+                .sizes
+                .iter()
+                .filter(|s| s.sent)
+                .all(|s| s.answered == (s.size <= l))
+    }
+}

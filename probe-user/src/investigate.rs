@@ -20,7 +20,7 @@ use crate::{
     correlate::{Investigation, Symptom},
     event::{Event, EventBody, FlowRef, Snapshot},
     facts::ProbeResult,
-    state::{self, conntrack, liveness, nat_rules, neighbours, probe, routes},
+    state::{self, conntrack, liveness, nat_rules, neighbours, path_mtu, probe, routes},
 };
 
 /// `--no-probe`: never send an active ARP/ND probe.
@@ -177,6 +177,18 @@ async fn handshake(flow: FlowRef, iface: &str) -> Snapshot {
     // A local route (an address this node holds) has no neighbour to ask.
     if snap.route.as_ref().is_some_and(|r| r.kind == "local") {
         return snap;
+    }
+    // Does a full-size packet get through to the server and back?
+    if let IpAddr::V4(dst) = flow.dst.ip() {
+        if PROBES_DISABLED.load(Ordering::Relaxed) {
+            snap.probe_skipped = Some("--no-probe was given".into());
+        } else {
+            match tokio::task::spawn_blocking(move || path_mtu::check(dst)).await {
+                Ok(Ok(p)) => snap.path = Some(p),
+                Ok(Err(e)) => failed(&mut snap, format!("path MTU check to {dst}: {e}")),
+                Err(e) => failed(&mut snap, format!("path MTU check task: {e}")),
+            }
+        }
     }
     match gate(&dev, hop) {
         Gate::Skip(why) => {

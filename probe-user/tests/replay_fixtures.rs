@@ -19,6 +19,8 @@
 //!   backend pausing 4 s.
 //! - `kernel_drop_firewall.jsonl` (tests/tests/kernel_evidence.rs): a pod's
 //!   SYNs dropped by a firewall rule on the node.
+//! - `mtu_blackhole.jsonl`: a pod's handshake through a 1400-byte link whose
+//!   routers drop "fragmentation needed".
 //!
 //! Replaying each must give the verdict the live run gave. The expected
 //! values are read from the wire facts in the stream (ClientHellos,
@@ -296,6 +298,19 @@ fn firewall_drop_replays_to_kernel_drop_with_its_rule() {
     assert_same_as_live(name, &got, &recorded);
 }
 
+#[test]
+fn mtu_black_hole_replays_to_mtu_blackhole_with_the_path_mtu() {
+    let name = "mtu_blackhole";
+    let (got, recorded) = replayed(name);
+    let d = got
+        .iter()
+        .find(|d| d.symptom == "tls_handshake_unanswered")
+        .unwrap_or_else(|| panic!("{name}: no handshake verdict: {got:#?}"));
+    assert_eq!(d.cause, "mtu_blackhole", "{d:#?}");
+    assert_eq!(d.path_mtu, Some(1400));
+    assert_same_as_live(name, &got, &recorded);
+}
+
 // ---------------------------------------------------------------------------
 // The fixtures hold nothing from outside the lab.
 // ---------------------------------------------------------------------------
@@ -346,6 +361,7 @@ fn fixtures_name_only_lab_addresses() {
         "trust_dead_endpoint",
         "trust_two_backends",
         "kernel_drop_firewall",
+        "mtu_blackhole",
     ] {
         let mut ips = Vec::new();
         for v in lines(name) {

@@ -13,13 +13,14 @@
 use std::{net::SocketAddr, time::Instant};
 
 use netprobe_tests::{
-    PodLab,
-    peers::EchoServer,
+    Host, Lab, PodLab,
+    peers::{EchoServer, TlsServer, curl_https},
     require_root, secs,
     verdicts::{Trace, ep, event_time, is_type, mentions_lab},
 };
 
 const PORT: u16 = 9443;
+const API_PORT: u16 = 6443;
 
 #[test]
 fn a_firewall_rule_on_the_node_dropping_a_pods_syns_is_a_kernel_drop_with_its_rule() {
@@ -123,5 +124,106 @@ fn the_same_path_without_the_rule_gets_no_verdict() {
         diags.is_empty(),
         "a working path gets no verdict: {diags:#?}"
     );
+    trace.stop();
+}
+
+/// pod — node —1500— r1 —1400 (the "overlay")— r2 —1500— server. With
+/// `filter_icmp`, both routers drop the "fragmentation needed" they send:
+/// a PMTU black hole. Returns the lab, node, pod and server hosts.
+fn mtu_lab(label: &str, filter_icmp: bool) -> (Lab, Host, Host, Host) {
+    let mut lab = Lab::new(label);
+    let node_ns = lab.namespace("node");
+    let r1 = lab.namespace("r1");
+    let r2 = lab.namespace("r2");
+    let srv = lab.namespace("srv");
+    let (node_a, r1_a) = lab.connect(&node_ns, &r1);
+    let (r1_b, r2_b) = lab.connect(&r1, &r2);
+    let (r2_c, server) = lab.connect(&r2, &srv);
+    let pod_ns = lab.namespace("pod");
+    let pod = lab.pod_behind(&node_a, &pod_ns);
+    let net = |h: &Host| {
+        let o = h.ipv4.octets();
+        format!("{}.{}.{}.0/24", o[0], o[1], o[2])
+    };
+    node_a.route(&net(&server), r1_a.ipv4.into());
+    r1_b.route(&net(&server), r2_b.ipv4.into());
+    r1_a.route(&net(&pod), node_a.ipv4.into());
+    r2_b.route(&net(&node_a), r1_b.ipv4.into());
+    r2_b.route(&net(&pod), r1_b.ipv4.into());
+    server.route("default", r2_c.ipv4.into());
+    for (h, ifname) in [(&r1_b, &r1_b.ifname), (&r2_b, &r2_b.ifname)] {
+        h.ns.ip(["link", "set", ifname, "mtu", "1400"]);
+    }
+    for r in [&r1, &r2] {
+        r.sysctl("net.ipv4.ip_forward", "1");
+        if filter_icmp {
+            r.exec(["nft", "add table inet bh"]);
+            r.exec([
+                "nft",
+                "add chain inet bh out { type filter hook output priority 0; }",
+            ]);
+            r.exec([
+                "nft",
+                "add rule inet bh out icmp type destination-unreachable icmp code frag-needed drop",
+            ]);
+        }
+    }
+    (lab, node_a, pod, server)
+}
+
+#[test]
+fn an_mtu_black_hole_is_named_with_the_path_mtu() {
+    require_root();
+    let (lab, node, pod, server) = mtu_lab("kd-mtu", true);
+    let _tls = TlsServer::start_with_chain(&server.ns, server.ipv4.into(), API_PORT, 6);
+    let api = SocketAddr::new(server.ipv4.into(), API_PORT);
+    let trace = Trace::start(&lab, &node.ns, Some("mtu_blackhole"));
+    let started = Instant::now();
+    let r = curl_https(&pod.ns, api.ip(), API_PORT, "kubernetes", secs(8.0));
+    assert!(
+        r.tcp_connected && !r.tls_done,
+        "the black hole should stall TLS after TCP: {}",
+        r.report
+    );
+    let d = trace.expect(
+        "diagnosis for the pod's handshake",
+        |v| is_type(v, "diagnosis") && ep(&v["flow"]["dst"]) == Some(api),
+        secs(10.0),
+    );
+    eprintln!(
+        "VERDICT (MTU black hole): {:?} after curl started\n{}",
+        started.elapsed(),
+        serde_json::to_string_pretty(&d).unwrap_or_default()
+    );
+    assert_eq!(d["cause"], "mtu_blackhole", "{}", trace.report());
+    assert_eq!(d["path_mtu"], 1400, "{d}");
+    assert!(
+        d["detected_after_ms"].as_u64().is_some_and(|ms| ms < 5000),
+        "{d}"
+    );
+    trace.stop();
+}
+
+#[test]
+fn the_same_lower_mtu_with_icmp_allowed_gets_no_verdict() {
+    require_root();
+    let (lab, node, pod, server) = mtu_lab("kd-pmtu", false);
+    let _tls = TlsServer::start_with_chain(&server.ns, server.ipv4.into(), API_PORT, 6);
+    let trace = Trace::start(&lab, &node.ns, None);
+    let r = curl_https(
+        &pod.ns,
+        server.ipv4.into(),
+        API_PORT,
+        "kubernetes",
+        secs(8.0),
+    );
+    assert_eq!(r.http_code, Some(200), "PMTUD works: {}", r.report);
+    std::thread::sleep(secs(4.0));
+    let diags: Vec<_> = trace
+        .events()
+        .into_iter()
+        .filter(|v| is_type(v, "diagnosis") && mentions_lab(&lab, &v["flow"]))
+        .collect();
+    assert!(diags.is_empty(), "PMTUD works: no verdict: {diags:#?}");
     trace.stop();
 }

@@ -11,17 +11,19 @@ pub enum Cause {
     ServerNotResponding,
     PacketLoss,
     KernelDrop,
+    MtuBlackhole,
     Unknown,
 }
 
 impl Cause {
-    pub const ALL: [Cause; 7] = [
+    pub const ALL: [Cause; 8] = [
         Cause::StaleNeighbour,
         Cause::StaleConntrackNat,
         Cause::EndpointUnreachable,
         Cause::ServerNotResponding,
         Cause::PacketLoss,
         Cause::KernelDrop,
+        Cause::MtuBlackhole,
         Cause::Unknown,
     ];
 
@@ -33,6 +35,7 @@ impl Cause {
             Cause::ServerNotResponding => "server_not_responding",
             Cause::PacketLoss => "packet_loss",
             Cause::KernelDrop => "kernel_drop",
+            Cause::MtuBlackhole => "mtu_blackhole",
             Cause::Unknown => "unknown",
         }
     }
@@ -50,6 +53,7 @@ impl Cause {
                 | Cause::StaleConntrackNat
                 | Cause::ServerNotResponding
                 | Cause::KernelDrop
+                | Cause::MtuBlackhole
         )
     }
 }

@@ -124,7 +124,11 @@ impl<'a> HandshakeCase<'a> {
             claimants,
             client_retransmits,
             client_progressed,
-            server_retransmits: server.map_or(0, |s| s.total),
+            // Only a server socket in this node's own namespace is this
+            // node's evidence; in a lab, other "machines" share the kernel.
+            server_retransmits: server
+                .filter(|s| s.netns.is_some() && s.netns == snap.node_netns)
+                .map_or(0, |s| s.total),
             stage,
             drops,
             now,
@@ -228,7 +232,24 @@ impl<'a> HandshakeCase<'a> {
                     probe.window_ms
                 )
             });
-        } else if let Some(why) = &self.snap.probe_skipped {
+        }
+        if let Some(p) = &self.snap.path {
+            let sizes: Vec<String> = p
+                .sizes
+                .iter()
+                .map(|s| format!("{} {}", s.size, if s.answered { "back" } else { "lost" }))
+                .collect();
+            ev.push(format!(
+                "DF echo requests to {} (route MTU {}): {}{}",
+                p.dst,
+                p.route_mtu,
+                sizes.join(", "),
+                p.frag_needed
+                    .map(|m| format!("; \"fragmentation needed\" came back (MTU {m})"))
+                    .unwrap_or_else(|| "; no \"fragmentation needed\" came back".into())
+            ));
+        }
+        if let Some(why) = &self.snap.probe_skipped {
             ev.push(format!("no active probe: {why}"));
         }
         if self.server_retransmits > 0 {
@@ -262,6 +283,7 @@ impl<'a> HandshakeCase<'a> {
             || causes::endpoint_unreachable::handshake(self, &mut d)
             || causes::stale_neighbour::judge(self, &mut d)
             || causes::packet_loss::handshake(self, &mut d)
+            || causes::mtu_blackhole::judge(self, &mut d)
             || causes::server_not_responding::judge(self, &mut d);
         if !judged {
             causes::unknown::handshake(self, &mut d);

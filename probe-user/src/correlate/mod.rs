@@ -148,6 +148,9 @@ impl Correlator {
                 };
                 let before = self.storms.get(&flow).map(|s| s.progress_marks);
                 let started = self.storms.retransmit(t, r, self.config.storm_threshold);
+                if let Some(s) = self.storms.get_mut(&flow) {
+                    s.netns = event.netns;
+                }
                 if self.storms.get(&flow).is_some_and(|s| s.total == 1) {
                     // A flow in trouble: count its drops from its next packet.
                     out.arm.push(flow);

@@ -29,6 +29,8 @@ pub struct Series {
     pub progress_marks: u32,
     /// The process that connected the socket, when the kernel knew it.
     pub process: Option<crate::event::Process>,
+    /// The socket's namespace, when the kernel told it.
+    pub netns: Option<u32>,
 }
 
 impl Series {
@@ -98,6 +100,7 @@ impl Storms {
             reported: false,
             progress_marks: 0,
             process: None,
+            netns: None,
         });
         if r.process.is_some() {
             s.process = r.process.clone();
@@ -134,6 +137,10 @@ impl Storms {
 
     pub fn get(&self, flow: &FlowRef) -> Option<&Series> {
         self.flows.get(flow)
+    }
+
+    pub fn get_mut(&mut self, flow: &FlowRef) -> Option<&mut Series> {
+        self.flows.get_mut(flow)
     }
 
     pub fn forget(&mut self, flow: &FlowRef) {

@@ -154,9 +154,14 @@ fn handshake_snapshot(entry_mac: &str, answers: &[&str]) -> EventBody {
                 })
                 .collect(),
         }),
+        path: Some(handshake_sample::full_size_passes(vip)),
+        node_netns: Some(NODE_NS),
         ..Default::default()
     }))
 }
+
+/// The namespace netprobe's look-ups ran in: the node's.
+const NODE_NS: u32 = 4_026_531_840;
 
 /// Runs a stream through the correlator the way `trace` does: a tick before
 /// each event, then the event.
@@ -637,25 +642,47 @@ fn storm_is_looked_at_again_until_the_cause_shows() {
     assert!(invs.is_empty());
 }
 
+/// The server's side retransmits (its ServerHello is being lost), its
+/// socket in namespace `netns`.
+fn server_retransmit(netns: u32) -> Event {
+    Event {
+        netns: Some(netns),
+        ..ev(
+            ms(1500),
+            EventBody::Retransmit(Retransmit {
+                src: addr("10.9.0.100:6443"),
+                dst: addr("10.9.0.1:40000"),
+                state: "ESTABLISHED".into(),
+                count: 1,
+                snd_una: Some(5),
+                snd_nxt: Some(900),
+                process: None,
+            }),
+        )
+    }
+}
+
+#[test]
+fn another_machines_retransmits_are_not_this_nodes_evidence() {
+    // In a lab the server is another namespace on the same kernel: its
+    // retransmits are visible to the tracepoint, and no real node would
+    // see them.
+    let mut c = Correlator::new(Config::default());
+    let events = [
+        ev(ms(0), hello(A)),
+        server_retransmit(NODE_NS + 1),
+        ev(ms(3300), handshake_snapshot(A, &[A])),
+    ];
+    let (_, diags) = run(&events, &mut c);
+    assert_ne!(diags[0].cause, "packet_loss", "{:#?}", diags[0]);
+}
+
 #[test]
 fn lost_serverhello_is_packet_loss_not_a_silent_server() {
     let mut c = Correlator::new(Config::default());
-    // The server's side retransmits (its ServerHello is being lost).
-    let server_retransmit = ev(
-        ms(1500),
-        EventBody::Retransmit(Retransmit {
-            src: addr("10.9.0.100:6443"),
-            dst: addr("10.9.0.1:40000"),
-            state: "ESTABLISHED".into(),
-            count: 1,
-            snd_una: Some(5),
-            snd_nxt: Some(900),
-            process: None,
-        }),
-    );
     let events = [
         ev(ms(0), hello(A)),
-        server_retransmit,
+        server_retransmit(NODE_NS),
         ev(ms(3300), handshake_snapshot(A, &[A])),
     ];
     let (_, diags) = run(&events, &mut c);

@@ -24,6 +24,13 @@ impl TlsServer {
     /// Listens on `bind`:`port` in `ns` (`::` listens on IPv6 only: openssl
     /// sets V6ONLY; start a second server for IPv4). Returns once listening.
     pub fn start(ns: &Netns, bind: IpAddr, port: u16) -> TlsServer {
+        Self::start_with_chain(ns, bind, port, 0)
+    }
+
+    /// Like [`TlsServer::start`], also sending `extra` more certificates in
+    /// its Certificate message: a server flight of several KB, whose
+    /// full-size segments an MTU black hole swallows.
+    pub fn start_with_chain(ns: &Netns, bind: IpAddr, port: u16, extra: usize) -> TlsServer {
         let dir = TempDir::new();
         let key = dir.join("key.pem");
         let cert = dir.join("cert.pem");
@@ -50,6 +57,30 @@ impl TlsServer {
             .arg(&cert)
             .arg("-key")
             .arg(&key);
+        if extra > 0 {
+            let mut chain = Vec::new();
+            for i in 0..extra {
+                let (k, c) = (
+                    dir.join(&format!("k{i}.pem")),
+                    dir.join(&format!("c{i}.pem")),
+                );
+                cmd::run(
+                    Command::new("openssl")
+                        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+                        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-subj"])
+                        .arg(format!("/CN=netprobe-lab-chain-{i}/O=a long enough organisation name to make it big"))
+                        .args(["-days", "1", "-keyout"])
+                        .arg(&k)
+                        .arg("-out")
+                        .arg(&c),
+                    DEFAULT_TIMEOUT,
+                );
+                chain.extend(std::fs::read(&c).expect("chain certificate"));
+            }
+            let path = dir.join("chain.pem");
+            std::fs::write(&path, chain).expect("writing the chain");
+            c.arg("-cert_chain").arg(&path);
+        }
         let what = format!("openssl s_server on {addr} in {}", ns.name());
         let mut proc = Background::spawn(c, &what);
         wait_listening(ns, addr, &mut proc);

@@ -27,7 +27,10 @@ pub fn judge(c: &HandshakeCase, d: &mut Diagnosis) -> bool {
             let one_owner = !c.claimants.is_empty() && c.claimants.iter().all(|m| m == used);
             let resolved =
                 c.resolution == Some(Resolution::Resolved) && c.entry_mac.as_deref() == Some(used);
-            if !(one_owner && resolved) {
+            // A silent server and an MTU black hole look the same from
+            // here unless full-size packets are shown to pass.
+            let full_size = c.snap.path.as_ref().is_some_and(|p| p.full_size_passes());
+            if !(one_owner && resolved && full_size) {
                 return false;
             }
             format!(
@@ -48,7 +51,7 @@ pub fn judge(c: &HandshakeCase, d: &mut Diagnosis) -> bool {
         c.waited_s()
     );
     d.evidence.push(format!(
-        "ruled out: a second owner of {} (none answered), a lost hello (no retransmit), a dead route or next hop",
+        "ruled out: a second owner of {} (none answered), a lost hello (no retransmit), a dead route or next hop, a path MTU black hole (full-size packets come back)",
         c.next_hop
     ));
     d.fix = Some(format!(

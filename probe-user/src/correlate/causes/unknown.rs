@@ -26,6 +26,18 @@ pub fn handshake(c: &HandshakeCase, d: &mut Diagnosis) {
             c.dev
         ));
     }
+    if c.route == Some(RouteKind::Unicast) {
+        match &c.snap.path {
+            None => notes.push(
+                "the path MTU could not be checked, so a silent server cannot be told from an MTU black hole".into(),
+            ),
+            Some(p) if p.largest_answered().is_none() => notes.push(format!(
+                "no echo came back from {}, so a silent server cannot be told from an MTU black hole",
+                p.dst
+            )),
+            Some(_) => {}
+        }
+    }
     if c.claimants.is_empty() && c.route == Some(RouteKind::Unicast) {
         notes.push(format!(
             "nothing answered for {} (no probe answer, no recent claim)",

@@ -11,7 +11,7 @@ use crate::{
         storm::{Series, Storms},
     },
     event::{Diagnosis, Retransmit, Snapshot, TlsClientHello},
-    facts::{NeighbourEntry, ProbeAnswer, ProbeResult, RouteInfo},
+    facts::{NeighbourEntry, PathCheck, ProbeAnswer, ProbeResult, RouteInfo, SizeResult},
 };
 
 pub const OWNER: &str = "02:00:00:00:00:0a";
@@ -107,7 +107,25 @@ fn snapshot(kind: &str, dev: &str, entry: Option<&str>, answers: &[&str]) -> Sna
                 })
                 .collect(),
         }),
+        path: (kind == "unicast").then(|| full_size_passes(ip)),
         ..Default::default()
+    }
+}
+
+/// DF echo requests of every size came back.
+pub fn full_size_passes(dst: std::net::IpAddr) -> PathCheck {
+    PathCheck {
+        dst,
+        route_mtu: 1500,
+        sizes: [1500, 576]
+            .into_iter()
+            .map(|size| SizeResult {
+                size,
+                sent: true,
+                answered: true,
+            })
+            .collect(),
+        frag_needed: None,
     }
 }
 
