@@ -124,6 +124,9 @@ pub struct Snapshot {
     /// addresses or ports (`family table chain: ...`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drop_rules: Vec<String>,
+    /// Conntrack table use when the drops were looked at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conntrack_usage: Option<crate::facts::ConntrackUsage>,
     /// DF echo requests of a few sizes toward the server: what came back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<crate::facts::PathCheck>,

@@ -343,3 +343,18 @@ impl PathCheck {
                 .all(|s| s.answered == (s.size <= l))
     }
 }
+
+/// How full the conntrack table is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConntrackUsage {
+    pub count: u32,
+    pub max: u32,
+}
+
+impl ConntrackUsage {
+    /// New connections cannot get an entry (a few slots of slack: the
+    /// count moves while it is read).
+    pub fn full(&self) -> bool {
+        self.max > 0 && self.count.saturating_add(8) >= self.max
+    }
+}

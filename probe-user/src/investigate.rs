@@ -170,6 +170,7 @@ async fn handshake(flow: FlowRef, iface: &str) -> Snapshot {
         ..Default::default()
     };
     snap.node_netns = crate::netns::current_inode();
+    snap.conntrack_usage = state::sysctl::conntrack_usage();
     let rules = read_rules(&mut snap).await;
     snap.drop_rules = nat_rules::drop_rules(&rules, flow.src, flow.dst);
     let (hop, dev) = next_hop(flow.dst.ip(), Some(iface), &mut snap).await;
@@ -250,6 +251,7 @@ async fn storm(flow: FlowRef, socket_netns: Option<u32>) -> Snapshot {
     };
     let ours = crate::netns::current_inode();
     snap.node_netns = ours;
+    snap.conntrack_usage = state::sysctl::conntrack_usage();
     // The ruleset: what drops the flow here, and where NAT sends it.
     let rules = read_rules(&mut snap).await;
     snap.drop_rules = nat_rules::drop_rules(&rules, flow.src, flow.dst);

@@ -12,11 +12,13 @@ pub enum Cause {
     PacketLoss,
     KernelDrop,
     MtuBlackhole,
+    ConntrackTableFull,
+    ListenOverflow,
     Unknown,
 }
 
 impl Cause {
-    pub const ALL: [Cause; 8] = [
+    pub const ALL: [Cause; 10] = [
         Cause::StaleNeighbour,
         Cause::StaleConntrackNat,
         Cause::EndpointUnreachable,
@@ -24,6 +26,8 @@ impl Cause {
         Cause::PacketLoss,
         Cause::KernelDrop,
         Cause::MtuBlackhole,
+        Cause::ConntrackTableFull,
+        Cause::ListenOverflow,
         Cause::Unknown,
     ];
 
@@ -36,6 +40,8 @@ impl Cause {
             Cause::PacketLoss => "packet_loss",
             Cause::KernelDrop => "kernel_drop",
             Cause::MtuBlackhole => "mtu_blackhole",
+            Cause::ConntrackTableFull => "conntrack_table_full",
+            Cause::ListenOverflow => "listen_overflow",
             Cause::Unknown => "unknown",
         }
     }
@@ -54,6 +60,8 @@ impl Cause {
                 | Cause::ServerNotResponding
                 | Cause::KernelDrop
                 | Cause::MtuBlackhole
+                | Cause::ConntrackTableFull
+                | Cause::ListenOverflow
         )
     }
 }

@@ -9,6 +9,15 @@ pub fn tcp_retries2() -> Option<u32> {
     read_u32("/proc/sys/net/ipv4/tcp_retries2")
 }
 
+/// Conntrack entries in use and the table's size (the count is this
+/// namespace's; the maximum is shared by all). `None` without nf_conntrack.
+pub fn conntrack_usage() -> Option<crate::facts::ConntrackUsage> {
+    Some(crate::facts::ConntrackUsage {
+        count: read_u32("/proc/sys/net/netfilter/nf_conntrack_count")?,
+        max: read_u32("/proc/sys/net/netfilter/nf_conntrack_max")?,
+    })
+}
+
 fn read_u32(path: &str) -> Option<u32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }

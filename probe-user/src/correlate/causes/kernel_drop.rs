@@ -61,6 +61,40 @@ pub fn judge(drops: &[Seen], snap: &Snapshot, progressed: bool, d: &mut Diagnosi
             s.location
         ));
     }
+    // Two reasons are causes of their own: a full conntrack table (netfilter
+    // drops what it cannot track) and a full accept queue.
+    if top.reason == "NETFILTER_DROP"
+        && let Some(u) = snap.conntrack_usage.filter(|u| u.full())
+    {
+        d.cause = Cause::ConntrackTableFull.as_str().into();
+        d.drop_reason = Some(top.reason.clone());
+        d.summary = format!(
+            "this node drops {} -> {}: the conntrack table is full ({} of {} entries), so netfilter drops packets it cannot track",
+            top.flow.src, top.flow.dst, u.count, u.max
+        );
+        d.evidence.push(format!(
+            "nf_conntrack_count {} of nf_conntrack_max {}",
+            u.count, u.max
+        ));
+        d.fix = Some(format!(
+            "sysctl -w net.netfilter.nf_conntrack_max={}   # then find what fills it: conntrack -L | awk '{{print $1, $4}}' | sort | uniq -c | sort -rn | head",
+            u.max.saturating_mul(2)
+        ));
+        return true;
+    }
+    if top.reason == "TCP_LISTEN_OVERFLOW" {
+        d.cause = Cause::ListenOverflow.as_str().into();
+        d.drop_reason = Some(top.reason.clone());
+        d.summary = format!(
+            "{} does not accept connections fast enough: its accept queue is full and this node drops new ones from {}",
+            top.flow.dst, top.flow.src
+        );
+        d.fix = Some(format!(
+            "ss -ltnp 'sport = :{}'   # Recv-Q at Send-Q: the process is not calling accept(); raise its backlog and net.core.somaxconn",
+            top.flow.dst.port()
+        ));
+        return true;
+    }
     let rule = (top.reason == "NETFILTER_DROP" && !snap.drop_rules.is_empty())
         .then(|| snap.drop_rules.join("; "));
     let (what, fix) = remedy(&top.reason, top.flow, rule.as_deref());
@@ -170,6 +204,25 @@ mod tests {
                 .as_deref()
                 .is_some_and(|f| f.starts_with("nft -a list chain inet fw forward"))
         );
+    }
+
+    #[test]
+    fn a_full_conntrack_table_and_a_full_accept_queue_are_named() {
+        let snap = Snapshot {
+            conntrack_usage: Some(crate::facts::ConntrackUsage {
+                count: 1024,
+                max: 1024,
+            }),
+            ..Default::default()
+        };
+        let s = seen("NETFILTER_DROP", Some(1));
+        let mut d = Diagnosis::new("retransmit_storm", "unknown", s.flow, "");
+        assert!(judge(&[s], &snap, false, &mut d));
+        assert_eq!(d.cause, "conntrack_table_full");
+        let s = seen("TCP_LISTEN_OVERFLOW", Some(1));
+        let mut d = Diagnosis::new("retransmit_storm", "unknown", s.flow, "");
+        assert!(judge(&[s], &Snapshot::default(), false, &mut d));
+        assert_eq!(d.cause, "listen_overflow");
     }
 
     #[test]
