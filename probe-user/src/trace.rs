@@ -52,7 +52,8 @@ pub fn select_targets(wanted: &[String], links: &[Link]) -> anyhow::Result<Vec<L
         .collect()
 }
 
-const KIND_NAMES: [&str; kind::COUNT as usize] = [
+/// Names of the kernel's record kinds, by `probe_common::kind` value.
+pub const KIND_NAMES: [&str; kind::COUNT as usize] = [
     "none",
     "retransmit",
     "neighbour",

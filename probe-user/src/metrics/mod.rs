@@ -41,15 +41,7 @@ pub const CAUSES: &[&str] = &[
 
 /// Values of `netprobe_events_lost_total{type}`: the kernel's record kinds
 /// (the eBPF side counts loss per kind).
-pub const LOST_KINDS: &[&str] = &[
-    "none",
-    "retransmit",
-    "neighbour",
-    "tls",
-    "arp",
-    "reset",
-    "packet",
-];
+pub const LOST_KINDS: &[&str] = &crate::trace::KIND_NAMES;
 
 /// Values of `netprobe_events_total{type}`: the JSON types [`type_name`] gives.
 pub const EVENT_TYPES: &[&str] = &[
