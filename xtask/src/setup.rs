@@ -25,6 +25,9 @@ const PACKAGES: &[&str] = &[
     // The bench's peer for start-up and memory (a tracepoint script).
     "bpftrace",
     "bpftool",
+    // The metrics lab test scrapes netprobe with the real Prometheus and
+    // lints the text with promtool (same package).
+    "prometheus",
     "libcap2-bin",
     "util-linux",
     "tmux",
