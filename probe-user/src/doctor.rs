@@ -35,6 +35,28 @@ pub fn run() -> Vec<Check> {
             Some(msg) => Err(msg),
         },
     )];
+    // What a container must be granted (deploy/daemonset.yaml), with
+    // what this process has: missing optional ones degrade a feature.
+    let missing: Vec<&str> = privileges::missing_now()
+        .iter()
+        .map(|(n, _)| *n)
+        .chain(privileges::optional_warning().map(|_| "CAP_NET_RAW"))
+        .collect();
+    let state: Vec<String> = privileges::node_agent()
+        .iter()
+        .map(|c| {
+            let mark = if missing.contains(c) { "missing" } else { "ok" };
+            format!("{c} {mark}")
+        })
+        .collect();
+    checks.push(Check {
+        name: "container caps",
+        ok: true,
+        detail: format!(
+            "{} (CAP_SYS_ADMIN only for --netns or to mount tracefs)",
+            state.join(", ")
+        ),
+    });
     checks.push(check(
         "tracefs",
         if tracefs::mounted() {
