@@ -178,7 +178,7 @@ fn tcx_neighbours() -> String {
     }
     if shared.is_empty() {
         return format!(
-            "no other programs on the {} interfaces' hooks; netprobe attaches first in the chain",
+            "no other programs on the hooks of the {} interfaces; netprobe attaches first in the chain",
             names.len()
         );
     }
