@@ -54,6 +54,8 @@ pub const EVENT_TYPES: &[&str] = &[
     "stats",
     "snapshot",
     "diagnosis",
+    "tls_hop",
+    "recovered",
 ];
 
 /// Handshakes whose ServerHello is still awaited, at most. Past it a new
@@ -190,6 +192,8 @@ pub fn type_name(body: &EventBody) -> &'static str {
         EventBody::Stats(_) => "stats",
         EventBody::Snapshot(_) => "snapshot",
         EventBody::Diagnosis(_) => "diagnosis",
+        EventBody::TlsHop(_) => "tls_hop",
+        EventBody::Recovered(_) => "recovered",
     }
 }
 
@@ -267,7 +271,12 @@ impl Recorder {
                     }
                 }
             }
-            EventBody::Reset(_) | EventBody::Arp(_) | EventBody::Snapshot(_) => {}
+            // A hop is a segment already counted on its first hook.
+            EventBody::Reset(_)
+            | EventBody::Arp(_)
+            | EventBody::Snapshot(_)
+            | EventBody::TlsHop(_)
+            | EventBody::Recovered(_) => {}
         }
     }
 
