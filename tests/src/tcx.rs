@@ -1,17 +1,39 @@
-//! A foreign tcx program at the head of a hook, as a CNI puts its own: two
-//! instructions (`r0 = TCX_PASS; exit`) loaded and linked with raw bpf(2)
-//! calls, since no compiler for BPF C is on these machines. Returning a
-//! verdict other than TCX_NEXT ends the chain on that hook, exactly as
-//! Cilium's bpf_redirect_peer does: the packet goes on, and no program
-//! after it sees it. Detached when dropped (closing the link fd).
+//! A foreign tcx program at the head of a hook, as a CNI puts its own, a
+//! few instructions loaded and linked with raw bpf(2) calls (no compiler
+//! for BPF C is on these machines): [`Action::Pass`] (`r0 = TCX_PASS`) or
+//! [`Action::RedirectPeer`] (Cilium's `bpf_redirect_peer` into a veth's
+//! other end). Either verdict ends the chain on that hook: the packet goes
+//! on, and no program after it sees it. Detached when dropped (closing the
+//! link fd).
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 
 use crate::netns::Netns;
 
-/// Name the kernel shows for the program (`bpftool prog`, tcx queries).
+/// Names the kernel shows for the programs (`bpftool prog`, tcx queries).
 pub const NAME: &str = "np_lab_pass";
+pub const REDIRECT_NAME: &str = "np_lab_redirect";
+
+/// What the program does with every packet.
+#[derive(Clone, Debug)]
+pub enum Action {
+    /// TCX_PASS: deliver as usual.
+    Pass,
+    /// `bpf_redirect_peer(ifindex of this veth, 0)`: straight into the
+    /// ingress of its peer, in the peer's namespace.
+    RedirectPeer(String),
+}
+
+/// BPF_FUNC_redirect_peer.
+const REDIRECT_PEER: i32 = 155;
+
+/// One 8-byte instruction: opcode, dst and src registers, offset, immediate.
+fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
+    let [o0, o1] = off.to_le_bytes();
+    let [i0, i1, i2, i3] = imm.to_le_bytes();
+    u64::from_le_bytes([code, (src << 4) | dst, o0, o1, i0, i1, i2, i3])
+}
 
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_LINK_CREATE: libc::c_long = 28;
@@ -77,6 +99,16 @@ impl HeadProgram {
     /// Links [`NAME`] at the head of `ifname`'s ingress (or egress) tcx
     /// hook in `ns`. Panics with the kernel's error.
     pub fn attach_first(ns: &Netns, ifname: &str, ingress: bool) -> HeadProgram {
+        Self::attach_first_doing(ns, ifname, ingress, Action::Pass)
+    }
+
+    /// Links a program doing `action` at the head of the hook.
+    pub fn attach_first_doing(
+        ns: &Netns,
+        ifname: &str,
+        ingress: bool,
+        action: Action,
+    ) -> HeadProgram {
         let ns_path = ns.path();
         let ifname = ifname.to_string();
         // setns applies to the calling thread only: a short-lived thread
@@ -94,14 +126,37 @@ impl HeadProgram {
             if ifindex == 0 {
                 return Err(format!("no interface {ifname}"));
             }
-            // r0 = 0 (TCX_PASS); exit.
-            let insns: [u64; 2] = [
-                u64::from_le_bytes([0xb7, 0, 0, 0, 0, 0, 0, 0]),
-                u64::from_le_bytes([0x95, 0, 0, 0, 0, 0, 0, 0]),
-            ];
+            const MOV64_IMM: u8 = 0xb7;
+            const CALL: u8 = 0x85;
+            const EXIT: u8 = 0x95;
+            let (insns, prog_name) = match &action {
+                // r0 = 0 (TCX_PASS); exit.
+                Action::Pass => (
+                    vec![insn(MOV64_IMM, 0, 0, 0, 0), insn(EXIT, 0, 0, 0, 0)],
+                    NAME,
+                ),
+                // r0 = bpf_redirect_peer(ifindex, 0): TCX_REDIRECT; exit.
+                Action::RedirectPeer(to) => {
+                    let cto = CString::new(to.clone()).unwrap();
+                    // SAFETY: a NUL-terminated name.
+                    let to_index = unsafe { libc::if_nametoindex(cto.as_ptr()) };
+                    if to_index == 0 {
+                        return Err(format!("no interface {to}"));
+                    }
+                    (
+                        vec![
+                            insn(MOV64_IMM, 1, 0, 0, to_index as i32),
+                            insn(MOV64_IMM, 2, 0, 0, 0),
+                            insn(CALL, 0, 0, 0, REDIRECT_PEER),
+                            insn(EXIT, 0, 0, 0, 0),
+                        ],
+                        REDIRECT_NAME,
+                    )
+                }
+            };
             let license = c"GPL";
             let mut name = [0u8; 16];
-            name[..NAME.len()].copy_from_slice(NAME.as_bytes());
+            name[..prog_name.len()].copy_from_slice(prog_name.as_bytes());
             let mut load = ProgLoad {
                 prog_type: BPF_PROG_TYPE_SCHED_CLS,
                 insn_cnt: insns.len() as u32,

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use netprobe_tests::peers::{TlsServer, tls_client};
-use netprobe_tests::tcx::{self, HeadProgram};
+use netprobe_tests::tcx::{self, Action, HeadProgram};
 use netprobe_tests::{Lab, Netprobe, poll_until, require_root, secs};
 use serde_json::Value;
 
@@ -104,6 +104,84 @@ fn handshake_seen_through_a_chain_ending_program_attached_before_netprobe() {
             .filter(|l| l.contains("tcx hook"))
             .collect::<Vec<_>>()
             .join("\ntrace: ")
+    );
+    let stopped = np.stop();
+    assert!(stopped.clean_exit(), "{}", stopped.stderr);
+}
+
+/// Cilium's way: on the switch's ports, a program redirects every packet
+/// straight into the other host's interface (`bpf_redirect_peer`), past the
+/// bridge. netprobe, on the switch, attached after it was there, still sees
+/// both hellos on the ports' ingress hooks.
+#[test]
+fn handshake_seen_through_a_redirect_peer_program_attached_before_netprobe() {
+    require_root();
+    let mut lab = Lab::new("hookredir");
+    let seg = lab.bridge_segment(2);
+    let (srv, cli) = (seg.host(0), seg.host(1));
+    let sw = &seg.switch;
+    let server = SocketAddr::new(srv.ipv4.into(), 6443);
+    let _tls = TlsServer::start(srv, server.ip(), 6443);
+    // p1 is the client's port, p0 the server's: each redirects into the other.
+    let to_srv =
+        HeadProgram::attach_first_doing(sw, "p1", true, Action::RedirectPeer("p0".into()));
+    let to_cli =
+        HeadProgram::attach_first_doing(sw, "p0", true, Action::RedirectPeer("p1".into()));
+    // The redirect works on its own: the handshake completes past the bridge.
+    let hs = tls_client(cli, server.ip(), 6443, Some("redirect.lab"), secs(5.0));
+    assert!(hs.handshake_done, "through the redirect: {}", hs.report);
+
+    let mut np = Netprobe::start_in(sw, ["trace", "--json", "--port", "6443"]);
+    np.wait_ready(READY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("netprobe did not get ready: {e:#}"));
+    let want = format!(
+        "netprobe: tcx hook p1 ingress: position 1 of 2 (after it: {}",
+        tcx::REDIRECT_NAME
+    );
+    assert!(
+        np.stderr().contains(&want),
+        "want {want:?} in:\n{}",
+        np.stderr()
+    );
+
+    let hs = tls_client(cli, server.ip(), 6443, Some("redirect.lab"), secs(5.0));
+    assert!(hs.handshake_done, "{}", hs.report);
+    let ch = np.wait_for(
+        |v| v["type"] == "tls_client_hello" && v["dst"] == server.to_string(),
+        EVENT_TIMEOUT,
+    );
+    let ch = ch.unwrap_or_else(|| panic!("no ClientHello past the redirect\n{}", np.stderr()));
+    assert_eq!(ch["iface"], "p1", "{ch}");
+    assert_eq!(ch["direction"], "ingress", "{ch}");
+    let sh = np.wait_for(
+        |v| v["type"] == "tls_server_hello" && v["src"] == server.to_string(),
+        EVENT_TIMEOUT,
+    );
+    let sh = sh.unwrap_or_else(|| panic!("no ServerHello past the redirect\n{}", np.stderr()));
+    assert_eq!(sh["iface"], "p0", "{sh}");
+    // Redirected past the bridge: the hellos never cross another hook (a
+    // second crossing would be a `tls_hop`, e.g. on p0's egress).
+    let hops = |np: &Netprobe| np.events_of_type("tls_hop");
+    std::thread::sleep(secs(0.5));
+    assert!(
+        hops(&np).is_empty(),
+        "hops despite the redirect: {:?}",
+        hops(&np)
+    );
+    // Control: without the redirect, the same handshake crosses the bridge
+    // and shows up on the other port's egress too.
+    drop((to_srv, to_cli));
+    let hs = tls_client(cli, server.ip(), 6443, Some("bridged.lab"), secs(5.0));
+    assert!(hs.handshake_done, "{}", hs.report);
+    let hop = np.wait_for(
+        |v| v["type"] == "tls_hop" && v["iface"] == "p0" && v["direction"] == "egress",
+        EVENT_TIMEOUT,
+    );
+    assert!(
+        hop.is_some(),
+        "no hop on p0 egress once bridged: {:?}\n{}",
+        np.events(),
+        np.stderr()
     );
     let stopped = np.stop();
     assert!(stopped.clean_exit(), "{}", stopped.stderr);
