@@ -123,10 +123,8 @@ fn handshake_seen_through_a_redirect_peer_program_attached_before_netprobe() {
     let server = SocketAddr::new(srv.ipv4.into(), 6443);
     let _tls = TlsServer::start(srv, server.ip(), 6443);
     // p1 is the client's port, p0 the server's: each redirects into the other.
-    let to_srv =
-        HeadProgram::attach_first_doing(sw, "p1", true, Action::RedirectPeer("p0".into()));
-    let to_cli =
-        HeadProgram::attach_first_doing(sw, "p0", true, Action::RedirectPeer("p1".into()));
+    let to_srv = HeadProgram::attach_first_doing(sw, "p1", true, Action::RedirectPeer("p0".into()));
+    let to_cli = HeadProgram::attach_first_doing(sw, "p0", true, Action::RedirectPeer("p1".into()));
     // The redirect works on its own: the handshake completes past the bridge.
     let hs = tls_client(cli, server.ip(), 6443, Some("redirect.lab"), secs(5.0));
     assert!(hs.handshake_done, "through the redirect: {}", hs.report);
