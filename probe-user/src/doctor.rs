@@ -53,7 +53,7 @@ pub fn run() -> Vec<Check> {
         name: "container caps",
         ok: true,
         detail: format!(
-            "{} (CAP_SYS_ADMIN only for --netns or to mount tracefs)",
+            "{} as uid 0 (another uid also needs CAP_DAC_READ_SEARCH for tracefs; CAP_SYS_ADMIN only for --netns or to mount tracefs)",
             state.join(", ")
         ),
     });

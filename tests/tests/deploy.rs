@@ -4,7 +4,8 @@
 //! held to what netprobe itself says: the capabilities of
 //! `privileges::node_agent()`, arguments its own parser accepts, the
 //! metrics port everywhere the same. The Grafana dashboard may only query
-//! metrics netprobe serves. Needs no root.
+//! metrics netprobe serves. Only the last test needs root: it runs netprobe
+//! with exactly the DaemonSet's capabilities and arguments.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -12,8 +13,11 @@ use std::process::Command;
 
 use clap::Parser as _;
 use netprobe_tests::cmd;
-use netprobe_tests::secs;
+use netprobe_tests::netns::with_caps;
+use netprobe_tests::netprobe::binary;
+use netprobe_tests::peers::{TlsServer, tls_client};
 use netprobe_tests::tmp::TempDir;
+use netprobe_tests::{Lab, Netprobe, poll_until, require_root, secs};
 use probe_user::cli::{Cli, Command as NpCommand};
 use serde::Deserialize as _;
 use serde_json::Value;
@@ -253,4 +257,77 @@ fn dashboard_queries_only_metrics_netprobe_serves() {
     // Grafana needs unique panel ids.
     let ids: BTreeSet<u64> = panels.iter().filter_map(|p| p["id"].as_u64()).collect();
     assert_eq!(ids.len(), panels.len(), "panel ids not unique");
+}
+
+/// The pod as the DaemonSet makes it, in a lab namespace: uid 0 with only
+/// the manifest's capabilities (bounding set too, so nothing can be
+/// regained), the manifest's arguments (the listen address moved to the
+/// lab's loopback). netprobe must start without a capability warning, see
+/// a handshake and count it on /metrics; and name each capability when
+/// run without it.
+#[test]
+fn daemonset_capabilities_and_args_are_enough_to_trace_and_serve() {
+    require_root();
+    let docs = kustomize(&deploy_dir()).unwrap_or_else(|e| panic!("kubectl kustomize: {e}"));
+    let c = &daemonset(&docs)["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["securityContext"]["runAsUser"], 0, "{c}");
+    let caps: Vec<String> = strings(&c["securityContext"]["capabilities"]["add"])
+        .iter()
+        .map(|c| c.to_lowercase())
+        .collect();
+    let caps: Vec<&str> = caps.iter().map(String::as_str).collect();
+    let listen = "127.0.0.1:9464";
+    let mut args: Vec<String> = strings(&c["args"]);
+    let at = args
+        .iter()
+        .position(|a| a == "--metrics-listen")
+        .expect("--metrics-listen");
+    args[at + 1] = listen.to_string();
+
+    let mut lab = Lab::new("dscaps");
+    let seg = lab.bridge_segment(2);
+    let (srv, cli) = (seg.host(0), seg.host(1));
+    let _tls = TlsServer::start(srv, srv.ipv4.into(), 6443);
+    let bin = binary();
+    let mut cmd: Vec<&str> = vec![bin.to_str().unwrap()];
+    cmd.extend(args.iter().map(String::as_str));
+    let mut np = Netprobe::start_command(with_caps(cli, 0, &caps, &cmd));
+    np.wait_ready(secs(30.0))
+        .unwrap_or_else(|e| panic!("not ready with {caps:?}: {e:#}"));
+    assert!(
+        !np.stderr().contains("missing capabilities"),
+        "with {caps:?}:\n{}",
+        np.stderr()
+    );
+    let hs = tls_client(cli, srv.ipv4.into(), 6443, Some("ds.lab"), secs(5.0));
+    assert!(hs.handshake_done, "{}", hs.report);
+    let url = format!("http://{listen}/metrics");
+    let answered = poll_until(secs(10.0), secs(0.2), || {
+        let done = cli.try_exec(["curl", "-sSf", "--max-time", "3", &url], secs(5.0));
+        done.stdout()
+            .contains("netprobe_tls_handshakes_total{outcome=\"answered\"} 1\n")
+            .then_some(())
+    });
+    let stopped = np.stop();
+    assert!(
+        answered.is_some(),
+        "handshake not counted on {url}\n{}",
+        stopped.stderr
+    );
+    assert!(stopped.clean_exit(), "{}", stopped.stderr);
+
+    // Nothing more: without any one of them netprobe names it, refusing to
+    // start or (CAP_NET_RAW) warning that a feature is off.
+    for drop in &caps {
+        let fewer: Vec<&str> = caps.iter().copied().filter(|c| c != drop).collect();
+        let done = cmd::run_bounded(&mut with_caps(cli, 0, &fewer, &cmd), secs(6.0));
+        let name = format!("CAP_{}", drop.to_uppercase());
+        assert!(
+            done.stderr()
+                .lines()
+                .any(|l| l.contains("missing capabilities") && l.contains(&name)),
+            "without {name}: {}",
+            done.report()
+        );
+    }
 }
