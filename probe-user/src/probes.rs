@@ -212,6 +212,23 @@ impl Probes {
         }
     }
 
+    /// One line per hook of `iface` where netprobe shares the tcx chain
+    /// with other programs (empty when alone, or without tcx).
+    pub fn hook_report(&self, iface: &str) -> Vec<String> {
+        if !tcx_supported() {
+            return Vec::new();
+        }
+        CLASSIFIERS
+            .iter()
+            .filter_map(|(prog, attach_type)| {
+                let ours = self.ebpf.program(prog)?.info().ok()?.id();
+                let chain = tcx_chain(iface, *attach_type).ok()?;
+                let desc = describe_chain(&chain, ours)?;
+                Some(format!("{iface} {}: {desc}", direction(*attach_type)))
+            })
+            .collect()
+    }
+
     pub fn detach_all(&mut self) {
         let all: Vec<u32> = self.attached.keys().copied().collect();
         for ifindex in all {
@@ -240,11 +257,11 @@ pub fn tcx_chain(iface: &str, attach_type: TcAttachType) -> anyhow::Result<Vec<H
         .collect())
 }
 
-/// Where netprobe's classifier sits on a hook and who else is there, e.g.
-/// `1st of 2 (then: cil_from_container id 41)`; None when it runs alone
-/// or is not there.
-pub fn describe_chain(chain: &[HookProgram], ours: &str) -> Option<String> {
-    let at = chain.iter().position(|p| p.name == ours)?;
+/// Where netprobe's classifier (program `ours`) sits on a hook and who
+/// else is there, e.g. `position 1 of 2 (after it: cil_from_container id
+/// 41)`; None when it runs alone or is not there.
+pub fn describe_chain(chain: &[HookProgram], ours: u32) -> Option<String> {
+    let at = chain.iter().position(|p| p.id == ours)?;
     if chain.len() == 1 {
         return None;
     }
@@ -265,22 +282,6 @@ pub fn describe_chain(chain: &[HookProgram], ours: &str) -> Option<String> {
         out.push_str(&format!(" (after it: {})", list(&chain[at + 1..])));
     }
     Some(out)
-}
-
-/// One line per hook of `iface` where netprobe shares the tcx chain with
-/// other programs (empty when alone, or without tcx).
-pub fn hook_report(iface: &str) -> Vec<String> {
-    if !tcx_supported() {
-        return Vec::new();
-    }
-    CLASSIFIERS
-        .iter()
-        .filter_map(|(prog, attach_type)| {
-            let chain = tcx_chain(iface, *attach_type).ok()?;
-            let desc = describe_chain(&chain, prog)?;
-            Some(format!("{iface} {}: {desc}", direction(*attach_type)))
-        })
-        .collect()
 }
 
 pub fn direction(attach_type: TcAttachType) -> &'static str {
@@ -317,19 +318,20 @@ mod tests {
 
     #[test]
     fn chain_descriptions() {
-        assert_eq!(describe_chain(&[prog(7, "tc_ingress")], "tc_ingress"), None);
-        assert_eq!(describe_chain(&[prog(3, "other")], "tc_ingress"), None);
+        assert_eq!(describe_chain(&[prog(7, "tc_ingress")], 7), None);
+        assert_eq!(describe_chain(&[prog(3, "other")], 7), None);
         assert_eq!(
-            describe_chain(&[prog(7, "tc_ingress"), prog(3, "cil")], "tc_ingress").as_deref(),
+            describe_chain(&[prog(7, "tc_ingress"), prog(3, "cil")], 7).as_deref(),
             Some("position 1 of 2 (after it: cil id 3)")
         );
+        // Another netprobe's program of the same name is someone else.
         assert_eq!(
             describe_chain(
-                &[prog(3, "cil"), prog(7, "tc_ingress"), prog(9, "x")],
-                "tc_ingress"
+                &[prog(3, "cil"), prog(5, "tc_ingress"), prog(7, "tc_ingress")],
+                7
             )
             .as_deref(),
-            Some("position 2 of 3 (before it, able to hide packets: cil id 3) (after it: x id 9)")
+            Some("position 3 of 3 (before it, able to hide packets: cil id 3, tc_ingress id 5)")
         );
     }
 }

@@ -234,7 +234,7 @@ impl Tracer<'_> {
                     match self.probes.attach(link.index, &link.name) {
                         Ok(_) => {
                             info!("attached to new interface {}", link.name);
-                            report_hooks(&link.name);
+                            report_hooks(&self.probes, &link.name);
                         }
                         // It may already be gone again (pod veths are short-lived).
                         Err(e) => warn!("interface {}: {e:#}", link.name),
@@ -312,7 +312,7 @@ pub async fn session(
         match probes.attach(link.index, &link.name) {
             Ok(mode) => {
                 info!("attached to {} ({mode:?})", link.name);
-                report_hooks(&link.name);
+                report_hooks(&probes, &link.name);
             }
             Err(e) if explicit => return Err(e),
             Err(e) => warn!("skipping {}: {e:#}", link.name),
@@ -438,8 +438,8 @@ pub async fn session(
 
 /// Says on stderr where netprobe sits on a hook it shares (CNIs attach
 /// their own programs to pod veths and uplinks).
-fn report_hooks(iface: &str) {
-    for line in crate::probes::hook_report(iface) {
+fn report_hooks(probes: &Probes, iface: &str) {
+    for line in probes.hook_report(iface) {
         eprintln!("netprobe: tcx hook {line}");
     }
 }
