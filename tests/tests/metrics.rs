@@ -343,38 +343,56 @@ fn promtool_check(file: &std::path::Path) -> cmd::Finished {
     cmd::run_bounded(&mut c, secs(20.0))
 }
 
-/// A taken metrics port is refused before anything is loaded: one line on
-/// stderr naming the flag and the address, a non-zero exit, no program,
-/// link or TC state left in the lab.
+/// A taken metrics port, an address this host does not have, and one that
+/// is not an address are refused before anything is loaded: one line on
+/// stderr naming the problem, a non-zero exit, no program, link or TC state
+/// left in the lab.
 #[test]
-fn metrics_port_in_use_is_refused_before_attaching() {
+fn bad_metrics_listen_is_refused_before_attaching() {
     require_root();
     let mut lab = Lab::new("metrics-busy");
     let (a, _b) = lab.pair();
     let _taken = BlackHole::start(&a, "127.0.0.1".parse().unwrap(), 9464);
-    let mut c = Command::new("nsenter");
-    c.arg(format!("--net={}", a.path().display()))
-        .arg("--")
-        .arg(binary())
-        .args(["trace", "--json", "--metrics-listen", "127.0.0.1:9464"]);
-    let done = cmd::run_bounded(&mut c, secs(20.0));
-    let what = done.report();
-    assert!(!done.timed_out, "{what}");
-    assert!(done.code().is_some_and(|c| c != 0), "non-zero exit: {what}");
-    let stderr = done.stderr();
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "one line on stderr: {what}");
-    assert!(
-        lines[0].contains("--metrics-listen 127.0.0.1:9464") && lines[0].contains("in use"),
-        "{what}"
-    );
-    assert!(done.stdout().trim().is_empty(), "{what}");
-    let mut left = cleanup::bpf_orphans(NETPROBE_PROGRAMS);
-    left.extend(cleanup::tc_leftovers(Some(&a), &a.ifname));
-    let tcx = a.exec(["bpftool", "-j", "net", "show"]);
-    let tcx: Value = serde_json::from_slice(&tcx.stdout).unwrap_or(Value::Null);
-    if tcx.to_string().contains("tc_ingress") || tcx.to_string().contains("tc_egress") {
-        left.push(format!("tcx in the lab namespace: {tcx}"));
+    for (listen, needles) in [
+        (
+            "127.0.0.1:9464",
+            ["--metrics-listen 127.0.0.1:9464", "in use"],
+        ),
+        (
+            "10.99.99.99:9464",
+            [
+                "--metrics-listen 10.99.99.99:9464",
+                "Cannot assign requested address",
+            ],
+        ),
+        (
+            "localhost:9464",
+            ["--metrics-listen", "is not an address and port"],
+        ),
+    ] {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net={}", a.path().display()))
+            .arg("--")
+            .arg(binary())
+            .args(["trace", "--json", "--metrics-listen", listen]);
+        let done = cmd::run_bounded(&mut c, secs(20.0));
+        let what = done.report();
+        assert!(!done.timed_out, "{what}");
+        assert!(done.code().is_some_and(|c| c != 0), "non-zero exit: {what}");
+        let stderr = done.stderr();
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "one line on stderr: {what}");
+        for n in needles {
+            assert!(lines[0].contains(n), "{n:?} missing: {what}");
+        }
+        assert!(done.stdout().trim().is_empty(), "{what}");
+        let mut left = cleanup::bpf_orphans(NETPROBE_PROGRAMS);
+        left.extend(cleanup::tc_leftovers(Some(&a), &a.ifname));
+        let tcx = a.exec(["bpftool", "-j", "net", "show"]);
+        let tcx: Value = serde_json::from_slice(&tcx.stdout).unwrap_or(Value::Null);
+        if tcx.to_string().contains("tc_ingress") || tcx.to_string().contains("tc_egress") {
+            left.push(format!("tcx in the lab namespace: {tcx}"));
+        }
+        assert!(left.is_empty(), "left behind: {left:?}\n{what}");
     }
-    assert!(left.is_empty(), "left behind: {left:?}\n{what}");
 }
