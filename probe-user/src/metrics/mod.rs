@@ -56,6 +56,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "diagnosis",
     "tls_hop",
     "recovered",
+    "drop",
 ];
 
 /// Handshakes whose ServerHello is still awaited, at most. Past it a new
@@ -194,6 +195,7 @@ pub fn type_name(body: &EventBody) -> &'static str {
         EventBody::Diagnosis(_) => "diagnosis",
         EventBody::TlsHop(_) => "tls_hop",
         EventBody::Recovered(_) => "recovered",
+        EventBody::Drop(_) => "drop",
     }
 }
 
@@ -276,7 +278,9 @@ impl Recorder {
             | EventBody::Arp(_)
             | EventBody::Snapshot(_)
             | EventBody::TlsHop(_)
-            | EventBody::Recovered(_) => {}
+            | EventBody::Recovered(_)
+            // Written at counts 1, 2, 4, ...: a sample, not a drop count.
+            | EventBody::Drop(_) => {}
         }
     }
 
