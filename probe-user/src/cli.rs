@@ -78,6 +78,10 @@ pub struct TraceArgs {
     /// JSON lines on stdout instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (bound in the
+    /// namespace the session runs in, i.e. the --netns one when given).
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// What every tracing command (trace, top, capture) takes.
@@ -135,6 +139,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse().map_err(|_| {
+        format!(
+            "`{s}` is not an address and port (examples: 127.0.0.1:9464, 0.0.0.0:9464, [::]:9464)"
+        )
+    })
+}
+
 fn parse_ring_kib(s: &str) -> Result<u32, String> {
     let kib: u32 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
     if kib < 4 || !kib.is_power_of_two() || kib > 1 << 20 {
@@ -180,5 +192,18 @@ mod tests {
         assert!(parse(&["trace", "--port", "70000"]).is_err());
         assert!(parse(&["trace", "--handshake-timeout", "0s"]).is_err());
         assert!(parse(&["trace", "--ring-kib", "3"]).is_err());
+        let Command::Trace(t) = parse(&["trace", "--metrics-listen", "[::1]:9464"])
+            .unwrap()
+            .command
+        else {
+            panic!()
+        };
+        assert_eq!(t.metrics_listen, Some("[::1]:9464".parse().unwrap()));
+        for bad in ["9464", "localhost:9464", "127.0.0.1:70000", "127.0.0.1"] {
+            let err = parse(&["trace", "--metrics-listen", bad])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("is not an address and port"), "{bad}: {err}");
+        }
     }
 }

@@ -35,6 +35,28 @@ pub fn run() -> Vec<Check> {
             Some(msg) => Err(msg),
         },
     )];
+    // What a container must be granted (deploy/daemonset.yaml), with
+    // what this process has: missing optional ones degrade a feature.
+    let missing: Vec<&str> = privileges::missing_now()
+        .iter()
+        .map(|(n, _)| *n)
+        .chain(privileges::optional_warning().map(|_| "CAP_NET_RAW"))
+        .collect();
+    let state: Vec<String> = privileges::node_agent()
+        .iter()
+        .map(|c| {
+            let mark = if missing.contains(c) { "missing" } else { "ok" };
+            format!("{c} {mark}")
+        })
+        .collect();
+    checks.push(Check {
+        name: "container caps",
+        ok: true,
+        detail: format!(
+            "{} as uid 0 (another uid also needs CAP_DAC_READ_SEARCH for tracefs; CAP_SYS_ADMIN only for --netns or to mount tracefs)",
+            state.join(", ")
+        ),
+    });
     checks.push(check(
         "tracefs",
         if tracefs::mounted() {
@@ -83,6 +105,9 @@ pub fn run() -> Vec<Check> {
             )
         },
     ));
+    if probes::tcx_supported() {
+        checks.push(check("tcx hooks", Ok(tcx_neighbours())));
+    }
     // The verifier prunes on load-time constants: verify both modes.
     for (name, capture_packets) in [("ebpf load", false), ("ebpf load (capture)", true)] {
         let load = probes::Probes::load(&probes::LoadOptions {
@@ -102,6 +127,62 @@ pub fn run() -> Vec<Check> {
     }
     checks.push(check("conntrack netlink", conntrack_netlink()));
     checks
+}
+
+/// Interface names of this namespace (if_nameindex(3): unlike /sys/class/net,
+/// it follows --netns).
+fn interface_names() -> Vec<String> {
+    let mut out = Vec::new();
+    // SAFETY: the array ends with a zeroed entry and is freed once, below.
+    unsafe {
+        let list = libc::if_nameindex();
+        if list.is_null() {
+            return out;
+        }
+        let mut p = list;
+        while (*p).if_index != 0 && !(*p).if_name.is_null() {
+            out.push(
+                std::ffi::CStr::from_ptr((*p).if_name)
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+            p = p.add(1);
+        }
+        libc::if_freenameindex(list);
+    }
+    out
+}
+
+/// Other programs already on the tcx hooks netprobe attaches to: it goes
+/// ahead of them, so a redirecting CNI program cannot hide packets from it.
+fn tcx_neighbours() -> String {
+    let names = interface_names();
+    let mut shared = Vec::new();
+    for name in &names {
+        for (_, attach_type) in probes::CLASSIFIERS {
+            let Ok(chain) = probes::tcx_chain(name, *attach_type) else {
+                continue;
+            };
+            if !chain.is_empty() {
+                let progs: Vec<String> = chain
+                    .iter()
+                    .map(|p| format!("{} id {}", p.name, p.id))
+                    .collect();
+                shared.push(format!(
+                    "{name} {}: {}",
+                    probes::direction(*attach_type),
+                    progs.join(", ")
+                ));
+            }
+        }
+    }
+    if shared.is_empty() {
+        return format!(
+            "no other programs on the hooks of the {} interfaces; netprobe attaches first in the chain",
+            names.len()
+        );
+    }
+    format!("netprobe attaches ahead of: {}", shared.join("; "))
 }
 
 fn conntrack_netlink() -> Result<String, String> {

@@ -4,7 +4,8 @@
 //! says to which interfaces), `trace` reads the ring buffer, `pipeline`
 //! runs each record through `decode` (bytes to kernel records) and `enrich`
 //! (kernel records to [`event::Event`]s, with `tls` for the handshake bytes),
-//! and `output` writes them as text or JSON lines.
+//! and `output` writes them as text or JSON lines; `metrics` counts them
+//! for Prometheus.
 
 pub mod btf_offsets;
 pub mod capture;
@@ -17,6 +18,7 @@ pub mod event;
 pub mod facts;
 pub mod investigate;
 pub mod links;
+pub mod metrics;
 pub mod names;
 pub mod netns;
 pub mod output;

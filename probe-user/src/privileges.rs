@@ -24,6 +24,21 @@ pub const REQUIRED: &[(u32, &str, &str)] = &[
     ),
 ];
 
+/// What `netprobe trace` needs in a container running as uid 0
+/// (deploy/daemonset.yaml grants exactly these; a test compares): the
+/// required ones and CAP_NET_RAW for the active ARP/NDP probe (see
+/// [`optional_warning`]). Not CAP_DAC_READ_SEARCH: uid 0 owns tracefs (see
+/// [`missing_now`]). Not CAP_SYS_ADMIN: it is only for `--netns` (setns)
+/// and for mounting tracefs when the host has not, and the DaemonSet uses
+/// neither (host network, tracefs mounted from the host).
+pub fn node_agent() -> Vec<&'static str> {
+    REQUIRED
+        .iter()
+        .map(|(_, name, _)| *name)
+        .chain(["CAP_NET_RAW"])
+        .collect()
+}
+
 /// Parses the `CapEff:` hex mask out of a /proc/PID/status text.
 pub fn effective_from_status(status: &str) -> Option<u64> {
     status

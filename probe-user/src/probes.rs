@@ -9,7 +9,7 @@ use anyhow::{Context as _, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::{SchedClassifier, TcAttachType, TracePoint, tc},
+    programs::{LinkOrder, SchedClassifier, TcAttachType, TracePoint, tc},
 };
 use log::debug;
 use probe_common::{AF_INET, AF_INET6, FlowKey, KernelOffsets, kind};
@@ -162,20 +162,24 @@ impl Probes {
                 .program_mut(prog)
                 .context("classifier missing")?
                 .try_into()?;
-            let link = match cls.attach(name, *attach_type) {
-                Ok(link) => Ok(link),
-                // Kernels without tcx: fall back to a clsact qdisc and a netlink filter.
-                Err(e) if !tcx_supported() => {
-                    debug!("tcx attach to {name} failed ({e}); trying clsact");
-                    mode = AttachMode::Clsact;
-                    let _ = tc::qdisc_add_clsact(name);
-                    cls.attach_with_options(
-                        name,
-                        *attach_type,
-                        tc::TcAttachOptions::Netlink(tc::NlOptions::default()),
-                    )
-                }
-                Err(e) => Err(e),
+            let link = if tcx_supported() {
+                // At the head of the chain: a CNI program ahead of ours that
+                // redirects (bpf_redirect_peer) or returns a verdict other
+                // than TCX_NEXT would hide the packet from us.
+                cls.attach_with_options(
+                    name,
+                    *attach_type,
+                    tc::TcAttachOptions::TcxOrder(LinkOrder::first()),
+                )
+            } else {
+                // Kernels without tcx: a clsact qdisc and a netlink filter.
+                mode = AttachMode::Clsact;
+                let _ = tc::qdisc_add_clsact(name);
+                cls.attach_with_options(
+                    name,
+                    *attach_type,
+                    tc::TcAttachOptions::Netlink(tc::NlOptions::default()),
+                )
             };
             match link {
                 Ok(link) => links.push((*prog, link)),
@@ -208,11 +212,83 @@ impl Probes {
         }
     }
 
+    /// One line per hook of `iface` where netprobe shares the tcx chain
+    /// with other programs (empty when alone, or without tcx).
+    pub fn hook_report(&self, iface: &str) -> Vec<String> {
+        if !tcx_supported() {
+            return Vec::new();
+        }
+        CLASSIFIERS
+            .iter()
+            .filter_map(|(prog, attach_type)| {
+                let ours = self.ebpf.program(prog)?.info().ok()?.id();
+                let chain = tcx_chain(iface, *attach_type).ok()?;
+                let desc = describe_chain(&chain, ours)?;
+                Some(format!("{iface} {}: {desc}", direction(*attach_type)))
+            })
+            .collect()
+    }
+
     pub fn detach_all(&mut self) {
         let all: Vec<u32> = self.attached.keys().copied().collect();
         for ifindex in all {
             self.detach(ifindex);
         }
+    }
+}
+
+/// One program on a tcx hook, in the kernel's running order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookProgram {
+    pub id: u32,
+    pub name: String,
+}
+
+/// The programs on one tcx hook of `iface`, first to run first.
+pub fn tcx_chain(iface: &str, attach_type: TcAttachType) -> anyhow::Result<Vec<HookProgram>> {
+    let (_, programs) = SchedClassifier::query_tcx(iface, attach_type)
+        .map_err(|e| anyhow!("querying the tcx chain of {iface}: {e}"))?;
+    Ok(programs
+        .iter()
+        .map(|p| HookProgram {
+            id: p.id(),
+            name: p.name_as_str().unwrap_or("?").to_string(),
+        })
+        .collect())
+}
+
+/// Where netprobe's classifier (program `ours`) sits on a hook and who
+/// else is there, e.g. `position 1 of 2 (after it: cil_from_container id
+/// 41)`; None when it runs alone or is not there.
+pub fn describe_chain(chain: &[HookProgram], ours: u32) -> Option<String> {
+    let at = chain.iter().position(|p| p.id == ours)?;
+    if chain.len() == 1 {
+        return None;
+    }
+    let list = |ps: &[HookProgram]| {
+        ps.iter()
+            .map(|p| format!("{} id {}", p.name, p.id))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut out = format!("position {} of {}", at + 1, chain.len());
+    if at > 0 {
+        out.push_str(&format!(
+            " (before it, able to hide packets: {})",
+            list(&chain[..at])
+        ));
+    }
+    if at + 1 < chain.len() {
+        out.push_str(&format!(" (after it: {})", list(&chain[at + 1..])));
+    }
+    Some(out)
+}
+
+pub fn direction(attach_type: TcAttachType) -> &'static str {
+    match attach_type {
+        TcAttachType::Ingress => "ingress",
+        TcAttachType::Egress => "egress",
+        TcAttachType::Custom(_) => "custom",
     }
 }
 
@@ -226,5 +302,36 @@ pub fn tcx_supported() -> bool {
 impl Drop for Probes {
     fn drop(&mut self) {
         self.detach_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prog(id: u32, name: &str) -> HookProgram {
+        HookProgram {
+            id,
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn chain_descriptions() {
+        assert_eq!(describe_chain(&[prog(7, "tc_ingress")], 7), None);
+        assert_eq!(describe_chain(&[prog(3, "other")], 7), None);
+        assert_eq!(
+            describe_chain(&[prog(7, "tc_ingress"), prog(3, "cil")], 7).as_deref(),
+            Some("position 1 of 2 (after it: cil id 3)")
+        );
+        // Another netprobe's program of the same name is someone else.
+        assert_eq!(
+            describe_chain(
+                &[prog(3, "cil"), prog(5, "tc_ingress"), prog(7, "tc_ingress")],
+                7
+            )
+            .as_deref(),
+            Some("position 3 of 3 (before it, able to hide packets: cil id 3, tc_ingress id 5)")
+        );
     }
 }

@@ -21,6 +21,7 @@ use crate::{
     event::{Event, EventBody, Stats},
     investigate,
     links::{self, Link, LinkChange},
+    metrics,
     output::{self, Format, Sink},
     pipeline::{Fed, Pipeline},
     probes::{LoadOptions, Probes},
@@ -51,7 +52,8 @@ pub fn select_targets(wanted: &[String], links: &[Link]) -> anyhow::Result<Vec<L
         .collect()
 }
 
-const KIND_NAMES: [&str; kind::COUNT as usize] = [
+/// Names of the kernel's record kinds, by `probe_common::kind` value.
+pub const KIND_NAMES: [&str; kind::COUNT as usize] = [
     "none",
     "retransmit",
     "neighbour",
@@ -230,7 +232,10 @@ impl Tracer<'_> {
                 let wanted = self.wanted.is_empty() || self.wanted.contains(&link.name);
                 if wanted && link.up && link.ethernet && !self.probes.is_attached(link.index) {
                     match self.probes.attach(link.index, &link.name) {
-                        Ok(_) => info!("attached to new interface {}", link.name),
+                        Ok(_) => {
+                            info!("attached to new interface {}", link.name);
+                            report_hooks(&self.probes, &link.name);
+                        }
                         // It may already be gone again (pod veths are short-lived).
                         Err(e) => warn!("interface {}: {e:#}", link.name),
                     }
@@ -255,7 +260,24 @@ pub async fn run(args: TraceArgs, tc_netns: Option<u32>) -> anyhow::Result<()> {
     } else {
         Format::Text
     });
-    session(&args.common, tc_netns, &mut sink).await
+    let Some(addr) = args.metrics_listen else {
+        return session(&args.common, tc_netns, &mut sink).await;
+    };
+    // Bound before anything is attached: a taken port fails cleanly.
+    let listener = metrics::http::bind(addr).await?;
+    if let Ok(bound) = listener.local_addr() {
+        // Port 0 picks a free port: say which.
+        eprintln!("netprobe: metrics at http://{bound}/metrics");
+    }
+    let registry = metrics::Metrics::new();
+    let server = tokio::spawn(metrics::http::serve(listener, registry.clone()));
+    let mut tee = metrics::Tee {
+        recorder: metrics::Recorder::new(registry, args.common.handshake_timeout),
+        inner: &mut sink,
+    };
+    let result = session(&args.common, tc_netns, &mut tee).await;
+    server.abort();
+    result
 }
 
 /// Runs a tracing session until the consumer stops it or a signal arrives.
@@ -288,7 +310,10 @@ pub async fn session(
     let explicit = !args.ifaces.is_empty();
     for link in &targets {
         match probes.attach(link.index, &link.name) {
-            Ok(mode) => info!("attached to {} ({mode:?})", link.name),
+            Ok(mode) => {
+                info!("attached to {} ({mode:?})", link.name);
+                report_hooks(&probes, &link.name);
+            }
             Err(e) if explicit => return Err(e),
             Err(e) => warn!("skipping {}: {e:#}", link.name),
         }
@@ -409,6 +434,14 @@ pub async fn session(
     }
     tracer.probes.detach_all();
     Ok(())
+}
+
+/// Says on stderr where netprobe sits on a hook it shares (CNIs attach
+/// their own programs to pod veths and uplinks).
+fn report_hooks(probes: &Probes, iface: &str) {
+    for line in probes.hook_report(iface) {
+        eprintln!("netprobe: tcx hook {line}");
+    }
 }
 
 fn monotonic_ns() -> u64 {

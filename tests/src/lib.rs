@@ -21,6 +21,7 @@
 //! - [`netprobe`]: the binary under test.
 //! - [`verdicts`]: reading a run's JSON stream; netprobe on one lab.
 //! - [`cleanup`]: nothing-left-behind checks.
+//! - [`tcx`]: a foreign program at the head of a tcx hook (a CNI's place).
 
 pub mod background;
 pub mod capture;
@@ -37,6 +38,7 @@ pub mod pod_lab;
 pub mod py;
 pub mod service_lab;
 pub mod subnet;
+pub mod tcx;
 pub mod tls_bytes;
 pub mod tmp;
 pub mod verdicts;

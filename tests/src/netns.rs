@@ -265,6 +265,28 @@ fn parse_snmp(text: &str, group: &str, field: &str) -> Option<u64> {
     values.split_whitespace().nth(i)?.parse().ok()
 }
 
+/// `nsenter --net=NS setpriv ... CMD`: as `uid` with exactly `caps`
+/// (setpriv names: "bpf", "perfmon", ...) inheritable, ambient and in the
+/// bounding set, so they survive the exec into CMD and nothing else can
+/// be regained.
+pub fn with_caps(ns: &Netns, uid: u32, caps: &[&str], cmd: &[&str]) -> Command {
+    let list: String = std::iter::once("-all".to_string())
+        .chain(caps.iter().map(|c| format!("+{c}")))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net={}", ns.path().display()))
+        .args(["--", "setpriv"])
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={uid}"))
+        .arg("--clear-groups")
+        .arg(format!("--inh-caps={list}"))
+        .arg(format!("--ambient-caps={list}"))
+        .arg(format!("--bounding-set={list}"))
+        .args(cmd);
+    c
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,7 @@
 //! tests pick their own events out by interface, address and MAC, and
 //! judge "left behind" by the BPF objects their own netprobe held.
 
+use netprobe_tests::netns::with_caps;
 use netprobe_tests::{require_root, secs};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -666,28 +667,6 @@ fn sigterm_leaves_nothing_attached() {
 // ---------------------------------------------------------------------------
 // (e) Least privilege
 // ---------------------------------------------------------------------------
-
-/// `nsenter --net=NS setpriv ... CMD`: as `uid` with exactly `caps`
-/// (setpriv names: "bpf", "perfmon", ...) inheritable, ambient and in the
-/// bounding set, so they survive the exec into CMD and nothing else can
-/// be regained.
-fn with_caps(ns: &Netns, uid: u32, caps: &[&str], cmd: &[&str]) -> Command {
-    let list: String = std::iter::once("-all".to_string())
-        .chain(caps.iter().map(|c| format!("+{c}")))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut c = Command::new("nsenter");
-    c.arg(format!("--net={}", ns.path().display()))
-        .args(["--", "setpriv"])
-        .arg(format!("--reuid={uid}"))
-        .arg(format!("--regid={uid}"))
-        .arg("--clear-groups")
-        .arg(format!("--inh-caps={list}"))
-        .arg(format!("--ambient-caps={list}"))
-        .arg(format!("--bounding-set={list}"))
-        .args(cmd);
-    c
-}
 
 const NOBODY: u32 = 65534;
 

@@ -25,6 +25,9 @@ const PACKAGES: &[&str] = &[
     // The bench's peer for start-up and memory (a tracepoint script).
     "bpftrace",
     "bpftool",
+    // The metrics lab test scrapes netprobe with the real Prometheus and
+    // lints the text with promtool (same package).
+    "prometheus",
     "libcap2-bin",
     "util-linux",
     "tmux",
@@ -88,6 +91,14 @@ fn packages() -> Result<()> {
                 .args(["install", "-y", "--no-install-recommends"])
                 .args(&missing),
         )?;
+        if missing.contains(&"prometheus") && Path::new("/run/systemd/system").exists() {
+            // The lab test runs its own Prometheus on a lab namespace's
+            // loopback; the package's service would listen on *:9090.
+            util::run(
+                "stopping the packaged prometheus service",
+                Command::new("systemctl").args(["disable", "--now", "prometheus.service"]),
+            )?;
+        }
         let still = missing_packages()?;
         ensure!(
             still.is_empty(),
