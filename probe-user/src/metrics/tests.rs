@@ -274,3 +274,15 @@ fn tee_counts_and_forwards() {
         1.0
     );
 }
+
+#[test]
+fn every_cause_the_correlator_names_has_its_own_label() {
+    let mut names: Vec<&str> = crate::correlate::Cause::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .collect();
+    let mut labels: Vec<&str> = super::CAUSES.to_vec();
+    names.sort();
+    labels.sort();
+    assert_eq!(names, labels);
+}
