@@ -109,6 +109,21 @@ pub struct Enricher {
     tls: Reassembler,
     /// skb drop reason names of this kernel, by value.
     drop_reasons: HashMap<u32, String>,
+    /// Where each unfinished hello's first segment was seen, to report it
+    /// if its continuation never comes.
+    starts: HashMap<FlowId, HelloSeen>,
+}
+
+/// Unfinished hellos whose first hook is remembered at most.
+const MAX_STARTS: usize = 4096;
+
+/// The hook a hello's first segment was seen on.
+#[derive(Clone, Debug)]
+struct HelloSeen {
+    iface: String,
+    src_mac: String,
+    dst_mac: String,
+    direction: String,
 }
 
 pub fn socket_addr(family: u8, addr: &[u8; 16], port: u16) -> SocketAddr {
@@ -154,7 +169,45 @@ impl Enricher {
             retransmits: FlowCounts::new(100_000),
             tls: Reassembler::default(),
             drop_reasons: HashMap::new(),
+            starts: HashMap::new(),
         }
+    }
+
+    /// ClientHellos whose continuation did not come within `after_ns` of
+    /// their first segment, as events without SNI.
+    pub fn partial_hellos(&mut self, now_ns: u64, after_ns: u64) -> Vec<Event> {
+        let hellos = self.tls.partial_hellos(now_ns, after_ns);
+        let mut out = Vec::with_capacity(hellos.len());
+        for (flow, born_ns, h) in hellos {
+            let Some(seen) = self.starts.remove(&flow) else {
+                continue;
+            };
+            if let Handshake::ClientHello {
+                record_version,
+                version,
+                sni,
+                segments,
+            } = h
+            {
+                out.push(Event {
+                    time: self.clock.wall(born_ns),
+                    netns: self.tc_netns,
+                    body: EventBody::TlsClientHello(TlsClientHello {
+                        src: flow.src,
+                        dst: flow.dst,
+                        iface: seen.iface,
+                        src_mac: seen.src_mac,
+                        dst_mac: seen.dst_mac,
+                        sni,
+                        record_version: event::format_version(record_version),
+                        handshake_version: event::format_version(version),
+                        segments,
+                        direction: seen.direction,
+                    }),
+                });
+            }
+        }
+        out
     }
 
     /// Names for `drop` events' reasons (see `tracefs::drop_reasons`).
@@ -257,7 +310,26 @@ impl Enricher {
         let src_mac = event::format_mac(&r.src_mac);
         let dst_mac = event::format_mac(&r.dst_mac);
         let direction = direction_name(r.direction);
-        Some(match self.tls.push(segment, r.header.ts_ns)? {
+        let flow = FlowId { src, dst };
+        if r.part == tls_part::START && r.chunk == 0 {
+            if self.starts.len() >= MAX_STARTS {
+                self.starts.clear();
+            }
+            self.starts.insert(
+                flow,
+                HelloSeen {
+                    iface: iface.clone(),
+                    src_mac: src_mac.clone(),
+                    dst_mac: dst_mac.clone(),
+                    direction: direction.clone(),
+                },
+            );
+        }
+        let done = self.tls.push(segment, r.header.ts_ns);
+        if done.is_some() {
+            self.starts.remove(&flow);
+        }
+        Some(match done? {
             Handshake::ClientHello {
                 record_version,
                 version,

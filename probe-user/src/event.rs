@@ -334,6 +334,10 @@ pub struct Stats {
     /// Interfaces the classifier is attached to now.
     #[serde(default)]
     pub interfaces: u32,
+    /// ClientHellos reported without their end (no SNI): a continuation
+    /// segment never came.
+    #[serde(default)]
+    pub tls_partial: u64,
     /// Storms of sockets in other namespaces whose traffic does not pass
     /// through this one: counted, not diagnosed.
     #[serde(default)]

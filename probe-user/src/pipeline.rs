@@ -13,6 +13,10 @@ use crate::{
 /// crossing lo twice, or a bridge port and then the bridge) is a duplicate.
 const DUP_WINDOW_NS: u64 = 1_000_000_000;
 const DUP_MAX: usize = 8192;
+/// A ClientHello still missing a continuation this long after its first
+/// segment is reported without SNI (a lost segment is retransmitted well
+/// within this; one that never comes must not hide the handshake).
+pub const PARTIAL_AFTER_NS: u64 = 1_000_000_000;
 
 /// A packet the classifier copied in capture mode: Ethernet frame from its
 /// first byte, cut after the TCP header unless it carries TLS handshake
@@ -138,7 +142,11 @@ impl Pipeline {
         }
     }
 
-    pub fn expire(&mut self, now_mono_ns: u64) {
+    /// Ages out reassembly state; returns the ClientHellos reported without
+    /// their end (see [`PARTIAL_AFTER_NS`]).
+    pub fn expire(&mut self, now_mono_ns: u64) -> Vec<Event> {
+        let partial = self.enricher.partial_hellos(now_mono_ns, PARTIAL_AFTER_NS);
         self.enricher.expire(now_mono_ns);
+        partial
     }
 }

@@ -96,6 +96,9 @@ pub struct TlsCounters {
     /// Well-formed handshake records holding something other than a hello
     /// (Certificate, ClientKeyExchange, ...).
     pub ignored: u64,
+    /// ClientHellos reported without their end (a continuation segment
+    /// never came), so without SNI.
+    pub partial: u64,
 }
 
 /// Bounds of a [`Reassembler`].
@@ -237,6 +240,31 @@ impl Reassembler {
                 self.remove_counted(&flow);
             }
         }
+    }
+
+    /// ClientHellos still waiting for a continuation `after_ns` after their
+    /// first segment: reported now, without SNI, rather than lost (the
+    /// handshake they start may be the one that hangs). Their flows are
+    /// closed: a late continuation adds nothing.
+    pub fn partial_hellos(&mut self, now_ns: u64, after_ns: u64) -> Vec<(FlowId, u64, Handshake)> {
+        let mut out = Vec::new();
+        for (flow, e) in self.flows.iter_mut() {
+            if now_ns.saturating_sub(e.born_ns) < after_ns {
+                continue;
+            }
+            let State::Pending(asm) = &e.state else {
+                continue;
+            };
+            if let Some(h) = asm.partial_client_hello() {
+                e.state = State::Closed {
+                    start: asm.start,
+                    reported: true,
+                };
+                self.counters.partial += 1;
+                out.push((*flow, e.born_ns, h));
+            }
+        }
+        out
     }
 
     fn is_expired(&self, e: &Entry, now_ns: u64) -> bool {
@@ -509,6 +537,20 @@ impl Assembly {
         } else {
             Progress::Waiting
         }
+    }
+
+    /// The start of a ClientHello, enough to say what it is: record and
+    /// handshake headers and the body's version.
+    fn partial_client_hello(&self) -> Option<Handshake> {
+        let bytes = self.prefix();
+        let record = parse_record_header(bytes.get(..RECORD_HEADER_LEN)?)?;
+        let hs = bytes.get(RECORD_HEADER_LEN..RECORD_HEADER_LEN + HANDSHAKE_HEADER_LEN + 2)?;
+        (TlsHandshakeType(hs[0]) == TlsHandshakeType::ClientHello).then(|| Handshake::ClientHello {
+            record_version: record.version.0,
+            version: u16::from_be_bytes([hs[4], hs[5]]),
+            sni: None,
+            segments: self.segments.len() as u32,
+        })
     }
 
     fn evaluate(&self) -> Progress {
@@ -828,6 +870,37 @@ mod tests {
             })
         );
         assert_eq!(r.counters(), TlsCounters::default());
+    }
+
+    #[test]
+    fn a_hello_whose_continuation_never_comes_is_reported_without_sni() {
+        let wire = client_hello(Some("kubernetes.default"), 1200);
+        let mut r = Reassembler::default();
+        let first = &wire[..400];
+        let mut s = seg(flow(1), 1000, true, first);
+        s.payload_len = 400;
+        assert_eq!(r.push(s, 0), None, "waiting for the rest");
+        assert!(
+            r.partial_hellos(500_000_000, 1_000_000_000).is_empty(),
+            "too early"
+        );
+        let got = r.partial_hellos(1_100_000_000, 1_000_000_000);
+        assert_eq!(got.len(), 1);
+        assert!(matches!(
+            &got[0].2,
+            Handshake::ClientHello {
+                sni: None,
+                version: 0x0303,
+                ..
+            }
+        ));
+        assert_eq!(r.counters().partial, 1);
+        // Reported once; a late continuation adds nothing.
+        assert!(r.partial_hellos(2_000_000_000, 1_000_000_000).is_empty());
+        assert_eq!(
+            r.push(seg(flow(1), 1400, false, &wire[400..]), 2_000_000_000),
+            None
+        );
     }
 
     #[test]

@@ -133,6 +133,7 @@ impl Tracer<'_> {
                     .collect(),
                 malformed: self.pipeline.malformed,
                 tls_incomplete: tls.incomplete + tls.malformed,
+                tls_partial: tls.partial,
                 interfaces: self.probes.attached_count() as u32,
                 storms_other_netns: self.correlator.unrelated,
                 lookup_failures: investigate::LOOKUP_FAILURES.load(Ordering::Relaxed),
@@ -392,7 +393,20 @@ pub async fn session(
                     Err(e) => break Err(e),
                 }
             }
-            _ = expire_tick.tick() => tracer.pipeline.expire(monotonic_ns()),
+            _ = expire_tick.tick() => {
+                let mut flow = Ok(Flow::Continue);
+                for event in tracer.pipeline.expire(monotonic_ns()) {
+                    flow = tracer.publish(&event);
+                    if !matches!(flow, Ok(Flow::Continue)) {
+                        break;
+                    }
+                }
+                match flow {
+                    Ok(Flow::Continue) => {}
+                    Ok(Flow::Stop) => break Ok(()),
+                    Err(e) => break Err(e),
+                }
+            }
             _ = correlate_tick.tick() => {
                 let now = chrono::Utc::now();
                 for inv in tracer.correlator.tick(now) {
