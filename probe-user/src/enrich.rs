@@ -112,6 +112,8 @@ pub struct Enricher {
     /// Where each unfinished hello's first segment was seen, to report it
     /// if its continuation never comes.
     starts: HashMap<FlowId, HelloSeen>,
+    /// Pod and container of processes, from their cgroups.
+    identities: crate::identity::Identities,
 }
 
 /// Unfinished hellos whose first hook is remembered at most.
@@ -170,6 +172,7 @@ impl Enricher {
             tls: Reassembler::default(),
             drop_reasons: HashMap::new(),
             starts: HashMap::new(),
+            identities: Default::default(),
         }
     }
 
@@ -280,6 +283,9 @@ impl Enricher {
         let src = socket_addr(r.family, &r.saddr, r.sport);
         let dst = socket_addr(r.family, &r.daddr, r.dport);
         let has_seq = r.has_seq != 0;
+        let id = (r.pid != 0)
+            .then(|| self.identities.of_pid(r.pid))
+            .flatten();
         EventBody::Retransmit(Retransmit {
             src,
             dst,
@@ -291,6 +297,8 @@ impl Enricher {
                 pid: r.pid,
                 comm: c_str(&r.comm),
             }),
+            pod: id.as_ref().map(|i| i.pod.clone()),
+            container: id.and_then(|i| i.container),
         })
     }
 

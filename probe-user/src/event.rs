@@ -170,6 +170,8 @@ impl Diagnosis {
             rule: None,
             path_mtu: None,
             process: None,
+            pod: None,
+            container: None,
             detected_after_ms: 0,
         }
     }
@@ -214,9 +216,14 @@ pub struct Diagnosis {
     /// mtu_blackhole: the largest packet that came back from the peer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_mtu: Option<u16>,
-    /// The process that owns the stuck socket, where known.
+    /// The process that owns the stuck socket, where known, and its pod
+    /// and container (from its cgroup).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process: Option<Process>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<crate::identity::Pod>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
     /// Milliseconds from the first sign of trouble to this diagnosis.
     pub detected_after_ms: u64,
 }
@@ -237,6 +244,11 @@ pub struct Retransmit {
     /// The process that connected the socket, when netprobe saw the connect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process: Option<Process>,
+    /// That process's pod and container, from its cgroup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<crate::identity::Pod>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
 }
 
 /// A process, as the kernel named it at connect().
@@ -415,6 +427,8 @@ mod tests {
                 snd_una: None,
                 snd_nxt: None,
                 process: None,
+                pod: None,
+                container: None,
             }),
         };
         let v: serde_json::Value = serde_json::to_value(&e).unwrap();

@@ -16,6 +16,7 @@ pub mod doctor;
 pub mod enrich;
 pub mod event;
 pub mod facts;
+pub mod identity;
 pub mod investigate;
 pub mod links;
 pub mod metrics;

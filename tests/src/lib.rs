@@ -28,6 +28,7 @@ pub mod capture;
 pub mod cleanup;
 pub mod cmd;
 pub mod icmp;
+pub mod kube_cgroup;
 pub mod l2;
 pub mod lab;
 pub mod netns;

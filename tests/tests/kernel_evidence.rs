@@ -14,6 +14,7 @@ use std::{net::SocketAddr, time::Instant};
 
 use netprobe_tests::{
     Host, Lab, PodLab,
+    kube_cgroup::KubeCgroup,
     peers::{EchoServer, TlsServer, curl_https},
     require_root, secs,
     verdicts::{Trace, ep, event_time, is_type, mentions_lab},
@@ -48,9 +49,16 @@ fn a_firewall_rule_on_the_node_dropping_a_pods_syns_is_a_kernel_drop_with_its_ru
     let trace = Trace::start(&lab, &node.ns, Some("kernel_drop_firewall"));
     let started = Instant::now();
     let url = format!("http://{dst}/");
-    let _client = pod
-        .ns
-        .spawn(["curl", "-s", "-o", "/dev/null", "--max-time", "10", &url]);
+    // curl runs in a cgroup named as the kubelet names a container's.
+    let cgroup = KubeCgroup::create(lab.octet().into());
+    // `ip netns exec` execs the shell in place, so its pid is the child's;
+    // curl starts once the shell is in the cgroup.
+    let client = pod.ns.spawn([
+        "sh",
+        "-c",
+        &format!("sleep 0.3; exec curl -s -o /dev/null --max-time 10 {url}"),
+    ]);
+    cgroup.adopt(client.pid());
     let d = trace.expect(
         "diagnosis for the pod's connection",
         |v| is_type(v, "diagnosis") && ep(&v["flow"]["dst"]) == Some(dst),
@@ -69,8 +77,11 @@ fn a_firewall_rule_on_the_node_dropping_a_pods_syns_is_a_kernel_drop_with_its_ru
     );
     assert_eq!(d["cause"], "kernel_drop", "{}", trace.report());
     assert_eq!(d["drop_reason"], "NETFILTER_DROP", "{d}");
-    // The stuck socket's owner, recorded at connect() in the pod.
+    // The stuck socket's owner, recorded at connect() in the pod, and its
+    // pod and container from the cgroup.
     assert_eq!(d["process"]["comm"], "curl", "{d}");
+    assert_eq!(d["pod"]["uid"], cgroup.pod_uid.as_str(), "{d}");
+    assert_eq!(d["container"], cgroup.container_id.as_str(), "{d}");
     let rule = d["rule"].as_str().unwrap_or_default();
     assert!(
         rule.contains("inet fw forward") && rule.contains(&format!("port {PORT}")),

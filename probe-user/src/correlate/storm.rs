@@ -31,6 +31,9 @@ pub struct Series {
     pub process: Option<crate::event::Process>,
     /// The socket's namespace, when the kernel told it.
     pub netns: Option<u32>,
+    /// The owner's pod and container, from its cgroup.
+    pub pod: Option<crate::identity::Pod>,
+    pub container: Option<String>,
 }
 
 impl Series {
@@ -101,9 +104,13 @@ impl Storms {
             progress_marks: 0,
             process: None,
             netns: None,
+            pod: None,
+            container: None,
         });
         if r.process.is_some() {
             s.process = r.process.clone();
+            s.pod = r.pod.clone();
+            s.container = r.container.clone();
         }
         let moved = matches!((s.streak_una, r.snd_una), (Some(a), Some(b)) if a != b);
         if moved {

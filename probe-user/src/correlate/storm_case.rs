@@ -253,6 +253,22 @@ impl<'a> StormCase<'a> {
             );
             d.process = Some(p.clone());
         }
+        if let Some(pod) = &self.series.pod {
+            d.evidence.insert(
+                2.min(d.evidence.len()),
+                format!(
+                    "that process is in pod {}{} (its cgroup)",
+                    pod.uid,
+                    self.series
+                        .container
+                        .as_deref()
+                        .map(|c| format!(", container {}", &c[..c.len().min(13)]))
+                        .unwrap_or_default()
+                ),
+            );
+            d.pod = Some(pod.clone());
+            d.container = self.series.container.clone();
+        }
         d.detected_after_ms = (self.now - self.series.streak_start)
             .num_milliseconds()
             .max(0) as u64;

@@ -368,6 +368,8 @@ fn retransmit(at: i64, una: u32, src: &str) -> Event {
             snd_una: Some(una),
             snd_nxt: Some(una + 10),
             process: None,
+            pod: None,
+            container: None,
         }),
     )
 }
@@ -657,6 +659,8 @@ fn server_retransmit(netns: u32) -> Event {
                 snd_una: Some(5),
                 snd_nxt: Some(900),
                 process: None,
+                pod: None,
+                container: None,
             }),
         )
     }

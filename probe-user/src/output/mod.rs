@@ -101,6 +101,8 @@ pub(crate) mod samples {
             snd_una: None,
             snd_nxt: None,
             process: None,
+            pod: None,
+            container: None,
         }))
     }
 

@@ -79,8 +79,7 @@ pub struct FlowStats {
     /// Where conntrack sends this flow (its reply source), when a snapshot
     /// or diagnosis said so and it differs from the destination.
     pub nat: Option<SocketAddr>,
-    /// Owning process. No event carries it yet: tcp_retransmit_skb fires
-    /// from the retransmit timer, not in the owner's context.
+    /// Owning process (`comm/pid`), when netprobe saw the socket connect.
     pub process: Option<String>,
 }
 
@@ -658,6 +657,9 @@ impl Data {
         f.retransmits = (f.retransmits + 1).max(r.count);
         f.last = f.last.max(time);
         f.state = r.state.clone();
+        if let Some(p) = &r.process {
+            f.process = Some(format!("{}/{}", p.comm, p.pid));
+        }
     }
 
     /// Appends empty seconds up to `second`, dropping what leaves the window.
@@ -744,6 +746,8 @@ pub(crate) mod tests {
                 snd_una: None,
                 snd_nxt: None,
                 process: None,
+                pod: None,
+                container: None,
             }),
         )
     }

@@ -208,6 +208,8 @@ pub fn hello_not_acked() -> Sample {
                 snd_una: Some(1000),
                 snd_nxt: Some(1500),
                 process: None,
+                pod: None,
+                container: None,
             },
             3,
         );

@@ -52,6 +52,8 @@ pub fn nat_storm(in_rules: bool, liveness: Option<LivenessOutcome>) -> Sample {
                 snd_una: Some(7),
                 snd_nxt: Some(9),
                 process: None,
+                pod: None,
+                container: None,
             },
             3,
         );
