@@ -54,8 +54,17 @@ pub const AF_INET6: u8 = 10;
 pub const TLS_CAPTURE: usize = 512;
 /// Bytes of one handshake record netprobe follows across segments at most.
 pub const TLS_FOLLOW_MAX: u32 = 4096;
-/// Entries of the watched-ports map.
-pub const MAX_PORTS: u32 = 64;
+/// u64 words of the watched-ports bitmap (one bit per TCP port).
+pub const PORT_WORDS: usize = 65536 / 64;
+
+/// The watched-ports bitmap the classifier reads (`WATCHED_PORTS`).
+pub fn port_bitmap(ports: &[u16]) -> [u64; PORT_WORDS] {
+    let mut words = [0u64; PORT_WORDS];
+    for &p in ports {
+        words[usize::from(p >> 6)] |= 1 << (p & 63);
+    }
+    words
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -1,14 +1,17 @@
-//! The TC classifier: dispatch by protocol. Cheap checks first, so packets
-//! that are neither ARP, NDP nor TCP on a watched port cost a few loads.
+//! The TC classifier: dispatch by protocol. It runs on every packet of every
+//! attached interface, so the common case (TCP on a port nobody watches)
+//! reads three headers in place and one bitmap word, and calls no helper.
+//! Watched segments check the first payload byte and a hash bucket before
+//! anything costlier.
 
 use aya_ebpf::{maps::ring_buf::RingBufEntry, programs::TcContext};
 use probe_common::{AF_INET, AF_INET6, ArpRecord, arp_op, kind};
 
 use crate::{
     capture, emit,
-    maps::PORTS,
+    maps::watched,
     packet::{
-        self, ETH_LEN, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, Ethernet, IPPROTO_ICMPV6, IPPROTO_TCP, Ip,
+        self, ETH_LEN, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, Ethernet, IPPROTO_ICMPV6, IPPROTO_TCP,
     },
     tls,
 };
@@ -24,63 +27,56 @@ pub const TCX_NEXT: i32 = -1;
 /// r0, which the verifier rejects.
 #[inline(always)]
 pub fn handle(ctx: &TcContext, direction: u8) -> i32 {
-    let Some(eth) = packet::ethernet(ctx) else {
+    let Some(ethertype) = packet::ethertype(ctx) else {
         return TCX_NEXT;
     };
-    if eth.proto == ETH_P_ARP {
-        return arp(ctx, &eth, direction);
-    }
-    let _ = ip_packet(ctx, &eth, direction);
-    TCX_NEXT
-}
-
-#[inline(always)]
-fn ip_packet(ctx: &TcContext, eth: &Ethernet, direction: u8) -> Option<()> {
-    let eth = *eth;
-    let ip = match eth.proto {
-        ETH_P_IP => packet::ipv4(ctx)?,
-        ETH_P_IPV6 => packet::ipv6(ctx)?,
-        _ => return None,
+    let ip = match ethertype {
+        ETH_P_IP => packet::ipv4(ctx),
+        ETH_P_IPV6 => packet::ipv6(ctx),
+        ETH_P_ARP => return arp(ctx, direction),
+        _ => None,
+    };
+    let Some(ip) = ip else {
+        return TCX_NEXT;
     };
     match ip.proto {
         IPPROTO_TCP => {
-            let tcp = packet::tcp(ctx, &ip)?;
-            if !watched(tcp.sport, tcp.dport) {
-                return None;
-            }
-            // Handshake segments are copied whole; others up to the TCP header.
-            let handshake = tcp.payload_len > 0 && tls::handle(ctx, direction, &eth, &ip, &tcp);
-            let keep = if handshake {
-                ctx.len() as usize
-            } else {
-                tcp.payload_off
+            let Some((sport, dport)) = packet::tcp_ports(ctx, &ip) else {
+                return TCX_NEXT;
             };
-            capture::frame(ctx, direction, keep);
-            Some(())
+            if !watched(dport) && !watched(sport) {
+                return TCX_NEXT;
+            }
+            watched_segment(ctx, direction, &ip, sport, dport)
         }
-        IPPROTO_ICMPV6 => {
-            neighbour_advert(ctx, &eth, &ip, direction);
-            Some(())
-        }
-        _ => None,
+        IPPROTO_ICMPV6 if ip.family == AF_INET6 => neighbour_advert(ctx, &ip, direction),
+        _ => TCX_NEXT,
     }
 }
 
+/// A segment on a watched port: handshake records are copied to userspace;
+/// in capture mode the frame too (whole for handshakes, else up to the TCP
+/// header).
 #[inline(always)]
-fn watched(sport: u16, dport: u16) -> bool {
-    // SAFETY: read-only lookups of a plain map.
-    unsafe { PORTS.get(&dport).is_some() || PORTS.get(&sport).is_some() }
+fn watched_segment(ctx: &TcContext, direction: u8, ip: &packet::Ip, sport: u16, dport: u16) -> i32 {
+    let Some(tcp) = packet::tcp(ctx, ip, sport, dport) else {
+        return TCX_NEXT;
+    };
+    let handshake = tcp.payload_len > 0 && tls::handle(ctx, direction, ip, &tcp);
+    let keep = if handshake {
+        ctx.len() as usize
+    } else {
+        tcp.payload_off
+    };
+    capture::frame(ctx, direction, keep);
+    TCX_NEXT
 }
 
 /// Fills the parts of an ARP record every sighting has; the record lives
 /// in the ring buffer, not on the (512-byte) eBPF stack.
 #[inline(always)]
-fn start_arp(
-    ctx: &TcContext,
-    eth: &Ethernet,
-    direction: u8,
-    family: u8,
-) -> Option<RingBufEntry<ArpRecord>> {
+fn start_arp(ctx: &TcContext, direction: u8, family: u8) -> Option<RingBufEntry<ArpRecord>> {
+    let eth: Ethernet = packet::macs(ctx)?;
     let mut entry = emit::reserve::<ArpRecord>(kind::ARP)?;
     let rec = entry.as_mut_ptr();
     // SAFETY: exclusively owned reserved slot; every field is written
@@ -99,7 +95,7 @@ fn start_arp(
 
 /// ARP for IPv4 over Ethernet: requests, replies and gratuitous announcements.
 #[inline(never)]
-fn arp(ctx: &TcContext, eth: &Ethernet, direction: u8) -> i32 {
+fn arp(ctx: &TcContext, direction: u8) -> i32 {
     let Some(b) = packet::load::<[u8; 28]>(ctx, ETH_LEN) else {
         return TCX_NEXT;
     };
@@ -109,7 +105,7 @@ fn arp(ctx: &TcContext, eth: &Ethernet, direction: u8) -> i32 {
     if !is_ipv4_ether || (op != arp_op::REQUEST as u16 && op != arp_op::REPLY as u16) {
         return TCX_NEXT;
     }
-    let Some(mut entry) = start_arp(ctx, eth, direction, AF_INET) else {
+    let Some(mut entry) = start_arp(ctx, direction, AF_INET) else {
         return TCX_NEXT;
     };
     // SAFETY: start_arp initialised the whole slot, which we own.
@@ -126,7 +122,7 @@ fn arp(ctx: &TcContext, eth: &Ethernet, direction: u8) -> i32 {
 
 /// ICMPv6 neighbour advertisements: who says it owns an IPv6 address.
 #[inline(never)]
-fn neighbour_advert(ctx: &TcContext, eth: &Ethernet, ip: &Ip, direction: u8) -> i32 {
+fn neighbour_advert(ctx: &TcContext, ip: &packet::Ip, direction: u8) -> i32 {
     // type, code, csum, flags(4), target(16): 24 bytes, then maybe an option.
     let Some(b) = packet::load::<[u8; 24]>(ctx, ip.l4_off) else {
         return TCX_NEXT;
@@ -135,7 +131,10 @@ fn neighbour_advert(ctx: &TcContext, eth: &Ethernet, ip: &Ip, direction: u8) -> 
         return TCX_NEXT;
     }
     let opt = packet::load::<[u8; 8]>(ctx, ip.l4_off + 24);
-    let Some(mut entry) = start_arp(ctx, eth, direction, AF_INET6) else {
+    let Some((_, daddr)) = packet::addrs(ctx, AF_INET6) else {
+        return TCX_NEXT;
+    };
+    let Some(mut entry) = start_arp(ctx, direction, AF_INET6) else {
         return TCX_NEXT;
     };
     // SAFETY: start_arp initialised the whole slot, which we own.
@@ -143,8 +142,8 @@ fn neighbour_advert(ctx: &TcContext, eth: &Ethernet, ip: &Ip, direction: u8) -> 
     rec.op = arp_op::NEIGHBOUR_ADVERT;
     rec.flags = b[4] & 0xe0;
     rec.sender_ip.copy_from_slice(&b[8..24]);
-    rec.target_ip = ip.daddr;
-    rec.sender_mac = eth.src;
+    rec.target_ip = daddr;
+    rec.sender_mac = rec.eth_src;
     if let Some(opt) = opt
         && opt[0] == NDP_OPT_TARGET_LLADDR
         && opt[1] == 1

@@ -2,11 +2,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
 };
 use probe_common::{
-    DropKey, FlowKey, FollowState, KernelOffsets, MAX_ARMED, MAX_DROP_KEYS, MAX_OWNERS, MAX_PORTS,
-    Owner, kind,
+    DropKey, FlowKey, FollowState, KernelOffsets, MAX_ARMED, MAX_DROP_KEYS, MAX_OWNERS, Owner,
+    PORT_WORDS, kind,
 };
 
 /// Every record goes through this one buffer; userspace may resize it.
@@ -17,13 +17,35 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(2 * 1024 * 1024, 0);
 #[map]
 pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(kind::COUNT, 0);
 
-/// TCP ports the classifier looks at (value unused), set from `--port`.
+/// Handshake records that did not fit in their first segment: one slot per
+/// flow-hash bucket, looked up without a helper call (array lookups are
+/// inlined by the verifier). A slot is live while `end_seq != start_seq`.
+/// Two flows in a multi-segment handshake at the same moment in the same
+/// bucket: the later one wins, as an LRU map evicts under pressure.
 #[map]
-pub static PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_PORTS, 0);
+pub static FOLLOW: Array<FollowSlot> = Array::with_max_entries(FOLLOW_SLOTS, 0);
 
-/// Handshake records that did not fit in their first segment, by flow.
-#[map]
-pub static FOLLOW: LruHashMap<FlowKey, FollowState> = LruHashMap::with_max_entries(4096, 0);
+pub const FOLLOW_SLOTS: u32 = 4096;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FollowSlot {
+    pub state: FollowState,
+    pub key: FlowKey,
+}
+
+/// TCP ports the classifier looks at, one bit per port (set from `--port`
+/// before load): one load decides, no map lookup.
+#[unsafe(no_mangle)]
+static WATCHED_PORTS: [u64; PORT_WORDS] = [0; PORT_WORDS];
+
+#[inline(always)]
+pub fn watched(port: u16) -> bool {
+    // SAFETY: a global the loader writes before load; volatile so the
+    // compiler does not fold the zero initialiser. The index is < 1024.
+    let word = unsafe { core::ptr::read_volatile(&WATCHED_PORTS[usize::from(port >> 6)]) };
+    word & (1 << (port & 63)) != 0
+}
 
 /// Flows under suspicion (value unused), both directions, set by userspace
 /// when a symptom starts: only their drops are counted.

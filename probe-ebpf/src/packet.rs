@@ -1,5 +1,9 @@
-//! Header parsing over `bpf_skb_load_bytes` (works on non-linear skbs too,
-//! where direct packet access would see no payload).
+//! Header parsing by direct packet access: the classifier runs on every
+//! packet of every attached interface, so headers are read straight from the
+//! skb's linear data (a few instructions) instead of copied out by
+//! `bpf_skb_load_bytes` (a helper call each). Headers outside the linear data
+//! are pulled in first (rare: drivers and veth keep them linear). Payload may
+//! sit in page fragments; it is read with the helper (see [`load`]).
 
 use aya_ebpf::programs::TcContext;
 use probe_common::{AF_INET, AF_INET6};
@@ -10,8 +14,11 @@ pub const ETH_P_ARP: u16 = 0x0806;
 pub const ETH_P_IPV6: u16 = 0x86dd;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_ICMPV6: u8 = 58;
+const IPV4_LEN: usize = 20;
 const IPV6_LEN: usize = 40;
+const TCP_LEN: usize = 20;
 
+/// A copy of `T` at `off`, through `bpf_skb_load_bytes` (linear or not).
 #[inline(always)]
 pub fn load<T>(ctx: &TcContext, off: usize) -> Option<T> {
     ctx.load::<T>(off).ok()
@@ -22,34 +29,53 @@ pub fn be16(b: &[u8], i: usize) -> u16 {
     u16::from_be_bytes([b[i], b[i + 1]])
 }
 
+/// Address of packet byte `off` when `N` bytes from there are in the linear
+/// data, pulling them in if the packet is long enough. The check is on
+/// `off` plus the constant `N`: the verifier gives a range only to the
+/// pointer it saw compared. Every earlier packet pointer is stale after a
+/// pull, so callers derive theirs from this one.
 #[inline(always)]
-pub fn be32(b: &[u8], i: usize) -> u32 {
-    u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
+fn at<const N: usize>(ctx: &TcContext, off: usize) -> Option<usize> {
+    let p = ctx.data() + off;
+    if p + N <= ctx.data_end() {
+        return Some(p);
+    }
+    if (ctx.len() as usize) < off + N || ctx.pull_data((off + N) as u32).is_err() {
+        return None;
+    }
+    let p = ctx.data() + off;
+    (p + N <= ctx.data_end()).then_some(p)
 }
 
+/// # Safety
+/// `[p, p + 2)` must be inside bounds the verifier has checked.
+#[inline(always)]
+unsafe fn rd16(p: usize) -> u16 {
+    // SAFETY: per the caller; packet data has no alignment guarantee.
+    u16::from_be(unsafe { core::ptr::read_unaligned(p as *const u16) })
+}
+
+/// # Safety
+/// As for [`rd16`], four bytes.
+#[inline(always)]
+unsafe fn rd32(p: usize) -> u32 {
+    // SAFETY: per the caller.
+    unsafe { core::ptr::read_unaligned(p as *const u32) }
+}
+
+/// The EtherType.
+#[inline(always)]
+pub fn ethertype(ctx: &TcContext) -> Option<u16> {
+    let d = at::<ETH_LEN>(ctx, 0)?;
+    // SAFETY: ETH_LEN bytes checked.
+    Some(unsafe { rd16(d + 12) })
+}
+
+/// What the network header says, as scalars: no addresses are copied on
+/// the hot path (see [`addrs`]).
 #[derive(Clone, Copy)]
-pub struct Ethernet {
-    pub dst: [u8; 6],
-    pub src: [u8; 6],
-    pub proto: u16,
-}
-
-#[inline(always)]
-pub fn ethernet(ctx: &TcContext) -> Option<Ethernet> {
-    let b: [u8; ETH_LEN] = load(ctx, 0)?;
-    Some(Ethernet {
-        dst: [b[0], b[1], b[2], b[3], b[4], b[5]],
-        src: [b[6], b[7], b[8], b[9], b[10], b[11]],
-        proto: be16(&b, 12),
-    })
-}
-
-/// The network header: addresses, upper protocol, where it starts and how
-/// many bytes of it the IP header says there are.
 pub struct Ip {
     pub family: u8,
-    pub saddr: [u8; 16],
-    pub daddr: [u8; 16],
     pub proto: u8,
     pub l4_off: usize,
     pub l4_len: usize,
@@ -57,22 +83,25 @@ pub struct Ip {
 
 #[inline(always)]
 pub fn ipv4(ctx: &TcContext) -> Option<Ip> {
-    let b: [u8; 20] = load(ctx, ETH_LEN)?;
-    let ihl = ((b[0] & 0x0f) as usize) * 4;
-    let total = be16(&b, 2) as usize;
+    let h = at::<IPV4_LEN>(ctx, ETH_LEN)?;
+    // SAFETY: IPV4_LEN bytes from h checked.
+    let (ver_ihl, total, frag, proto) = unsafe {
+        (
+            *(h as *const u8),
+            rd16(h + 2),
+            rd16(h + 6),
+            *((h + 9) as *const u8),
+        )
+    };
+    let ihl = ((ver_ihl & 0x0f) as usize) * 4;
+    let total = total as usize;
     // Fragments after the first carry no TCP header.
-    if ihl < 20 || total < ihl || be16(&b, 6) & 0x1fff != 0 {
+    if ihl < IPV4_LEN || total < ihl || frag & 0x1fff != 0 {
         return None;
     }
-    let mut saddr = [0u8; 16];
-    let mut daddr = [0u8; 16];
-    saddr[..4].copy_from_slice(&b[12..16]);
-    daddr[..4].copy_from_slice(&b[16..20]);
     Some(Ip {
         family: AF_INET,
-        saddr,
-        daddr,
-        proto: b[9],
+        proto,
         l4_off: ETH_LEN + ihl,
         l4_len: total - ihl,
     })
@@ -81,18 +110,14 @@ pub fn ipv4(ctx: &TcContext) -> Option<Ip> {
 /// IPv6 without extension headers (TCP and NDP do not use them in practice).
 #[inline(always)]
 pub fn ipv6(ctx: &TcContext) -> Option<Ip> {
-    let b: [u8; IPV6_LEN] = load(ctx, ETH_LEN)?;
-    let mut saddr = [0u8; 16];
-    let mut daddr = [0u8; 16];
-    saddr.copy_from_slice(&b[8..24]);
-    daddr.copy_from_slice(&b[24..40]);
+    let h = at::<IPV6_LEN>(ctx, ETH_LEN)?;
+    // SAFETY: IPV6_LEN bytes from h checked.
+    let (payload_len, proto) = unsafe { (rd16(h + 4), *((h + 6) as *const u8)) };
     Some(Ip {
         family: AF_INET6,
-        saddr,
-        daddr,
-        proto: b[6],
+        proto,
         l4_off: ETH_LEN + IPV6_LEN,
-        l4_len: be16(&b, 4) as usize,
+        l4_len: payload_len as usize,
     })
 }
 
@@ -100,15 +125,45 @@ pub struct Tcp {
     pub sport: u16,
     pub dport: u16,
     pub seq: u32,
+    /// Offset of the byte after the TCP header.
     pub payload_off: usize,
     pub payload_len: usize,
+    /// A cheap digest of addresses and ports, for the follow table.
+    pub flow_hash: u32,
 }
 
+/// Source and destination ports only: all an unwatched packet costs.
 #[inline(always)]
-pub fn tcp(ctx: &TcContext, ip: &Ip) -> Option<Tcp> {
-    let b: [u8; 20] = load(ctx, ip.l4_off)?;
-    let doff = ((b[12] >> 4) as usize) * 4;
-    if doff < 20 || ip.l4_len < doff {
+pub fn tcp_ports(ctx: &TcContext, ip: &Ip) -> Option<(u16, u16)> {
+    let t = at::<TCP_LEN>(ctx, ip.l4_off)?;
+    // SAFETY: TCP_LEN bytes from t checked.
+    Some(unsafe { (rd16(t), rd16(t + 2)) })
+}
+
+/// The rest of the TCP header, for segments on watched ports.
+#[inline(always)]
+pub fn tcp(ctx: &TcContext, ip: &Ip, sport: u16, dport: u16) -> Option<Tcp> {
+    // The verifier knows a range only for pointers with the offset it
+    // checked: one check for the (constant) network header, one for TCP.
+    let (a, b) = if ip.family == AF_INET {
+        let h = at::<IPV4_LEN>(ctx, ETH_LEN)?;
+        // SAFETY: IPV4_LEN bytes from h checked.
+        unsafe { (rd32(h + 12), rd32(h + 16)) }
+    } else {
+        let h = at::<IPV6_LEN>(ctx, ETH_LEN)?;
+        // Last words of the IPv6 source and destination.
+        // SAFETY: IPV6_LEN bytes from h checked.
+        unsafe { (rd32(h + 20), rd32(h + 36)) }
+    };
+    let t = at::<TCP_LEN>(ctx, ip.l4_off)?;
+    // SAFETY: TCP_LEN bytes from t checked.
+    let (seq, doff) = unsafe {
+        (
+            u32::from_be(rd32(t + 4)),
+            ((*((t + 12) as *const u8) >> 4) as usize) * 4,
+        )
+    };
+    if doff < TCP_LEN || ip.l4_len < doff {
         return None;
     }
     let payload_off = ip.l4_off + doff;
@@ -116,11 +171,61 @@ pub fn tcp(ctx: &TcContext, ip: &Ip) -> Option<Tcp> {
     // smaller of the two so loads never run past the skb.
     let in_skb = (ctx.len() as usize).saturating_sub(payload_off);
     let payload_len = core::cmp::min(ip.l4_len - doff, in_skb);
+    let ports = (u32::from(sport) << 16) | u32::from(dport);
+    let flow_hash = (a ^ b.rotate_left(16) ^ ports).wrapping_mul(0x9e37_79b1);
     Some(Tcp {
-        sport: be16(&b, 0),
-        dport: be16(&b, 2),
-        seq: be32(&b, 4),
+        sport,
+        dport,
+        seq,
         payload_off,
         payload_len,
+        flow_hash,
+    })
+}
+
+/// The first `N` payload bytes: from the linear data if they are there,
+/// else copied (GSO payload usually sits in page fragments; it is not
+/// pulled, which would copy it).
+#[inline(always)]
+pub fn payload_head<const N: usize>(ctx: &TcContext, off: usize) -> Option<[u8; N]> {
+    let p = ctx.data() + off;
+    if p + N <= ctx.data_end() {
+        // SAFETY: N bytes from p checked.
+        return Some(unsafe { core::ptr::read_unaligned(p as *const [u8; N]) });
+    }
+    load(ctx, off)
+}
+
+/// Addresses of the network header, IPv4 in the first 4 bytes. For
+/// records and flow keys only, never on the per-packet path.
+#[inline(always)]
+pub fn addrs(ctx: &TcContext, family: u8) -> Option<([u8; 16], [u8; 16])> {
+    let mut saddr = [0u8; 16];
+    let mut daddr = [0u8; 16];
+    if family == AF_INET {
+        let b: [u8; 8] = load(ctx, ETH_LEN + 12)?;
+        saddr[..4].copy_from_slice(&b[..4]);
+        daddr[..4].copy_from_slice(&b[4..]);
+    } else {
+        let b: [u8; 32] = load(ctx, ETH_LEN + 8)?;
+        saddr.copy_from_slice(&b[..16]);
+        daddr.copy_from_slice(&b[16..]);
+    }
+    Some((saddr, daddr))
+}
+
+#[derive(Clone, Copy)]
+pub struct Ethernet {
+    pub dst: [u8; 6],
+    pub src: [u8; 6],
+}
+
+/// MAC addresses, for records only.
+#[inline(always)]
+pub fn macs(ctx: &TcContext) -> Option<Ethernet> {
+    let b: [u8; 12] = load(ctx, 0)?;
+    Some(Ethernet {
+        dst: [b[0], b[1], b[2], b[3], b[4], b[5]],
+        src: [b[6], b[7], b[8], b[9], b[10], b[11]],
     })
 }

@@ -11,7 +11,7 @@ use probe_common::{FlowKey, FollowState, TLS_CAPTURE, TLS_FOLLOW_MAX, TlsRecord,
 
 use crate::{
     emit,
-    maps::FOLLOW,
+    maps::{FOLLOW, FOLLOW_SLOTS, FollowSlot},
     packet::{self, Ethernet, Ip, Tcp},
 };
 
@@ -22,76 +22,140 @@ const SERVER_HELLO: u8 = 2;
 const MAX_RECORD: u16 = 16384 + 256;
 /// Records per segment at most: TLS_FOLLOW_MAX / TLS_CAPTURE.
 const MAX_CHUNKS: usize = (TLS_FOLLOW_MAX as usize).div_ceil(TLS_CAPTURE);
+/// Bits of the flow hash that pick a follow slot.
+const SLOT_BITS: u32 = FOLLOW_SLOTS.trailing_zeros();
 
-/// Returns whether the segment belongs to a followed handshake record.
+/// Who a record is about: the frame's MACs and the flow.
+struct Meta {
+    direction: u8,
+    eth: Ethernet,
+    key: FlowKey,
+}
+
 #[inline(always)]
-pub fn handle(ctx: &TcContext, direction: u8, eth: &Ethernet, ip: &Ip, tcp: &Tcp) -> bool {
-    let key = FlowKey {
-        saddr: ip.saddr,
-        daddr: ip.daddr,
-        sport: tcp.sport,
-        dport: tcp.dport,
-        family: ip.family,
-        _pad: [0; 3],
-    };
-    if let Some(head) = packet::load::<[u8; 6]>(ctx, tcp.payload_off) {
+fn meta(ctx: &TcContext, direction: u8, ip: &Ip, tcp: &Tcp) -> Option<Meta> {
+    let eth = packet::macs(ctx)?;
+    let (saddr, daddr) = packet::addrs(ctx, ip.family)?;
+    Some(Meta {
+        direction,
+        eth,
+        key: FlowKey {
+            saddr,
+            daddr,
+            sport: tcp.sport,
+            dport: tcp.dport,
+            family: ip.family,
+            _pad: [0; 3],
+        },
+    })
+}
+
+/// Returns whether the segment belongs to a handshake record. Bulk data
+/// costs a look at its first byte and at one follow slot (no helper call
+/// when the payload is in the linear data).
+#[inline(always)]
+pub fn handle(ctx: &TcContext, direction: u8, ip: &Ip, tcp: &Tcp) -> bool {
+    if let Some(head) = packet::payload_head::<6>(ctx, tcp.payload_off)
+        && head[0] == CONTENT_HANDSHAKE
+    {
         let record_len = packet::be16(&head, 3);
-        let is_start = head[0] == CONTENT_HANDSHAKE
-            && head[1] == 3
+        let is_start = head[1] == 3
             && head[2] <= 4
             && record_len > 0
             && record_len <= MAX_RECORD
             && (head[5] == CLIENT_HELLO || head[5] == SERVER_HELLO);
         if is_start {
-            let wire_len = u32::from(record_len) + 5;
-            if head[5] == SERVER_HELLO {
-                // The ServerHello itself is short; what follows it is not ours to copy.
-                let _ = emit_chunks(
-                    ctx,
-                    direction,
-                    eth,
-                    ip,
-                    tcp,
-                    tls_part::START,
-                    TLS_CAPTURE as u32,
-                );
-                return true;
-            }
-            let followed = core::cmp::min(wire_len, TLS_FOLLOW_MAX);
-            if followed > tcp.payload_len as u32 {
-                let follow = FollowState {
-                    start_seq: tcp.seq,
-                    end_seq: tcp.seq.wrapping_add(followed),
-                };
-                // Best effort: a full LRU map evicts its oldest entry.
-                let _ = FOLLOW.insert(&key, &follow, 0);
-            }
-            let _ = emit_chunks(ctx, direction, eth, ip, tcp, tls_part::START, followed);
+            let hello = (u32::from(head[5]) << 16) | u32::from(record_len);
+            let _ = start(ctx, direction, ip, tcp, hello);
             return true;
         }
     }
-    // SAFETY: read-only copy of the map value.
-    let Some(follow) = (unsafe { FOLLOW.get(&key) }).copied() else {
-        return false;
-    };
-    let rel = tcp.seq.wrapping_sub(follow.start_seq);
-    let span = follow.end_seq.wrapping_sub(follow.start_seq);
+    follow(ctx, direction, ip, tcp).is_some()
+}
+
+/// A segment that starts a ClientHello or ServerHello record; `hello` is
+/// the handshake type << 16 | the record length (five arguments at most).
+/// Not inlined: its stack (records are built in place, but keys and MACs
+/// are not) must not add to the ARP and NDP subprograms' in the verifier's
+/// combined-stack sum.
+#[inline(never)]
+fn start(ctx: &TcContext, direction: u8, ip: &Ip, tcp: &Tcp, hello: u32) -> Option<()> {
+    let record_len = hello as u16;
+    let m = meta(ctx, direction, ip, tcp)?;
+    if (hello >> 16) as u8 == SERVER_HELLO {
+        // The ServerHello itself is short; what follows it is not ours to copy.
+        return emit_chunks(ctx, &m, tcp, tls_part::START, TLS_CAPTURE as u32);
+    }
+    let wire_len = u32::from(record_len) + 5;
+    let followed = core::cmp::min(wire_len, TLS_FOLLOW_MAX);
+    if followed > tcp.payload_len as u32
+        && let Some(slot) = FOLLOW.get_ptr_mut(tcp.flow_hash >> (32 - SLOT_BITS))
+    {
+        // SAFETY: a slot of an array map; a concurrent writer at worst
+        // makes this flow's follow-up segments go unnoticed.
+        unsafe {
+            (*slot).key = m.key;
+            (*slot).state = FollowState {
+                start_seq: tcp.seq,
+                end_seq: tcp.seq.wrapping_add(followed),
+            };
+        }
+    }
+    emit_chunks(ctx, &m, tcp, tls_part::START, followed)
+}
+
+/// A later segment of a followed ClientHello. Decided on the slot's
+/// sequence range first (scalars already loaded); the flow key is compared
+/// only for segments inside a live range.
+#[inline(always)]
+fn follow(ctx: &TcContext, direction: u8, ip: &Ip, tcp: &Tcp) -> Option<()> {
+    let slot = FOLLOW.get_ptr_mut(tcp.flow_hash >> (32 - SLOT_BITS))?;
+    // SAFETY: a slot of an array map (see `start`).
+    let state = unsafe { (*slot).state };
+    let rel = tcp.seq.wrapping_sub(state.start_seq);
+    let span = state.end_seq.wrapping_sub(state.start_seq);
     if rel == 0 || rel >= span {
-        return false;
+        return None;
+    }
+    continuation(ctx, direction, ip, tcp, slot)
+}
+
+/// A segment inside a live follow range: copied if it is that flow's.
+#[inline(never)]
+fn continuation(
+    ctx: &TcContext,
+    direction: u8,
+    ip: &Ip,
+    tcp: &Tcp,
+    slot: *mut FollowSlot,
+) -> Option<()> {
+    // SAFETY: a slot of an array map (see `start`).
+    let state = unsafe { (*slot).state };
+    let rel = tcp.seq.wrapping_sub(state.start_seq);
+    let span = state.end_seq.wrapping_sub(state.start_seq);
+    if rel == 0 || rel >= span {
+        return None;
+    }
+    let m = meta(ctx, direction, ip, tcp)?;
+    // SAFETY: as above.
+    if !same_flow(&m.key, unsafe { &(*slot).key }) {
+        return None;
     }
     if rel.wrapping_add(tcp.payload_len as u32) >= span {
-        let _ = FOLLOW.remove(&key);
+        // SAFETY: as above. The record is complete: free the slot.
+        unsafe { (*slot).state.end_seq = state.start_seq };
     }
-    let _ = emit_chunks(
-        ctx,
-        direction,
-        eth,
-        ip,
-        tcp,
-        tls_part::CONTINUATION,
-        span - rel,
-    );
-    true
+    emit_chunks(ctx, &m, tcp, tls_part::CONTINUATION, span - rel)
+}
+
+/// Byte-wise, so no `memcmp` call (eBPF has none) is emitted.
+#[inline(always)]
+fn same_flow(a: &FlowKey, b: &FlowKey) -> bool {
+    let mut diff = 0u8;
+    for i in 0..16 {
+        diff |= (a.saddr[i] ^ b.saddr[i]) | (a.daddr[i] ^ b.daddr[i]);
+    }
+    diff == 0 && a.sport == b.sport && a.dport == b.dport && a.family == b.family
 }
 
 /// Segments longer than `TLS_CAPTURE` go out as several records, one per
@@ -99,15 +163,7 @@ pub fn handle(ctx: &TcContext, direction: u8, eth: &Ethernet, ip: &Ip, tcp: &Tcp
 /// (about 1.5 KB, e.g. Go's X25519MLKEM768) arrives whole. `wanted` bounds
 /// how many bytes of the segment belong to the followed record.
 #[inline(always)]
-fn emit_chunks(
-    ctx: &TcContext,
-    direction: u8,
-    eth: &Ethernet,
-    ip: &Ip,
-    tcp: &Tcp,
-    first: u8,
-    wanted: u32,
-) -> Option<()> {
+fn emit_chunks(ctx: &TcContext, m: &Meta, tcp: &Tcp, first: u8, wanted: u32) -> Option<()> {
     let limit = core::cmp::min(tcp.payload_len, wanted as usize);
     let mut part = first;
     for k in 0..MAX_CHUNKS {
@@ -116,7 +172,7 @@ fn emit_chunks(
             break;
         }
         let last = skip + TLS_CAPTURE >= limit;
-        emit_segment(ctx, direction, eth, ip, tcp, part, k, last)?;
+        emit_segment(ctx, m, tcp, (u32::from(part) << 8) | k as u32, last)?;
         part = tls_part::CONTINUATION;
     }
     Some(())
@@ -125,21 +181,12 @@ fn emit_chunks(
 /// One record: `TLS_CAPTURE` bytes of the segment from `skip` on. Records
 /// before the last say they hold exactly what they captured, so userspace
 /// sees no gap between them; the last one reports the true remainder.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "packet context is passed apart to stay on the eBPF stack"
-)]
-#[inline(always)]
-fn emit_segment(
-    ctx: &TcContext,
-    direction: u8,
-    eth: &Ethernet,
-    ip: &Ip,
-    tcp: &Tcp,
-    part: u8,
-    chunk: usize,
-    last: bool,
-) -> Option<()> {
+/// Not inlined, for the verifier's stack sum (see `start`); `part_chunk`
+/// is the record's part << 8 | its chunk index (five arguments at most).
+#[inline(never)]
+fn emit_segment(ctx: &TcContext, m: &Meta, tcp: &Tcp, part_chunk: u32, last: bool) -> Option<()> {
+    let part = (part_chunk >> 8) as u8;
+    let chunk = (part_chunk & 0xff) as usize;
     let skip = chunk * TLS_CAPTURE;
     let mut entry = emit::reserve::<TlsRecord>(kind::TLS)?;
     let rec = entry.as_mut_ptr();
@@ -152,18 +199,18 @@ fn emit_segment(
     unsafe {
         (*rec).header = emit::header(kind::TLS, size_of::<TlsRecord>());
         (*rec).ifindex = (*ctx.skb.skb).ifindex;
-        (*rec).direction = direction;
-        (*rec).family = ip.family;
+        (*rec).direction = m.direction;
+        (*rec).family = m.key.family;
         (*rec).part = part;
         (*rec).chunk = chunk as u8;
         (*rec).sport = tcp.sport;
         (*rec).dport = tcp.dport;
         (*rec).seq = tcp.seq.wrapping_add(skip as u32);
         (*rec).payload_len = claimed as u16;
-        (*rec).saddr = ip.saddr;
-        (*rec).daddr = ip.daddr;
-        (*rec).src_mac = eth.src;
-        (*rec).dst_mac = eth.dst;
+        (*rec).saddr = m.key.saddr;
+        (*rec).daddr = m.key.daddr;
+        (*rec).src_mac = m.eth.src;
+        (*rec).dst_mac = m.eth.dst;
         let captured = copy_payload(
             ctx,
             tcp.payload_off + skip,

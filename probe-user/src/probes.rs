@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use anyhow::{Context as _, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    maps::{MapData, PerCpuArray, RingBuf},
     programs::{LinkOrder, SchedClassifier, TcAttachType, TracePoint, tc},
 };
 use log::debug;
@@ -79,15 +79,13 @@ impl Probes {
             .map_max_entries("EVENTS", opts.ring_bytes)
             .override_global("KERNEL_OFFSETS", &opts.offsets, true)
             .override_global("CAPTURE_PACKETS", &u8::from(opts.capture_packets), true)
+            .override_global(
+                "WATCHED_PORTS",
+                &probe_common::port_bitmap(&opts.ports),
+                true,
+            )
             .load(OBJECT)
             .map_err(|e| anyhow!("loading the eBPF object: {e}"))?;
-        let mut ports: BpfHashMap<_, u16, u8> =
-            BpfHashMap::try_from(ebpf.map_mut("PORTS").context("map PORTS missing")?)?;
-        for port in &opts.ports {
-            ports
-                .insert(port, 1, 0)
-                .with_context(|| format!("watching port {port}"))?;
-        }
         for (prog, category, name) in TRACEPOINTS {
             let tp: &mut TracePoint = ebpf
                 .program_mut(prog)
