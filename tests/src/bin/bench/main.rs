@@ -18,6 +18,7 @@
 //! Helpers: [`np`] (netprobe runs), [`record`] (rows and runs that may
 //! fail), [`rss`].
 
+mod bpf;
 mod frames;
 mod incident1;
 mod incident2;
