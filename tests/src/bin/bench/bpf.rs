@@ -78,6 +78,9 @@ pub struct ProgInfo {
     pub xlated_len: u32,
     /// Instructions the verifier processed (all paths, all call sites).
     pub verified_insns: u32,
+    /// Runs the kernel skipped because a BPF program was already running on
+    /// that CPU (tracepoints: any kprobe/tracepoint program, anyone's).
+    pub recursion_misses: u64,
 }
 
 pub fn prog_fd(id: u32) -> io::Result<OwnedFd> {
@@ -96,11 +99,13 @@ pub fn prog_info(fd: &OwnedFd) -> io::Result<ProgInfo> {
         .u64(8, info.as_mut_ptr() as u64);
     bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
     let at = |off: usize| u32::from_ne_bytes(info[off..off + 4].try_into().expect("4 bytes"));
+    let at64 = |off: usize| u64::from_ne_bytes(info[off..off + 8].try_into().expect("8 bytes"));
     Ok(ProgInfo {
         id: at(4),
         jited_len: at(16),
         xlated_len: at(20),
         verified_insns: at(216),
+        recursion_misses: at64(208),
     })
 }
 

@@ -4,6 +4,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use netprobe_tests::cleanup::{bpf_held, bpf_programs};
 use netprobe_tests::{Lab, Netprobe, netprobe};
 use serde_json::Value;
 
@@ -54,6 +55,18 @@ pub fn lost(events: &[Value]) -> Option<u64> {
         .filter(|v| is(v, "stats"))
         .filter_map(|v| v["lost"].as_u64())
         .max()
+}
+
+/// Id of the program called `name` this netprobe holds.
+pub fn program_id(np: &Netprobe, name: &str) -> u32 {
+    let held = bpf_held(Some(np.pid()));
+    bpf_programs(&[name])
+        .iter()
+        .filter(|p| p["name"] == name)
+        .filter_map(|p| p["id"].as_u64())
+        .find(|id| held.progs.contains(id))
+        .and_then(|id| u32::try_from(id).ok())
+        .unwrap_or_else(|| panic!("netprobe (pid {}) holds no {name} program", np.pid()))
 }
 
 /// Seconds since the epoch of an event's `time` ("2026-11-21T12:00:00.123456Z").

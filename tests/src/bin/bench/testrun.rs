@@ -12,11 +12,10 @@ use std::os::fd::OwnedFd;
 use std::process::Command;
 use std::time::Duration;
 
-use netprobe_tests::cleanup::{bpf_held, bpf_programs};
+use netprobe_tests::Lab;
 use netprobe_tests::cmd::run_bounded;
 use netprobe_tests::tls_bytes::client_hello;
 use netprobe_tests::tmp::TempDir;
-use netprobe_tests::{Lab, Netprobe};
 use serde_json::Value;
 
 use crate::record::{Row, ratios, repeat};
@@ -99,7 +98,7 @@ pub fn bench(cfg: &Config) -> Vec<Row> {
         let progs = ["tc_ingress", "tc_egress"]
             .iter()
             .map(|name| {
-                let id = classifier_id(&s, name);
+                let id = np::program_id(&s, name);
                 let fd = bpf::prog_fd(id).expect("fd of netprobe's classifier");
                 let info = bpf::prog_info(&fd).expect("info of netprobe's classifier");
                 let stack = bpf::stack_per_function(id).unwrap_or_default();
@@ -222,18 +221,6 @@ fn decoded(events: &[Value]) -> [bool; 2] {
         .iter()
         .any(|v| np::is(v, "arp") && v["sender_ip"] == frames::DST_ADDR);
     [hello, arp]
-}
-
-/// Id of the program called `name` this netprobe holds.
-fn classifier_id(np: &Netprobe, name: &str) -> u32 {
-    let held = bpf_held(Some(np.pid()));
-    bpf_programs(&[name])
-        .iter()
-        .filter(|p| p["name"] == name)
-        .filter_map(|p| p["id"].as_u64())
-        .find(|id| held.progs.contains(id))
-        .and_then(|id| u32::try_from(id).ok())
-        .unwrap_or_else(|| panic!("netprobe (pid {}) holds no {name} program", np.pid()))
 }
 
 /// Average ns per run of program `id` over `frame`, repeated `n` times.
