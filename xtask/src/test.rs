@@ -1,5 +1,5 @@
 //! `cargo xtask test`: unit tests, then the privileged lab tests against the
-//! release binary.
+//! release binary, then every fuzz target for a few seconds.
 
 use std::{
     ffi::OsString,
@@ -10,6 +10,10 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use crate::{build_cmd, util};
+
+/// Seconds per fuzz target in `cargo xtask test`: enough to build, load the
+/// seeds and run a few thousand inputs.
+const FUZZ_SECONDS: u64 = 5;
 
 pub fn test(args: &[OsString]) -> Result<()> {
     let bin = build_cmd::build(true)?;
@@ -54,14 +58,26 @@ pub fn test(args: &[OsString]) -> Result<()> {
         ))
     };
 
-    // Both parts run whatever the other did, so one CI log shows everything.
+    // Every fuzz target briefly, so the fuzz build cannot rot unseen; not
+    // when a filter asks for particular tests.
+    let fuzz = if args.is_empty() {
+        Some(crate::fuzz::fuzz(FUZZ_SECONDS, &[]))
+    } else {
+        None
+    };
+
+    // All parts run whatever the others did, so one CI log shows everything.
     let verdict = |r: &Result<()>| if r.is_ok() { "ok" } else { "FAILED" };
     let lab_verdict = if util::is_root() {
         verdict(&lab)
     } else {
         "refused (not root)"
     };
-    println!("xtask test: unit {}, lab {lab_verdict}", verdict(&unit));
+    println!(
+        "xtask test: unit {}, lab {lab_verdict}, fuzz {}",
+        verdict(&unit),
+        fuzz.as_ref().map_or("skipped (filter given)", verdict)
+    );
     // One closing line for the whole run: cargo's own last line is often a
     // doc-test binary's `0 passed`, which says nothing about the run.
     println!(
@@ -70,6 +86,7 @@ pub fn test(args: &[OsString]) -> Result<()> {
     );
     let errors: Vec<String> = [unit, lab]
         .into_iter()
+        .chain(fuzz)
         .filter_map(Result::err)
         .map(|e| format!("{e:#}"))
         .collect();
