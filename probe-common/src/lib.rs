@@ -309,3 +309,21 @@ mod pod {
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::DropKey {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_bitmap_sets_one_bit_per_port() {
+        let w = port_bitmap(&[0, 63, 64, 443, 6443, 65535]);
+        assert_eq!(w[0], 1 | 1 << 63);
+        assert_eq!(w[1], 1);
+        assert_eq!(w[443 / 64], 1 << (443 % 64));
+        assert_eq!(w[6443 / 64], 1 << (6443 % 64));
+        assert_eq!(w[1023], 1 << 63);
+        let set: u32 = w.iter().map(|x| x.count_ones()).sum();
+        assert_eq!(set, 6);
+        assert_eq!(port_bitmap(&[]), [0; PORT_WORDS]);
+    }
+}
