@@ -3,7 +3,7 @@
 //! and handed over as [`KernelOffsets`]. Any error means "netns/sequence
 //! enrichment unavailable": callers log it and carry on.
 
-use btf_rs::{Btf, Member, Result as BtfResult, Struct, Type};
+use btf_rs::{Backend, Btf, Member, Result as BtfResult, Struct, Type};
 use probe_common::KernelOffsets;
 
 /// The running kernel's BTF.
@@ -31,9 +31,18 @@ pub enum BtfError {
     TooFar(String, String),
 }
 
-/// Offsets for the running kernel.
+/// Offsets for the running kernel. The kernel's BTF is mapped, not parsed
+/// whole: four lookups do not need the type cache, which costs about 45 MiB
+/// of peak RSS on a 6.18 kernel for the whole run. Kernels that cannot map
+/// /sys/kernel/btf/vmlinux (before 6.16) get the parsed copy.
 pub fn from_vmlinux() -> Result<KernelOffsets, BtfError> {
-    from_file(VMLINUX)
+    match Btf::from_file_with_backend(VMLINUX, Backend::Mmap) {
+        Ok(btf) => from_btf(&btf),
+        Err(e) => {
+            log::debug!("mapping {VMLINUX} failed ({e}); parsing it");
+            from_file(VMLINUX)
+        }
+    }
 }
 
 /// Offsets from a raw BTF file (such as `/sys/kernel/btf/vmlinux`).
