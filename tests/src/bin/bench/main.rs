@@ -16,7 +16,7 @@
 //! [`storm_peers`]), [`throughput`] (iperf3 with and without netprobe or
 //! tcpdump), [`testrun`] (the classifier's ns per packet on [`frames`]).
 //! Helpers: [`np`] (netprobe runs), [`record`] (rows and runs that may
-//! fail), [`rss`].
+//! fail), [`rss`], [`bpf`] (the empty TC program and program info).
 
 mod bpf;
 mod frames;
