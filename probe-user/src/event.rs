@@ -337,6 +337,11 @@ pub struct Stats {
     /// The same loss, by record type (only non-zero entries).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub lost_by_type: std::collections::BTreeMap<String, u64>,
+    /// Runs of netprobe's tracepoint programs the kernel skipped because
+    /// another BPF program was running on that CPU (by program; included in
+    /// `lost` for the programs that write records).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub skipped_by_kernel: std::collections::BTreeMap<String, u64>,
     /// Records that failed to decode (bad size, unknown type).
     #[serde(default)]
     pub malformed: u64,

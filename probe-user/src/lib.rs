@@ -26,6 +26,7 @@ pub mod output;
 pub mod pipeline;
 pub mod privileges;
 pub mod probes;
+pub mod prog_info;
 pub mod replay;
 pub mod state;
 pub mod tls;

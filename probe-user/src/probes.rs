@@ -3,7 +3,7 @@
 //! Dropping `Probes` detaches everything; tcx and perf links also vanish
 //! when the process dies, even on SIGKILL.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, os::fd::AsFd as _};
 
 use anyhow::{Context as _, anyhow};
 use aya::{
@@ -129,6 +129,20 @@ impl Probes {
     pub fn ring_buffer(&mut self) -> anyhow::Result<RingBuf<MapData>> {
         let map = self.ebpf.take_map("EVENTS").context("map EVENTS missing")?;
         Ok(RingBuf::try_from(map)?)
+    }
+
+    /// Runs of each tracepoint program the kernel skipped because another
+    /// BPF program (anyone's) was running on that CPU: events that never
+    /// reached the ring buffer. (program, runs skipped)
+    pub fn skipped(&self) -> Vec<(&'static str, u64)> {
+        TRACEPOINTS
+            .iter()
+            .filter_map(|(prog, _, _)| {
+                let fd = self.ebpf.program(prog)?.fd().ok()?;
+                let info = crate::prog_info::prog_info(fd.as_fd()).ok()?;
+                Some((*prog, info.recursion_misses))
+            })
+            .collect()
     }
 
     /// Records lost to a full ring buffer since load, by kind (summed over CPUs).

@@ -64,6 +64,18 @@ pub const KIND_NAMES: [&str; kind::COUNT as usize] = [
     "drop",
 ];
 
+/// The record kind a tracepoint program writes; `None` for one that only
+/// keeps state in the kernel (its skipped runs lose no record).
+fn skipped_kind(prog: &str) -> Option<u16> {
+    match prog {
+        "tcp_retransmit" => Some(kind::RETRANSMIT),
+        "tcp_receive_reset" => Some(kind::RESET),
+        "neigh_update" => Some(kind::NEIGHBOUR),
+        "skb_kfree" => Some(kind::DROP),
+        _ => None,
+    }
+}
+
 /// Whether the session goes on after a consumer call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flow {
@@ -117,7 +129,15 @@ struct Tracer<'c> {
 
 impl Tracer<'_> {
     fn stats(&self, last: bool) -> Event {
-        let lost = self.probes.lost().unwrap_or_default();
+        let mut lost = self.probes.lost().unwrap_or_default();
+        // Runs the kernel skipped never made a record: they are lost too,
+        // under the kind the program would have written.
+        let skipped = self.probes.skipped();
+        for (prog, runs) in &skipped {
+            if let Some(k) = skipped_kind(prog) {
+                lost[usize::from(k)] += runs;
+            }
+        }
         let tls = self.pipeline.enricher().tls_counters();
         Event {
             time: chrono::Utc::now(),
@@ -130,6 +150,11 @@ impl Tracer<'_> {
                     .enumerate()
                     .filter(|(_, n)| **n > 0)
                     .map(|(k, n)| (KIND_NAMES[k].to_string(), *n))
+                    .collect(),
+                skipped_by_kernel: skipped
+                    .into_iter()
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(p, n)| (p.to_string(), n))
                     .collect(),
                 malformed: self.pipeline.malformed,
                 tls_incomplete: tls.incomplete + tls.malformed,

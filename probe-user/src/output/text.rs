@@ -171,6 +171,14 @@ fn stats(f: &mut fmt::Formatter<'_>, s: &Stats) -> fmt::Result {
             .collect();
         write!(f, " ({})", by_type.join(" "))?;
     }
+    if !s.skipped_by_kernel.is_empty() {
+        let by_prog: Vec<String> = s
+            .skipped_by_kernel
+            .iter()
+            .map(|(k, n)| format!("{k}={n}"))
+            .collect();
+        write!(f, " skipped_by_kernel({})", by_prog.join(" "))?;
+    }
     if s.malformed > 0 {
         write!(f, " malformed={}", s.malformed)?;
     }

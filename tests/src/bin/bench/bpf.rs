@@ -4,56 +4,15 @@
 //! not print it).
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 use std::process::Command;
+
+use probe_user::prog_info::{Attr, BPF_PROG_LOAD, bpf, owned};
+pub use probe_user::prog_info::{ProgInfo, prog_fd, prog_info};
 
 use netprobe_tests::cmd::run_bounded;
 
-const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
-const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
-
-/// `union bpf_attr`, large enough for the commands above (the kernel
-/// accepts a shorter or longer attr as long as the tail is zero).
-#[repr(C, align(8))]
-struct Attr([u8; 128]);
-
-impl Attr {
-    fn new() -> Attr {
-        Attr([0; 128])
-    }
-    fn u32(&mut self, off: usize, v: u32) -> &mut Attr {
-        self.0[off..off + 4].copy_from_slice(&v.to_ne_bytes());
-        self
-    }
-    fn u64(&mut self, off: usize, v: u64) -> &mut Attr {
-        self.0[off..off + 8].copy_from_slice(&v.to_ne_bytes());
-        self
-    }
-}
-
-fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<libc::c_long> {
-    // SAFETY: attr is a valid, zero-tailed bpf_attr of the stated size.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr.0.as_mut_ptr(),
-            std::mem::size_of::<Attr>(),
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
-}
-
-fn owned(rc: libc::c_long) -> OwnedFd {
-    // SAFETY: the kernel just returned this new descriptor.
-    unsafe { OwnedFd::from_raw_fd(rc as RawFd) }
-}
 
 /// `r0 = -1 (TCX_NEXT); exit`: what a TC hook costs with a program that
 /// does nothing. Unloaded when the descriptor is dropped.
@@ -70,43 +29,6 @@ pub fn load_empty() -> io::Result<OwnedFd> {
         .u64(16, license.as_ptr() as u64);
     attr.0[48..48 + 14].copy_from_slice(b"np_bench_empty");
     bpf(BPF_PROG_LOAD, &mut attr).map(owned)
-}
-
-pub struct ProgInfo {
-    pub id: u32,
-    pub jited_len: u32,
-    pub xlated_len: u32,
-    /// Instructions the verifier processed (all paths, all call sites).
-    pub verified_insns: u32,
-    /// Runs the kernel skipped because a BPF program was already running on
-    /// that CPU (tracepoints: any kprobe/tracepoint program, anyone's).
-    pub recursion_misses: u64,
-}
-
-pub fn prog_fd(id: u32) -> io::Result<OwnedFd> {
-    let mut attr = Attr::new();
-    attr.u32(0, id);
-    bpf(BPF_PROG_GET_FD_BY_ID, &mut attr).map(owned)
-}
-
-pub fn prog_info(fd: &OwnedFd) -> io::Result<ProgInfo> {
-    use std::os::fd::AsRawFd;
-    // struct bpf_prog_info is 232 bytes on 6.x; room to spare.
-    let mut info = [0u8; 256];
-    let mut attr = Attr::new();
-    attr.u32(0, fd.as_raw_fd() as u32)
-        .u32(4, info.len() as u32)
-        .u64(8, info.as_mut_ptr() as u64);
-    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
-    let at = |off: usize| u32::from_ne_bytes(info[off..off + 4].try_into().expect("4 bytes"));
-    let at64 = |off: usize| u64::from_ne_bytes(info[off..off + 8].try_into().expect("8 bytes"));
-    Ok(ProgInfo {
-        id: at(4),
-        jited_len: at(16),
-        xlated_len: at(20),
-        verified_insns: at(216),
-        recursion_misses: at64(208),
-    })
 }
 
 /// Stack bytes per function of program `id` (main first), from its

@@ -107,7 +107,7 @@ fn one(window: Duration) -> Run {
         same.then_some(())
     });
     let prog = bpf::prog_fd(np::program_id(&trace, "tcp_retransmit"))
-        .and_then(|fd| bpf::prog_info(&fd))
+        .and_then(|fd| bpf::prog_info(std::os::fd::AsFd::as_fd(&fd)))
         .expect("info of netprobe's tcp_retransmit program");
     let stopped = trace.stop();
     assert!(

@@ -8,7 +8,7 @@
 //! the verifier made of each classifier: instructions processed, size and
 //! stack, so a regression shows beside the figure it explains.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd as _, OwnedFd};
 use std::process::Command;
 use std::time::Duration;
 
@@ -90,7 +90,7 @@ pub fn bench(cfg: &Config) -> Vec<Row> {
             )];
         }
     };
-    let empty_id = bpf::prog_info(&empty)
+    let empty_id = bpf::prog_info(empty.as_fd())
         .expect("info of the empty program")
         .id;
     let runs = repeat("BPF_PROG_TEST_RUN", cfg, |_| {
@@ -100,7 +100,7 @@ pub fn bench(cfg: &Config) -> Vec<Row> {
             .map(|name| {
                 let id = np::program_id(&s, name);
                 let fd = bpf::prog_fd(id).expect("fd of netprobe's classifier");
-                let info = bpf::prog_info(&fd).expect("info of netprobe's classifier");
+                let info = bpf::prog_info(fd.as_fd()).expect("info of netprobe's classifier");
                 let stack = bpf::stack_per_function(id).unwrap_or_default();
                 (name.to_string(), info, stack)
             })
