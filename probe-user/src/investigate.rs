@@ -179,34 +179,53 @@ async fn handshake(flow: FlowRef, iface: &str) -> Snapshot {
     if snap.route.as_ref().is_some_and(|r| r.kind == "local") {
         return snap;
     }
-    // Does a full-size packet get through to the server and back?
-    if let IpAddr::V4(dst) = flow.dst.ip() {
+    // Two active checks at once, each bounded by its own window: does a
+    // full-size packet get through to the server and back, and who claims
+    // the next hop.
+    let path = async {
+        let IpAddr::V4(dst) = flow.dst.ip() else {
+            return None;
+        };
         if PROBES_DISABLED.load(Ordering::Relaxed) {
-            snap.probe_skipped = Some("--no-probe was given".into());
-        } else {
-            match tokio::task::spawn_blocking(move || path_mtu::check(dst)).await {
-                Ok(Ok(p)) => snap.path = Some(p),
-                Ok(Err(e)) => failed(&mut snap, format!("path MTU check to {dst}: {e}")),
-                Err(e) => failed(&mut snap, format!("path MTU check task: {e}")),
+            return None;
+        }
+        Some(
+            tokio::task::spawn_blocking(move || path_mtu::check(dst))
+                .await
+                .map_err(|e| format!("path MTU check task: {e}"))
+                .and_then(|r| r.map_err(|e| format!("path MTU check to {dst}: {e}"))),
+        )
+    };
+    let claimants = async {
+        match gate(&dev, hop) {
+            Gate::Skip(why) => {
+                PROBES_SKIPPED.fetch_add(1, Ordering::Relaxed);
+                Err(Some(why))
             }
-        }
-    }
-    match gate(&dev, hop) {
-        Gate::Skip(why) => {
-            PROBES_SKIPPED.fetch_add(1, Ordering::Relaxed);
-            snap.probe_skipped = Some(why);
-        }
-        Gate::Reuse(r) => snap.probe = Some(r),
-        Gate::Send => {
-            PROBES_SENT.fetch_add(1, Ordering::Relaxed);
-            match probe::claimants(&dev, hop, PROBE_WINDOW).await {
-                Ok(result) => {
-                    remember_probe(&dev, hop, &result);
-                    snap.probe = Some(result);
+            Gate::Reuse(r) => Ok(r),
+            Gate::Send => {
+                PROBES_SENT.fetch_add(1, Ordering::Relaxed);
+                match probe::claimants(&dev, hop, PROBE_WINDOW).await {
+                    Ok(result) => {
+                        remember_probe(&dev, hop, &result);
+                        Ok(result)
+                    }
+                    Err(e) => Err(Some(format!("probing who claims {hop} on {dev}: {e}"))),
                 }
-                Err(e) => failed(&mut snap, format!("probing who claims {hop} on {dev}: {e}")),
             }
         }
+    };
+    let (path, claimants) = tokio::join!(path, claimants);
+    match path {
+        Some(Ok(p)) => snap.path = Some(p),
+        Some(Err(e)) => failed(&mut snap, e),
+        None => {}
+    }
+    match claimants {
+        Ok(r) => snap.probe = Some(r),
+        Err(Some(why)) if why.starts_with("probing") => failed(&mut snap, why),
+        Err(Some(why)) => snap.probe_skipped = Some(why),
+        Err(None) => {}
     }
     snap
 }
