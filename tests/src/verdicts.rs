@@ -198,6 +198,23 @@ impl<'a> Trace<'a> {
         })
     }
 
+    /// curl from `ns` to `api` whose TLS handshake must stall after TCP
+    /// connected (curl gives up after `curl_timeout`), then the diagnosis
+    /// netprobe gives for that flow; panics with the report otherwise.
+    pub fn stalled_handshake(&self, ns: &Netns, api: SocketAddr, curl_timeout: Duration) -> Value {
+        let r = crate::peers::curl_https(ns, api.ip(), api.port(), "kubernetes", curl_timeout);
+        assert!(
+            r.tcp_connected && !r.tls_done,
+            "want TCP connected and the TLS handshake stalled: {}",
+            r.report
+        );
+        self.expect(
+            "diagnosis for the stalled handshake",
+            |v| is_type(v, "diagnosis") && ep(&v["flow"]["dst"]) == Some(api),
+            Duration::from_secs(10),
+        )
+    }
+
     pub fn events(&self) -> Vec<Value> {
         self.np.events()
     }

@@ -190,17 +190,7 @@ fn an_mtu_black_hole_is_named_with_the_path_mtu() {
     let api = SocketAddr::new(server.ipv4.into(), API_PORT);
     let trace = Trace::start(&lab, &node.ns, Some("mtu_blackhole"));
     let started = Instant::now();
-    let r = curl_https(&pod.ns, api.ip(), API_PORT, "kubernetes", secs(8.0));
-    assert!(
-        r.tcp_connected && !r.tls_done,
-        "the black hole should stall TLS after TCP: {}",
-        r.report
-    );
-    let d = trace.expect(
-        "diagnosis for the pod's handshake",
-        |v| is_type(v, "diagnosis") && ep(&v["flow"]["dst"]) == Some(api),
-        secs(10.0),
-    );
+    let d = trace.stalled_handshake(&pod.ns, api, secs(8.0));
     eprintln!(
         "VERDICT (MTU black hole): {:?} after curl started\n{}",
         started.elapsed(),

@@ -109,17 +109,7 @@ fn pod_behind_the_node_to_a_silent_server_is_the_server_not_the_neighbour() {
 
     let trace = Trace::start(&lab, &node.ns, Some("trust_pod_silent_server"));
     let started = Instant::now();
-    let r = curl_https(&pod.ns, api.ip(), API_PORT, API_NAME, secs(6.0));
-    assert!(
-        r.tcp_connected && !r.tls_done,
-        "want TCP up and no TLS: {}",
-        r.report
-    );
-    let d = trace.expect(
-        "diagnosis for the pod's handshake",
-        |v| is_type(v, "diagnosis") && ep(&v["flow"]["dst"]) == Some(api),
-        secs(10.0),
-    );
+    let d = trace.stalled_handshake(&pod.ns, api, secs(6.0));
     eprintln!(
         "VERDICT (pod -> silent server): after {:?}\n{}",
         started.elapsed(),
@@ -162,13 +152,7 @@ fn a_vip_held_by_this_node_never_blames_a_neighbour() {
     let api = SocketAddr::new(vip, API_PORT);
 
     let trace = Trace::start(&lab, &node.ns, None);
-    let r = curl_https(&pod.ns, vip, API_PORT, API_NAME, secs(6.0));
-    assert!(r.tcp_connected && !r.tls_done, "{}", r.report);
-    let d = trace.expect(
-        "diagnosis for the pod's handshake to the local VIP",
-        |v| is_type(v, "diagnosis") && ep(&v["flow"]["dst"]) == Some(api),
-        secs(10.0),
-    );
+    let d = trace.stalled_handshake(&pod.ns, api, secs(6.0));
     eprintln!("VERDICT (pod -> VIP on this node):\n{}", show(&d));
     assert_eq!(d["cause"], "server_not_responding", "{}", trace.report());
     assert!(d["ip"].is_null(), "no neighbour named: {d}");
@@ -383,13 +367,7 @@ fn proxy_arp_router_also_answering_for_a_silent_server_is_not_stale() {
         secs(5.0),
     );
     assert!(sent.success(), "ARP request: {}", sent.report());
-    let r = curl_https(&client.ns, api.ip(), API_PORT, API_NAME, secs(6.0));
-    assert!(r.tcp_connected && !r.tls_done, "{}", r.report);
-    let d = trace.expect(
-        "diagnosis for the handshake",
-        |v| is_type(v, "diagnosis") && ep(&v["flow"]["dst"]) == Some(api),
-        secs(10.0),
-    );
+    let d = trace.stalled_handshake(&client.ns, api, secs(6.0));
     eprintln!("VERDICT (proxy-ARP router + silent server):\n{}", show(&d));
     // The control is only a control if the router really answered too.
     let claiming = str_list(&d["macs_claiming"]);
