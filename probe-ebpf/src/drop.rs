@@ -1,5 +1,5 @@
 //! `skb/kfree_skb`: drops of packets that belong to flows userspace armed
-//! (a flow under suspicion, both directions). Counted in the kernel per
+//! (a flow under suspicion, both directions) or to a watched port. Counted in the kernel per
 //! (flow, reason, namespace); a record goes out at counts 1, 2, 4, 8, ...
 //! so a flood of drops costs a handful of records, never one per packet.
 //!
@@ -82,8 +82,12 @@ pub fn handle(ctx: &TracePointContext) -> Option<()> {
     let ports: [u8; 4] = kread(tcp)?;
     flow.sport = u16::from_be_bytes([ports[0], ports[1]]);
     flow.dport = u16::from_be_bytes([ports[2], ports[3]]);
-    // SAFETY: a map lookup; the value is not used.
-    unsafe { ARMED.get(&flow) }?;
+    // Armed flows, and any flow on a watched port: a server on this node
+    // whose accept queue overflows is seen without a client here.
+    if !crate::maps::watched(flow.dport) && !crate::maps::watched(flow.sport) {
+        // SAFETY: a map lookup; the value is not used.
+        unsafe { ARMED.get(&flow) }?;
+    }
 
     let key = DropKey {
         flow,

@@ -124,6 +124,14 @@ pub struct Snapshot {
     /// addresses or ports (`family table chain: ...`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drop_rules: Vec<String>,
+    /// Connections a full accept queue turned away in this namespace since
+    /// netprobe started (TcpExt ListenOverflows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen_overflows: Option<u64>,
+    /// Connections waiting in the accept queue of the local listener on
+    /// the flow's destination port, when the destination is this node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accept_queue: Option<u32>,
     /// Conntrack table use when the drops were looked at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conntrack_usage: Option<crate::facts::ConntrackUsage>,

@@ -44,6 +44,23 @@ struct ProbeGate {
 
 static GATE: Mutex<Option<ProbeGate>> = Mutex::new(None);
 
+/// ListenOverflows of netprobe's namespace when the session started.
+static LISTEN_OVERFLOWS_AT_START: Mutex<Option<u64>> = Mutex::new(None);
+
+/// Reads the counters later snapshots are compared with.
+pub fn baselines() {
+    *LISTEN_OVERFLOWS_AT_START
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = state::sysctl::listen_overflows();
+}
+
+fn listen_overflows_since_start() -> Option<u64> {
+    let start = (*LISTEN_OVERFLOWS_AT_START
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()))?;
+    Some(state::sysctl::listen_overflows()?.saturating_sub(start))
+}
+
 pub fn disable_probes(disabled: bool) {
     PROBES_DISABLED.store(disabled, Ordering::Relaxed);
 }
@@ -171,12 +188,15 @@ async fn handshake(flow: FlowRef, iface: &str) -> Snapshot {
     };
     snap.node_netns = crate::netns::current_inode();
     snap.conntrack_usage = state::sysctl::conntrack_usage();
+    snap.listen_overflows = listen_overflows_since_start();
     let rules = read_rules(&mut snap).await;
     snap.drop_rules = nat_rules::drop_rules(&rules, flow.src, flow.dst);
     let (hop, dev) = next_hop(flow.dst.ip(), Some(iface), &mut snap).await;
     let dev = dev.unwrap_or_else(|| iface.to_string());
-    // A local route (an address this node holds) has no neighbour to ask.
+    // A local route (an address this node holds) has no neighbour to ask;
+    // its listener's accept queue says whether the server keeps up.
     if snap.route.as_ref().is_some_and(|r| r.kind == "local") {
+        snap.accept_queue = state::sysctl::accept_queue(flow.dst.port());
         return snap;
     }
     // Two active checks at once, each bounded by its own window: does a
@@ -271,14 +291,23 @@ async fn storm(flow: FlowRef, socket_netns: Option<u32>) -> Snapshot {
     let ours = crate::netns::current_inode();
     snap.node_netns = ours;
     snap.conntrack_usage = state::sysctl::conntrack_usage();
+    snap.listen_overflows = listen_overflows_since_start();
     // The ruleset: what drops the flow here, and where NAT sends it.
     let rules = read_rules(&mut snap).await;
     snap.drop_rules = nat_rules::drop_rules(&rules, flow.src, flow.dst);
-    if snap.conntrack.is_none() && socket_netns.is_some() && socket_netns != ours {
+    next_hop(target, None, &mut snap).await;
+    // A socket in another namespace concerns this node only if its traffic
+    // passes through: NATed here (a conntrack entry) or addressed to it.
+    let local = snap.route.as_ref().is_some_and(|r| r.kind == "local");
+    if local {
+        snap.accept_queue = state::sysctl::accept_queue(flow.dst.port());
+    }
+    if snap.conntrack.is_none() && !local && socket_netns.is_some() && socket_netns != ours {
         snap.foreign_netns = socket_netns;
+        snap.route = None;
+        snap.neighbour = None;
         return snap;
     }
-    next_hop(target, None, &mut snap).await;
     // A NATed flow: is its target still in the Service's translation, and
     // does it answer a fresh connection from here?
     if let Some(ct) = snap.conntrack.clone().filter(|c| c.is_dnat()) {

@@ -76,6 +76,20 @@ fn skipped_kind(prog: &str) -> Option<u16> {
     }
 }
 
+/// Records read per wake-up at most: under a flood the loop still gets to
+/// its signals, timers and investigations between batches.
+const MAX_DRAIN: usize = 4096;
+
+/// What one drain of the ring buffer left.
+enum Drained {
+    /// Nothing more to read now.
+    Empty,
+    /// The batch limit was reached; more is waiting.
+    More,
+    /// The consumer said stop.
+    Stop,
+}
+
 /// Whether the session goes on after a consumer call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flow {
@@ -172,18 +186,21 @@ impl Tracer<'_> {
 
     /// Reads every record available now. Err means the consumer failed
     /// (stdout gone, disk full).
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> std::io::Result<Flow> {
-        while let Some(item) = ring.next() {
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> std::io::Result<Drained> {
+        for _ in 0..MAX_DRAIN {
+            let Some(item) = ring.next() else {
+                return Ok(Drained::Empty);
+            };
             let flow = match self.pipeline.feed(&item, &self.names) {
                 Fed::Event(event) => self.publish(&event)?,
                 Fed::Packet(packet) => self.sink.packet(&packet)?,
                 Fed::Nothing => Flow::Continue,
             };
             if flow == Flow::Stop {
-                return Ok(Flow::Stop);
+                return Ok(Drained::Stop);
             }
         }
-        Ok(Flow::Continue)
+        Ok(Drained::More)
     }
 
     /// Hands an event to the consumer and lets the correlator see it.
@@ -314,6 +331,7 @@ pub async fn session(
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     investigate::disable_probes(args.no_probe);
+    investigate::baselines();
     let all_links = links::list().await.context("listing interfaces")?;
     let targets = select_targets(&args.ifaces, &all_links)?;
     log::debug!("start-up: interfaces listed after {:?}", started.elapsed());
@@ -399,8 +417,11 @@ pub async fn session(
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
                 match tracer.drain(guard.get_inner_mut()) {
-                    Ok(Flow::Continue) => guard.clear_ready(),
-                    Ok(Flow::Stop) => break Ok(()),
+                    Ok(Drained::Empty) => guard.clear_ready(),
+                    // Still readable: the next turn of the loop comes back
+                    // here, after the other branches had their chance.
+                    Ok(Drained::More) => {}
+                    Ok(Drained::Stop) => break Ok(()),
                     Err(e) => break Err(e),
                 }
             }
@@ -466,7 +487,12 @@ pub async fn session(
         Err(e) if output::is_broken_pipe(&e) => {}
         Err(e) => return Err(e).context("writing output"),
         Ok(()) => {
-            let _ = tracer.drain(ring.get_mut());
+            // What is left in the ring buffer, in bounded batches.
+            for _ in 0..256 {
+                if !matches!(tracer.drain(ring.get_mut()), Ok(Drained::More)) {
+                    break;
+                }
+            }
             let stats = tracer.stats(true);
             let _ = tracer.sink.event(&stats);
         }

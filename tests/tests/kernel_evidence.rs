@@ -228,3 +228,69 @@ fn the_same_lower_mtu_with_icmp_allowed_gets_no_verdict() {
     assert!(diags.is_empty(), "PMTUD works: no verdict: {diags:#?}");
     trace.stop();
 }
+
+/// A server on the node that listens with a backlog of 1 and never calls
+/// accept(): its accept queue fills and the kernel drops the rest.
+const NO_ACCEPT: &str = r#"
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(1)
+print('listening', flush=True)
+time.sleep(60)
+"#;
+
+#[test]
+fn a_full_accept_queue_on_the_node_is_a_listen_overflow() {
+    require_root();
+    let PodLab { lab, node, pod, .. } = PodLab::build("kd-lo");
+    let api = SocketAddr::new(node.ipv4.into(), API_PORT);
+    let mut server = node.ns.spawn([
+        netprobe_tests::py::python(),
+        "-u",
+        "-c",
+        NO_ACCEPT,
+        &api.ip().to_string(),
+        &API_PORT.to_string(),
+    ]);
+    assert!(
+        server
+            .wait_line(
+                netprobe_tests::Stream::Stdout,
+                |l| l == "listening",
+                secs(5.0)
+            )
+            .is_some(),
+        "server: {}",
+        server.report()
+    );
+    let trace = Trace::start(&lab, &node.ns, None);
+    let url = format!("https://{api}/");
+    let _clients: Vec<_> = (0..4)
+        .map(|_| {
+            pod.ns
+                .spawn(["curl", "-sk", "-o", "/dev/null", "--max-time", "10", &url])
+        })
+        .collect();
+    let d = trace.expect(
+        "a listen_overflow diagnosis",
+        |v| {
+            is_type(v, "diagnosis")
+                && ep(&v["flow"]["dst"]) == Some(api)
+                && v["cause"] == "listen_overflow"
+        },
+        secs(12.0),
+    );
+    eprintln!(
+        "VERDICT (full accept queue):\n{}",
+        serde_json::to_string_pretty(&d).unwrap_or_default()
+    );
+    assert!(
+        d["fix"]
+            .as_str()
+            .is_some_and(|f| f.contains(&format!(":{API_PORT}"))),
+        "{d}"
+    );
+    trace.stop();
+}

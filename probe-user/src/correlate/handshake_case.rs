@@ -284,6 +284,7 @@ impl<'a> HandshakeCase<'a> {
             || causes::stale_neighbour::judge(self, &mut d)
             || causes::packet_loss::handshake(self, &mut d)
             || causes::mtu_blackhole::judge(self, &mut d)
+            || causes::listen_overflow::judge(self.snap, self.flow, &mut d)
             || causes::server_not_responding::judge(self, &mut d);
         if !judged {
             causes::unknown::handshake(self, &mut d);

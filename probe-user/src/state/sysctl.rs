@@ -18,6 +18,46 @@ pub fn conntrack_usage() -> Option<crate::facts::ConntrackUsage> {
     })
 }
 
+/// TcpExt ListenOverflows of this thread's namespace: connections a full
+/// accept queue turned away (SYNs dropped without a drop reason, or the
+/// final ACK).
+pub fn listen_overflows() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/thread-self/net/netstat").ok()?;
+    netstat_value(&text, "TcpExt:", "ListenOverflows")
+}
+
+/// Connections waiting in the accept queue of the TCP listener on `port`
+/// in this namespace (`/proc/net/tcp{,6}` rx_queue of a LISTEN socket).
+pub fn accept_queue(port: u16) -> Option<u32> {
+    ["/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .find_map(|t| listener_queue(&t, port))
+}
+
+/// rx_queue of the LISTEN (0A) socket on `port` in a /proc/net/tcp table.
+pub fn listener_queue(table: &str, port: u16) -> Option<u32> {
+    table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let local_port = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
+        if local_port != port || *f.get(3)? != "0A" {
+            return None;
+        }
+        u32::from_str_radix(f.get(4)?.split(':').nth(1)?, 16).ok()
+    })
+}
+
+/// A value from /proc/net/netstat's header/value line pairs.
+pub fn netstat_value(text: &str, prefix: &str, name: &str) -> Option<u64> {
+    let mut lines = text.lines().filter(|l| l.starts_with(prefix));
+    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+        if let Some(i) = names.split_whitespace().position(|n| n == name) {
+            return values.split_whitespace().nth(i)?.parse().ok();
+        }
+    }
+    None
+}
+
 fn read_u32(path: &str) -> Option<u32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
@@ -27,6 +67,21 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn a_listeners_queue_is_read() {
+        let t = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100000A:192B 00000000:0000 0A 00000000:00000002 00:00000000 00000000     0        0 1\n   1: 0100000A:192B 0201000A:C000 01 00000000:00000000 00:00000000 00000000     0        0 2\n";
+        assert_eq!(listener_queue(t, 6443), Some(2));
+        assert_eq!(listener_queue(t, 443), None);
+    }
+
+    #[test]
+    fn netstat_values_are_found_by_name() {
+        let t = "TcpExt: SyncookiesSent ListenOverflows ListenDrops\nTcpExt: 0 7 9\nIpExt: InNoRoutes\nIpExt: 3\n";
+        assert_eq!(netstat_value(t, "TcpExt:", "ListenOverflows"), Some(7));
+        assert_eq!(netstat_value(t, "IpExt:", "InNoRoutes"), Some(3));
+        assert_eq!(netstat_value(t, "TcpExt:", "Nope"), None);
+    }
 
     #[test]
     fn default_retries2_hangs_for_924_6_seconds() {

@@ -8,6 +8,7 @@
 
 pub mod endpoint_unreachable;
 pub mod kernel_drop;
+pub mod listen_overflow;
 pub mod mtu_blackhole;
 pub mod packet_loss;
 pub mod server_not_responding;
