@@ -142,6 +142,13 @@ struct Tracer<'c> {
 }
 
 impl Tracer<'_> {
+    /// The session's clock: the kernel's monotonic time on the wall-clock
+    /// offset taken at start, the same clock the events carry. Deadlines
+    /// run on it, so a wall-clock step neither fires nor delays them.
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.pipeline.enricher().wall(monotonic_ns())
+    }
+
     fn stats(&self, last: bool) -> Event {
         let mut lost = self.probes.lost().unwrap_or_default();
         // Runs the kernel skipped never made a record: they are lost too,
@@ -220,7 +227,7 @@ impl Tracer<'_> {
             .chain(out.recovered.into_iter().map(EventBody::Recovered));
         for body in bodies {
             let event = Event {
-                time: chrono::Utc::now(),
+                time: self.now(),
                 netns: None,
                 body,
             };
@@ -454,7 +461,7 @@ pub async fn session(
                 }
             }
             _ = correlate_tick.tick() => {
-                let now = chrono::Utc::now();
+                let now = tracer.now();
                 for inv in tracer.correlator.tick(now) {
                     tracer.investigate(inv);
                 }
@@ -469,7 +476,9 @@ pub async fn session(
                     Err(e) => break Err(e),
                 }
             }
-            Some(snapshot) = snapshot_rx.recv() => {
+            Some(mut snapshot) = snapshot_rx.recv() => {
+                // Stamped on the session's clock when it comes back.
+                snapshot.time = tracer.now();
                 match tracer.publish(&snapshot) {
                     Ok(Flow::Continue) => {}
                     Ok(Flow::Stop) => break Ok(()),
