@@ -65,6 +65,13 @@ pub fn disable_probes(disabled: bool) {
     PROBES_DISABLED.store(disabled, Ordering::Relaxed);
 }
 
+/// What the active probe step gave.
+enum Probed {
+    Answers(ProbeResult),
+    Skipped(String),
+    Failed(String),
+}
+
 enum Gate {
     Reuse(ProbeResult),
     Send,
@@ -220,17 +227,17 @@ async fn handshake(flow: FlowRef, iface: &str) -> Snapshot {
         match gate(&dev, hop) {
             Gate::Skip(why) => {
                 PROBES_SKIPPED.fetch_add(1, Ordering::Relaxed);
-                Err(Some(why))
+                Probed::Skipped(why)
             }
-            Gate::Reuse(r) => Ok(r),
+            Gate::Reuse(r) => Probed::Answers(r),
             Gate::Send => {
                 PROBES_SENT.fetch_add(1, Ordering::Relaxed);
                 match probe::claimants(&dev, hop, PROBE_WINDOW).await {
                     Ok(result) => {
                         remember_probe(&dev, hop, &result);
-                        Ok(result)
+                        Probed::Answers(result)
                     }
-                    Err(e) => Err(Some(format!("probing who claims {hop} on {dev}: {e}"))),
+                    Err(e) => Probed::Failed(format!("probing who claims {hop} on {dev}: {e}")),
                 }
             }
         }
@@ -242,10 +249,9 @@ async fn handshake(flow: FlowRef, iface: &str) -> Snapshot {
         None => {}
     }
     match claimants {
-        Ok(r) => snap.probe = Some(r),
-        Err(Some(why)) if why.starts_with("probing") => failed(&mut snap, why),
-        Err(Some(why)) => snap.probe_skipped = Some(why),
-        Err(None) => {}
+        Probed::Answers(r) => snap.probe = Some(r),
+        Probed::Skipped(why) => snap.probe_skipped = Some(why),
+        Probed::Failed(e) => failed(&mut snap, e),
     }
     snap
 }

@@ -70,6 +70,11 @@ pub fn served(history: &History, ip: &IpAddr) -> Vec<String> {
         .collect()
 }
 
+/// Look-ups the investigation could not make, said as evidence.
+pub fn lookup_failures(snap: &crate::event::Snapshot) -> impl Iterator<Item = String> + '_ {
+    snap.errors.iter().map(|e| format!("look-up failed: {e}"))
+}
+
 pub fn delays(series: &Series) -> String {
     series
         .intervals_ms()

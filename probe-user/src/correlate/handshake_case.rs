@@ -258,12 +258,7 @@ impl<'a> HandshakeCase<'a> {
                 self.server_retransmits
             ));
         }
-        ev.extend(
-            self.snap
-                .errors
-                .iter()
-                .map(|e| format!("look-up failed: {e}")),
-        );
+        ev.extend(evidence::lookup_failures(self.snap));
         ev
     }
 

@@ -146,20 +146,14 @@ impl Correlator {
                     src: r.src,
                     dst: r.dst,
                 };
-                let before = self.storms.get(&flow).map(|s| s.progress_marks);
-                let started = self.storms.retransmit(t, r, self.config.storm_threshold);
-                if let Some(s) = self.storms.get_mut(&flow) {
-                    s.netns = event.netns;
-                }
-                if self.storms.get(&flow).is_some_and(|s| s.total == 1) {
+                let step = self
+                    .storms
+                    .retransmit(t, r, event.netns, self.config.storm_threshold);
+                if step.first {
                     // A flow in trouble: count its drops from its next packet.
                     out.arm.push(flow);
                 }
-                let progressed_now = self
-                    .storms
-                    .get(&flow)
-                    .is_some_and(|s| Some(s.progress_marks) != before && before.is_some());
-                if progressed_now {
+                if step.moved {
                     self.recover(
                         Symptom::RetransmitStorm,
                         flow,
@@ -170,7 +164,7 @@ impl Correlator {
                 }
                 let key = (Symptom::RetransmitStorm, flow);
                 let look = match self.verdicts.get_mut(&key) {
-                    None => started.is_some(),
+                    None => step.started,
                     // Still stuck after a verdict that can change: look
                     // again, at the pace of the RTO back-off, a bounded
                     // number of times.

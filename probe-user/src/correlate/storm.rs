@@ -25,8 +25,6 @@ pub struct Series {
     pub progressed: bool,
     /// The current streak was handed out for investigation.
     pub reported: bool,
-    /// How many times snd_una moved between retransmits.
-    pub progress_marks: u32,
     /// The process that connected the socket, when the kernel knew it.
     pub process: Option<crate::event::Process>,
     /// The socket's namespace, when the kernel told it.
@@ -61,6 +59,18 @@ impl Series {
     }
 }
 
+/// What one retransmit changed for its flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Step {
+    /// The flow just became a storm: `threshold` retransmits with snd_una
+    /// unchanged (or unknown) in a row.
+    pub started: bool,
+    /// The flow's first retransmit seen.
+    pub first: bool,
+    /// snd_una moved since the previous retransmit: the peer acknowledged.
+    pub moved: bool,
+}
+
 #[derive(Default)]
 pub struct Storms {
     flows: HashMap<FlowRef, Series>,
@@ -69,14 +79,15 @@ pub struct Storms {
 }
 
 impl Storms {
-    /// Records one retransmit; returns the flow when it just became a storm:
-    /// `threshold` retransmits with snd_una unchanged (or unknown) in a row.
+    /// Records one retransmit of a socket in namespace `netns` and says what
+    /// it changed.
     pub fn retransmit(
         &mut self,
         time: DateTime<Utc>,
         r: &Retransmit,
+        netns: Option<u32>,
         threshold: u32,
-    ) -> Option<FlowRef> {
+    ) -> Step {
         let flow = FlowRef {
             src: r.src,
             dst: r.dst,
@@ -101,12 +112,12 @@ impl Storms {
             streak_una: r.snd_una,
             progressed: false,
             reported: false,
-            progress_marks: 0,
             process: None,
-            netns: None,
+            netns,
             pod: None,
             container: None,
         });
+        s.netns = netns;
         if r.process.is_some() {
             s.process = r.process.clone();
             s.pod = r.pod.clone();
@@ -115,7 +126,6 @@ impl Storms {
         let moved = matches!((s.streak_una, r.snd_una), (Some(a), Some(b)) if a != b);
         if moved {
             s.progressed = true;
-            s.progress_marks += 1;
             s.streak = 0;
             s.streak_start = time;
             s.reported = false;
@@ -135,19 +145,17 @@ impl Storms {
         } else {
             threshold
         };
-        if s.streak >= threshold && !s.reported {
-            s.reported = true;
-            return Some(flow);
+        let started = s.streak >= threshold && !s.reported;
+        s.reported |= started;
+        Step {
+            started,
+            first: s.total == 1,
+            moved,
         }
-        None
     }
 
     pub fn get(&self, flow: &FlowRef) -> Option<&Series> {
         self.flows.get(flow)
-    }
-
-    pub fn get_mut(&mut self, flow: &FlowRef) -> Option<&mut Series> {
-        self.flows.get_mut(flow)
     }
 
     pub fn forget(&mut self, flow: &FlowRef) {

@@ -11,7 +11,7 @@ use super::{
     Cause,
     cause::Symptom,
     causes,
-    evidence::{clock, delays},
+    evidence::{self, clock, delays},
     storm::Series,
 };
 use crate::{
@@ -229,12 +229,7 @@ impl<'a> StormCase<'a> {
                 ));
             }
         }
-        ev.extend(
-            self.snap
-                .errors
-                .iter()
-                .map(|e| format!("look-up failed: {e}")),
-        );
+        ev.extend(evidence::lookup_failures(self.snap));
         ev
     }
 

@@ -211,6 +211,7 @@ pub fn hello_not_acked() -> Sample {
                 pod: None,
                 container: None,
             },
+            None,
             3,
         );
     }

@@ -55,6 +55,7 @@ pub fn nat_storm(in_rules: bool, liveness: Option<LivenessOutcome>) -> Sample {
                 pod: None,
                 container: None,
             },
+            None,
             3,
         );
     }
