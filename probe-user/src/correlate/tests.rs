@@ -12,10 +12,7 @@ pub mod storm_sample;
 use super::*;
 use crate::{
     event::{Arp, Neighbour, Retransmit, TlsClientHello, TlsServerHello},
-    facts::{
-        ConntrackEntry, Liveness, LivenessOutcome, NeighbourEntry, ProbeAnswer, ProbeResult,
-        RouteInfo, Translation,
-    },
+    facts::{ConntrackEntry, Liveness, LivenessOutcome, Translation},
 };
 
 const A: &str = "02:00:00:00:00:0a"; // the VIP's real owner
@@ -125,38 +122,9 @@ fn vip_flow() -> FlowRef {
 fn handshake_snapshot(entry_mac: &str, answers: &[&str]) -> EventBody {
     let vip: IpAddr = "10.9.0.100".parse().unwrap();
     EventBody::Snapshot(Box::new(Snapshot {
-        symptom: Symptom::HandshakeUnanswered.as_str().into(),
         flow: Some(vip_flow()),
-        route: Some(RouteInfo {
-            dst: vip,
-            dev: Some("eth0".into()),
-            gateway: None,
-            kind: "unicast".into(),
-        }),
-        neighbour: Some(NeighbourEntry {
-            ip: vip,
-            dev: "eth0".into(),
-            mac: Some(entry_mac.into()),
-            state: "REACHABLE".into(),
-            updated_ago_ms: Some(4000),
-            confirmed_ago_ms: Some(100),
-        }),
-        probe: Some(ProbeResult {
-            ip: vip,
-            dev: "eth0".into(),
-            probe_mac: "02:6e:70:00:00:01".into(),
-            window_ms: 300,
-            answers: answers
-                .iter()
-                .map(|m| ProbeAnswer {
-                    mac: m.to_string(),
-                    after_us: 50,
-                })
-                .collect(),
-        }),
-        path: Some(handshake_sample::full_size_passes(vip)),
         node_netns: Some(NODE_NS),
-        ..Default::default()
+        ..handshake_sample::snapshot_for(vip, "unicast", "eth0", Some(entry_mac), answers)
     }))
 }
 

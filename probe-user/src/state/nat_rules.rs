@@ -396,6 +396,14 @@ mod tests {
         )
     }
 
+    /// A `cmp` expression against `data`.
+    fn cmp(data: &[u8]) -> Vec<u8> {
+        expr(
+            "cmp",
+            vec![nested(NFTA_CMP_DATA, &[nla(NFTA_DATA_VALUE, data)])],
+        )
+    }
+
     fn rule(family: u8, exprs: Vec<Vec<u8>>) -> Vec<u8> {
         let mut p = vec![family, 0, 0, 0];
         p.extend(nla(NFTA_RULE_TABLE, b"nat\0"));
@@ -410,13 +418,7 @@ mod tests {
         rule(
             2,
             vec![
-                expr(
-                    "cmp",
-                    vec![nested(
-                        NFTA_CMP_DATA,
-                        &[nla(NFTA_DATA_VALUE, &[10, 96, 0, 10])],
-                    )],
-                ),
+                cmp(&[10, 96, 0, 10]),
                 expr(
                     "immediate",
                     vec![nested(
@@ -485,13 +487,7 @@ mod tests {
         let r = parse_rule(&rule(
             2,
             vec![
-                expr(
-                    "cmp",
-                    vec![nested(
-                        NFTA_CMP_DATA,
-                        &[nla(NFTA_DATA_VALUE, &[10, 96, 0, 10])],
-                    )],
-                ),
+                cmp(&[10, 96, 0, 10]),
                 expr("lookup", vec![nla(NFTA_LOOKUP_DREG, &1u32.to_be_bytes())]),
                 expr("nat", vec![nla(NFTA_NAT_TYPE, &NFT_NAT_DNAT.to_be_bytes())]),
             ],
@@ -514,13 +510,7 @@ mod tests {
         let r = parse_rule(&rule(
             1,
             vec![
-                expr(
-                    "cmp",
-                    vec![nested(
-                        NFTA_CMP_DATA,
-                        &[nla(NFTA_DATA_VALUE, &9443u16.to_be_bytes())],
-                    )],
-                ),
+                cmp(&9443u16.to_be_bytes()),
                 expr("immediate", vec![nested(NFTA_IMMEDIATE_DATA, &[verdict])]),
             ],
         ))

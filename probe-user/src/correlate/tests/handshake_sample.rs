@@ -77,7 +77,19 @@ fn pending(src: &str, hops: Vec<Hop>) -> Pending {
 }
 
 fn snapshot(kind: &str, dev: &str, entry: Option<&str>, answers: &[&str]) -> Snapshot {
-    let ip = "10.0.0.100".parse().unwrap();
+    snapshot_for("10.0.0.100".parse().unwrap(), kind, dev, entry, answers)
+}
+
+/// What the handshake investigation read for `ip`: the route (`kind` via
+/// `dev`), the neighbour entry (`entry` REACHABLE), the probe's `answers`
+/// and a path check where full-size packets pass (unicast routes).
+pub fn snapshot_for(
+    ip: std::net::IpAddr,
+    kind: &str,
+    dev: &str,
+    entry: Option<&str>,
+    answers: &[&str],
+) -> Snapshot {
     Snapshot {
         symptom: "tls_handshake_unanswered".into(),
         route: Some(RouteInfo {
