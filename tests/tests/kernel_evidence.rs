@@ -23,17 +23,18 @@ use netprobe_tests::{
 const PORT: u16 = 9443;
 const API_PORT: u16 = 6443;
 
+/// A pod behind the node and an echo server past it on [`PORT`].
+fn echo_lab(label: &str) -> (PodLab, EchoServer, SocketAddr) {
+    let l = PodLab::build(label);
+    let echo = EchoServer::start(&l.server.ns, l.server.ipv4.into(), PORT);
+    let dst = SocketAddr::new(l.server.ipv4.into(), PORT);
+    (l, echo, dst)
+}
+
 #[test]
 fn a_firewall_rule_on_the_node_dropping_a_pods_syns_is_a_kernel_drop_with_its_rule() {
     require_root();
-    let PodLab {
-        lab,
-        node,
-        server,
-        pod,
-    } = PodLab::build("kd-fw");
-    let _echo = EchoServer::start(&server.ns, server.ipv4.into(), PORT);
-    let dst = SocketAddr::new(server.ipv4.into(), PORT);
+    let (PodLab { lab, node, pod, .. }, _echo, dst) = echo_lab("kd-fw");
 
     // A NetworkPolicy-like rule on the node: the pod's SYNs to 9443 vanish.
     node.ns.exec(["nft", "add table inet fw"]);
@@ -113,14 +114,7 @@ fn a_firewall_rule_on_the_node_dropping_a_pods_syns_is_a_kernel_drop_with_its_ru
 #[test]
 fn the_same_path_without_the_rule_gets_no_verdict() {
     require_root();
-    let PodLab {
-        lab,
-        node,
-        server,
-        pod,
-    } = PodLab::build("kd-ok");
-    let _echo = EchoServer::start(&server.ns, server.ipv4.into(), PORT);
-    let dst = SocketAddr::new(server.ipv4.into(), PORT);
+    let (PodLab { lab, node, pod, .. }, _echo, dst) = echo_lab("kd-ok");
     let trace = Trace::start(&lab, &node.ns, None);
     let mut lines = netprobe_tests::peers::LineClient::start(&pod.ns, dst, secs(0.2));
     assert!(lines.wait_echoes(10, secs(10.0)), "echoes through the node");
