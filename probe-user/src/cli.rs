@@ -108,6 +108,12 @@ pub struct CommonArgs {
     /// How often a `stats` line is written.
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
     pub stats_interval: Duration,
+    /// The container runtime's CRI socket, for pod names and namespaces
+    /// (`none`: cgroups only). Default: $NETPROBE_CRI_SOCKET, else
+    /// containerd's /run/containerd/containerd.sock, else CRI-O's
+    /// /var/run/crio/crio.sock when only that exists.
+    #[arg(long, value_name = "PATH")]
+    pub cri_socket: Option<String>,
     /// Never send an active ARP/ND probe (who-claims-this-address); the
     /// diagnosis then rests on what the wire and the tables show.
     #[arg(long)]

@@ -112,7 +112,7 @@ pub struct Enricher {
     /// Where each unfinished hello's first segment was seen, to report it
     /// if its continuation never comes.
     starts: HashMap<FlowId, HelloSeen>,
-    /// Pod and container of processes, from their cgroups.
+    /// Pod and container of sockets: the runtime's sandboxes, cgroups.
     identities: crate::identity::Identities,
 }
 
@@ -213,6 +213,20 @@ impl Enricher {
         out
     }
 
+    /// Names pods with the container runtime's help (see [`crate::cri`]).
+    pub fn with_identities(mut self, identities: crate::identity::Identities) -> Self {
+        self.identities = identities;
+        self
+    }
+
+    /// A diagnosis the correlator made without a socket's identity: the
+    /// client's pod by its IP, where the runtime knows it.
+    pub fn name_pod(&mut self, d: &mut event::Diagnosis) {
+        if d.pod.is_none() {
+            d.pod = self.identities.of_ip(d.flow.src.ip());
+        }
+    }
+
     /// Names for `drop` events' reasons (see `tracefs::drop_reasons`).
     pub fn with_drop_reasons(mut self, names: HashMap<u32, String>) -> Self {
         self.drop_reasons = names;
@@ -283,9 +297,10 @@ impl Enricher {
         let src = socket_addr(r.family, &r.saddr, r.sport);
         let dst = socket_addr(r.family, &r.daddr, r.dport);
         let has_seq = r.has_seq != 0;
-        let id = (r.pid != 0)
-            .then(|| self.identities.of_pid(r.pid))
-            .flatten();
+        let id = self.identities.of_socket(
+            (r.pid != 0).then_some(r.pid),
+            (r.netns != 0).then_some(r.netns),
+        );
         EventBody::Retransmit(Retransmit {
             src,
             dst,

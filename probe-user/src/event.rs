@@ -225,13 +225,14 @@ pub struct Diagnosis {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_mtu: Option<u16>,
     /// The process that owns the stuck socket, where known, and its pod
-    /// and container (from its cgroup).
+    /// (the runtime's sandbox of the socket's namespace or IP, else the
+    /// process's cgroup) and container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process: Option<Process>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<crate::identity::Pod>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub container: Option<String>,
+    pub container: Option<crate::identity::Container>,
     /// Milliseconds from the first sign of trouble to this diagnosis.
     pub detected_after_ms: u64,
 }
@@ -252,11 +253,12 @@ pub struct Retransmit {
     /// The process that connected the socket, when netprobe saw the connect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process: Option<Process>,
-    /// That process's pod and container, from its cgroup.
+    /// The socket's pod (the runtime's sandbox owning its namespace, else
+    /// the process's cgroup) and the process's container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<crate::identity::Pod>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub container: Option<String>,
+    pub container: Option<crate::identity::Container>,
 }
 
 /// A process, as the kernel named it at connect().

@@ -11,6 +11,7 @@ pub mod btf_offsets;
 pub mod capture;
 pub mod cli;
 pub mod correlate;
+pub mod cri;
 pub mod decode;
 pub mod doctor;
 pub mod enrich;

@@ -64,6 +64,10 @@ impl Pipeline {
         &self.enricher
     }
 
+    pub fn enricher_mut(&mut self) -> &mut Enricher {
+        &mut self.enricher
+    }
+
     /// One ring-buffer record: an event, a packet copy, or nothing (skipped,
     /// duplicate, or a TLS piece still being reassembled).
     pub fn feed(&mut self, bytes: &[u8], ifaces: &impl IfaceNames) -> Fed {

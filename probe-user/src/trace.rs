@@ -220,11 +220,16 @@ impl Tracer<'_> {
         out.investigations
             .into_iter()
             .for_each(|inv| self.investigate(inv));
+        let enricher = self.pipeline.enricher_mut();
         let bodies = out
             .diagnoses
             .into_iter()
-            .map(|d| EventBody::Diagnosis(Box::new(d)))
-            .chain(out.recovered.into_iter().map(EventBody::Recovered));
+            .map(|mut d| {
+                enricher.name_pod(&mut d);
+                EventBody::Diagnosis(Box::new(d))
+            })
+            .chain(out.recovered.into_iter().map(EventBody::Recovered))
+            .collect::<Vec<_>>();
         for body in bodies {
             let event = Event {
                 time: self.now(),
@@ -390,7 +395,8 @@ pub async fn session(
         probes,
         pipeline: Pipeline::new(
             Enricher::new(Clock::system(), tc_netns)
-                .with_drop_reasons(crate::tracefs::drop_reasons()),
+                .with_drop_reasons(crate::tracefs::drop_reasons())
+                .with_identities(identities(args, tc_netns)),
         ),
         sink: consumer,
         correlator: Correlator::new(correlate::Config {
@@ -508,6 +514,18 @@ pub async fn session(
     }
     tracer.probes.detach_all();
     Ok(())
+}
+
+/// Pod identity for the session: cgroups, and the container runtime's
+/// sandboxes when a CRI socket is configured (asked in the background: the
+/// runtime never delays start-up, and an absent socket changes nothing).
+fn identities(args: &CommonArgs, node_netns: Option<u32>) -> crate::identity::Identities {
+    match crate::cri::socket::from_flag(args.cri_socket.as_deref()) {
+        Some(socket) => {
+            crate::identity::Identities::with_runtime(crate::cri::Handle::spawn(socket), node_netns)
+        }
+        None => Default::default(),
+    }
 }
 
 /// Says on stderr where netprobe sits on a hook it shares (CNIs attach

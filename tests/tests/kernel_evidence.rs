@@ -82,7 +82,7 @@ fn a_firewall_rule_on_the_node_dropping_a_pods_syns_is_a_kernel_drop_with_its_ru
     // pod and container from the cgroup.
     assert_eq!(d["process"]["comm"], "curl", "{d}");
     assert_eq!(d["pod"]["uid"], cgroup.pod_uid.as_str(), "{d}");
-    assert_eq!(d["container"], cgroup.container_id.as_str(), "{d}");
+    assert_eq!(d["container"]["id"], cgroup.container_id.as_str(), "{d}");
     let rule = d["rule"].as_str().unwrap_or_default();
     assert!(
         rule.contains("inet fw forward") && rule.contains(&format!("port {PORT}")),

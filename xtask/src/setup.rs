@@ -32,6 +32,11 @@ const PACKAGES: &[&str] = &[
     "util-linux",
     "tmux",
     "procps",
+    // The CRI lab test runs a private containerd (its CRI plugin) with runc
+    // and the CNI bridge and host-local plugins (/usr/lib/cni).
+    "containerd",
+    "runc",
+    "containernetworking-plugins",
 ];
 /// bpf-linker must use the same LLVM major as the rustc compiling the eBPF crate.
 const LLVM_MAJOR: u32 = 22;
@@ -97,6 +102,14 @@ fn packages() -> Result<()> {
             util::run(
                 "stopping the packaged prometheus service",
                 Command::new("systemctl").args(["disable", "--now", "prometheus.service"]),
+            )?;
+        }
+        if missing.contains(&"containerd") && Path::new("/run/systemd/system").exists() {
+            // The lab test runs its own containerd in a lab namespace with
+            // its own root and socket; the packaged service is not used.
+            util::run(
+                "stopping the packaged containerd service",
+                Command::new("systemctl").args(["disable", "--now", "containerd.service"]),
             )?;
         }
         let still = missing_packages()?;

@@ -31,7 +31,7 @@ pub struct Series {
     pub netns: Option<u32>,
     /// The owner's pod and container, from its cgroup.
     pub pod: Option<crate::identity::Pod>,
-    pub container: Option<String>,
+    pub container: Option<crate::identity::Container>,
 }
 
 impl Series {
@@ -118,8 +118,10 @@ impl Storms {
             container: None,
         });
         s.netns = netns;
-        if r.process.is_some() {
-            s.process = r.process.clone();
+        if r.process.is_some() || r.pod.is_some() {
+            if r.process.is_some() {
+                s.process = r.process.clone();
+            }
             s.pod = r.pod.clone();
             s.container = r.container.clone();
         }

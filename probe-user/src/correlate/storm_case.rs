@@ -252,12 +252,11 @@ impl<'a> StormCase<'a> {
             d.evidence.insert(
                 2.min(d.evidence.len()),
                 format!(
-                    "that process is in pod {}{} (its cgroup)",
-                    pod.uid,
+                    "the socket is of pod {pod}{}",
                     self.series
                         .container
-                        .as_deref()
-                        .map(|c| format!(", container {}", &c[..c.len().min(13)]))
+                        .as_ref()
+                        .map(|c| format!(", container {c}"))
                         .unwrap_or_default()
                 ),
             );

@@ -24,10 +24,11 @@ pub fn block(d: &Diagnosis, colour: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{} {} -> {}: {}",
+        "{} {} -> {}{}: {}",
         paint(RED, &format!("DIAGNOSIS {}", d.cause)),
         d.flow.src,
         d.flow.dst,
+        super::text::owner(d.pod.as_ref(), d.container.as_ref()),
         paint(
             DIM,
             &format!("({}, after {} ms)", d.symptom, d.detected_after_ms)

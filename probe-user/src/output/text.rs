@@ -67,7 +67,23 @@ fn retransmit(f: &mut fmt::Formatter<'_>, r: &Retransmit) -> fmt::Result {
     if let Some(p) = &r.process {
         write!(f, " pid={} ({})", p.pid, Clean(&p.comm))?;
     }
-    Ok(())
+    write!(f, "{}", owner(r.pod.as_ref(), r.container.as_ref()))
+}
+
+/// ` pod NAMESPACE/NAME container NAME` (UID and container ID prefix where
+/// the runtime did not name them), or nothing.
+pub fn owner(
+    pod: Option<&crate::identity::Pod>,
+    container: Option<&crate::identity::Container>,
+) -> String {
+    let mut out = String::new();
+    if let Some(pod) = pod {
+        out.push_str(&format!(" pod {}", Clean(&pod.to_string())));
+    }
+    if let Some(c) = container {
+        out.push_str(&format!(" container {}", Clean(&c.to_string())));
+    }
+    out
 }
 
 fn client_hello(f: &mut fmt::Formatter<'_>, ch: &TlsClientHello) -> fmt::Result {
