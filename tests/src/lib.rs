@@ -21,12 +21,15 @@
 //! - [`netprobe`]: the binary under test.
 //! - [`verdicts`]: reading a run's JSON stream; netprobe on one lab.
 //! - [`cleanup`]: nothing-left-behind checks.
+//! - [`containerd`]: a private containerd with CRI and CNI; pods over CRI.
+//! - [`pause_image`]: the pod image, built here (static binary, docker archive).
 //! - [`tcx`]: a foreign program at the head of a tcx hook (a CNI's place).
 
 pub mod background;
 pub mod capture;
 pub mod cleanup;
 pub mod cmd;
+pub mod containerd;
 pub mod icmp;
 pub mod kube_cgroup;
 pub mod l2;
@@ -34,6 +37,7 @@ pub mod lab;
 pub mod netns;
 pub mod netprobe;
 pub mod nft;
+pub mod pause_image;
 pub mod peers;
 pub mod pod_lab;
 pub mod py;
