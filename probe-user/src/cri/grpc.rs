@@ -57,6 +57,13 @@ impl Channel {
         method: &str,
         request: &Req,
     ) -> Result<Resp, Error> {
+        let reply = self.call_raw(method, frame(request)).await?;
+        unframe(&reply).map_err(|e| Error::Protocol(format!("{method}: {e}")))
+    }
+
+    /// The same with a framed request; returns the reply's bytes as they
+    /// came (framed), after checking the gRPC status.
+    pub async fn call_raw(&self, method: &str, request: Bytes) -> Result<Bytes, Error> {
         let http = http::Request::builder()
             .method("POST")
             .uri(format!("http://localhost{method}"))
@@ -66,7 +73,7 @@ impl Channel {
             .map_err(|e| Error::Protocol(e.to_string()))?;
         let mut send = self.send.clone().ready().await?;
         let (response, mut body_tx) = send.send_request(http, false)?;
-        body_tx.send_data(frame(request), true)?;
+        body_tx.send_data(request, true)?;
         let response = response.await?;
         let (parts, mut body) = response.into_parts();
         if parts.status != http::StatusCode::OK {
@@ -91,7 +98,7 @@ impl Channel {
         if let Some(trailers) = body.trailers().await? {
             status(method, &trailers)?;
         }
-        unframe(&buf).map_err(|e| Error::Protocol(format!("{method}: {e}")))
+        Ok(buf.freeze())
     }
 }
 

@@ -214,3 +214,47 @@ pub struct StartContainerRequest {
 /// Replies with no fields (`StopPodSandboxResponse`, ...).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Empty {}
+
+#[cfg(test)]
+mod tests {
+    //! Replies recorded from containerd 1.6.20 (Debian 12) over its CRI
+    //! socket, as they came off the wire (gRPC-framed): one pod sandbox
+    //! `shop/cart-0` made by the lab harness, with one container `web`.
+    use super::*;
+    use crate::cri::{grpc::unframe, info};
+
+    #[test]
+    fn recorded_containerd_replies_decode() {
+        let list: ListPodSandboxResponse =
+            unframe(include_bytes!("fixtures/list_pod_sandbox.bin")).unwrap();
+        assert_eq!(list.items.len(), 1);
+        let sb = &list.items[0];
+        let meta = sb.metadata.as_ref().unwrap();
+        assert_eq!((meta.namespace.as_str(), meta.name.as_str()), ("shop", "cart-0"));
+        assert_eq!(meta.uid.len(), 36);
+        assert_eq!(sb.state, 0);
+        assert_eq!(sb.id.len(), 64);
+
+        let status: PodSandboxStatusResponse =
+            unframe(include_bytes!("fixtures/pod_sandbox_status.bin")).unwrap();
+        let st = status.status.as_ref().unwrap();
+        assert_eq!(st.id, sb.id);
+        assert_eq!(st.network.as_ref().unwrap().ip, "10.231.77.2");
+        let ns = info::sandbox_netns(&status.info);
+        assert!(
+            ns.path
+                .as_deref()
+                .is_some_and(|p| p.contains("/io.containerd.grpc.v1.cri/netns/cni-")),
+            "{ns:?}"
+        );
+        assert_eq!(ns.pid, Some(4268));
+
+        let containers: ListContainersResponse =
+            unframe(include_bytes!("fixtures/list_containers.bin")).unwrap();
+        assert_eq!(containers.containers.len(), 1);
+        let c = &containers.containers[0];
+        assert_eq!(c.pod_sandbox_id, sb.id);
+        assert_eq!(c.metadata.as_ref().unwrap().name, "web");
+        assert_eq!(c.id.len(), 64);
+    }
+}
