@@ -312,7 +312,7 @@ impl Enricher {
                 pid: r.pid,
                 comm: c_str(&r.comm),
             }),
-            pod: id.as_ref().map(|i| i.pod.clone()),
+            pod: id.as_ref().map(|i| Box::new(i.pod.clone())),
             container: id.and_then(|i| i.container),
         })
     }

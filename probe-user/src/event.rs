@@ -254,9 +254,10 @@ pub struct Retransmit {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process: Option<Process>,
     /// The socket's pod (the runtime's sandbox owning its namespace, else
-    /// the process's cgroup) and the process's container.
+    /// the process's cgroup) and the process's container. Boxed: most
+    /// retransmits have none, and events stay small.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod: Option<crate::identity::Pod>,
+    pub pod: Option<Box<crate::identity::Pod>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<crate::identity::Container>,
 }

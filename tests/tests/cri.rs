@@ -179,4 +179,3 @@ fn without_a_runtime_socket_netprobe_starts_as_before_and_says_nothing() {
     );
     eprintln!("ready after {ready:?} with an absent CRI socket");
 }
-

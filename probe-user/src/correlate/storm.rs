@@ -122,7 +122,7 @@ impl Storms {
             if r.process.is_some() {
                 s.process = r.process.clone();
             }
-            s.pod = r.pod.clone();
+            s.pod = r.pod.as_deref().cloned();
             s.container = r.container.clone();
         }
         let moved = matches!((s.streak_una, r.snd_una), (Some(a), Some(b)) if a != b);

@@ -230,7 +230,10 @@ mod tests {
         assert_eq!(list.items.len(), 1);
         let sb = &list.items[0];
         let meta = sb.metadata.as_ref().unwrap();
-        assert_eq!((meta.namespace.as_str(), meta.name.as_str()), ("shop", "cart-0"));
+        assert_eq!(
+            (meta.namespace.as_str(), meta.name.as_str()),
+            ("shop", "cart-0")
+        );
         assert_eq!(meta.uid.len(), 36);
         assert_eq!(sb.state, 0);
         assert_eq!(sb.id.len(), 64);

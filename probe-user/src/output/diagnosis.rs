@@ -108,4 +108,35 @@ mod tests {
         );
         assert!(text.contains("kube\\u{1b}[2Jrnetes"), "{text}");
     }
+
+    #[test]
+    fn the_first_line_names_the_pod_and_container() {
+        let mut d = Diagnosis::new(
+            "retransmit_storm",
+            "packet_loss",
+            FlowRef {
+                src: "10.0.0.1:1".parse().unwrap(),
+                dst: "10.0.0.2:443".parse().unwrap(),
+            },
+            "s",
+        );
+        d.pod = Some(crate::identity::Pod {
+            namespace: Some("shop".into()),
+            name: Some("cart-0".into()),
+            uid: "u".into(),
+        });
+        d.container = Some(crate::identity::Container {
+            id: "fbaab001dae80c854d21b9e80dfdf899".into(),
+            name: Some("web".into()),
+        });
+        let first = block(&d, false).lines().next().unwrap().to_string();
+        assert!(
+            first.contains("10.0.0.1:1 -> 10.0.0.2:443 pod shop/cart-0 container web:"),
+            "{first}"
+        );
+        d.container.as_mut().unwrap().name = None;
+        d.pod.as_mut().unwrap().name = None;
+        let first = block(&d, false).lines().next().unwrap().to_string();
+        assert!(first.contains(" pod u container fbaab001dae80:"), "{first}");
+    }
 }

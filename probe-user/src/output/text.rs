@@ -67,7 +67,7 @@ fn retransmit(f: &mut fmt::Formatter<'_>, r: &Retransmit) -> fmt::Result {
     if let Some(p) = &r.process {
         write!(f, " pid={} ({})", p.pid, Clean(&p.comm))?;
     }
-    write!(f, "{}", owner(r.pod.as_ref(), r.container.as_ref()))
+    write!(f, "{}", owner(r.pod.as_deref(), r.container.as_ref()))
 }
 
 /// ` pod NAMESPACE/NAME container NAME` (UID and container ID prefix where
