@@ -322,4 +322,70 @@ mod tests {
             format!(r#"{{"id":"{CID}"}}"#)
         );
     }
+
+    #[test]
+    fn the_sockets_namespace_names_the_pod_and_the_runtime_names_cgroups() {
+        use crate::cri::directory::{ContainerName, Directory, Sandbox};
+        let mut dir = Directory::default();
+        let named = |ns: &str, name: &str, uid: &str| Pod {
+            namespace: Some(ns.into()),
+            name: Some(name.into()),
+            uid: uid.into(),
+        };
+        let other_uid = "1f5e2c9a-1b2c-4d3e-8f90-a1b2c3d4e5f6";
+        dir.update(
+            Instant::now(),
+            vec![
+                Sandbox {
+                    id: "s1".into(),
+                    pod: named("shop", "cart-0", UID),
+                    netns: Some(4026532001),
+                    ips: vec!["10.1.0.5".parse().unwrap()],
+                },
+                Sandbox {
+                    id: "s2".into(),
+                    pod: named("billing", "invoice-1", other_uid),
+                    netns: Some(4026532002),
+                    ips: vec![],
+                },
+            ],
+            vec![ContainerName {
+                id: CID.into(),
+                name: "web".into(),
+                sandbox: "s1".into(),
+            }],
+        );
+        let mut ids = Identities::with_runtime(crate::cri::Handle::filled(dir), Some(4026531840));
+        // pid 7's cgroup: pod UID's container CID.
+        ids.cache
+            .insert(7, from_cgroup_path(&format!("/kubepods/pod{UID}/{CID}")));
+        ids.cache.insert(8, None);
+
+        // By namespace alone (a process outside the pod's cgroup).
+        let id = ids.of_socket(Some(8), Some(4026532001)).unwrap();
+        assert_eq!(id.pod, named("shop", "cart-0", UID));
+        assert_eq!(id.container, None);
+        // By cgroup, named by the runtime, container named.
+        let id = ids.of_socket(Some(7), None).unwrap();
+        assert_eq!(id.pod.to_string(), "shop/cart-0");
+        assert_eq!(id.container.unwrap().name.as_deref(), Some("web"));
+        // The namespace wins; a container of another pod is not claimed.
+        let id = ids.of_socket(Some(7), Some(4026532002)).unwrap();
+        assert_eq!(id.pod.to_string(), "billing/invoice-1");
+        assert_eq!(id.container, None);
+        // The node's own namespace, an unknown one, no process: nobody.
+        assert_eq!(ids.of_socket(Some(8), Some(4026531840)), None);
+        assert_eq!(ids.of_socket(None, Some(4026539999)), None);
+        assert_eq!(
+            ids.missed.len(),
+            1,
+            "the unknown namespace asked for a refresh"
+        );
+        // By IP, for diagnoses seen on the wire.
+        assert_eq!(
+            ids.of_ip("10.1.0.5".parse().unwrap()).unwrap().to_string(),
+            "shop/cart-0"
+        );
+        assert_eq!(ids.of_ip("10.1.0.6".parse().unwrap()), None);
+    }
 }

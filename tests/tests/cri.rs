@@ -35,6 +35,17 @@ fn names_pod(v: &Value, pod: &Pod) -> bool {
         && v["pod"]["uid"] == pod.uid.as_str()
 }
 
+/// netprobe's resident and peak memory, from /proc.
+fn memory(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .filter(|l| l.starts_with("VmRSS") || l.starts_with("VmHWM"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `curl` run in the pod's network namespace, bounded.
 fn curl_from(pod: &Pod, url: &str) -> Background {
     Background::spawn(
@@ -72,7 +83,9 @@ fn netprobe_names_pods_and_containers_from_the_runtime() {
             socket.as_str(),
         ],
     );
+    let t = Instant::now();
     np.wait_ready(secs(20.0)).expect("netprobe ready");
+    eprintln!("ready after {:?} with a live CRI socket", t.elapsed());
     // Made after netprobe's first listing: named after a refresh asked for
     // by its first unknown namespace.
     let late = cd.run_pod("billing", "invoice-1");
@@ -148,6 +161,7 @@ fn netprobe_names_pods_and_containers_from_the_runtime() {
         "{from_container}"
     );
 
+    eprintln!("netprobe memory with 2 pods known: {}", memory(np.pid()));
     let stopped = np.stop();
     assert!(stopped.clean_exit(), "netprobe: {}", stopped.stderr);
     eprintln!("whole test {:.1}s", started.elapsed().as_secs_f64());
@@ -170,6 +184,7 @@ fn without_a_runtime_socket_netprobe_starts_as_before_and_says_nothing() {
     np.wait_ready(secs(20.0)).expect("netprobe ready");
     let ready = t.elapsed();
     std::thread::sleep(secs(0.5));
+    eprintln!("netprobe memory without a runtime: {}", memory(np.pid()));
     let stopped = np.stop();
     assert!(stopped.clean_exit(), "{}", stopped.stderr);
     assert!(

@@ -50,6 +50,15 @@ impl Handle {
         handle
     }
 
+    /// A handle on a directory filled by hand, with no task behind it.
+    #[cfg(test)]
+    pub fn filled(dir: Directory) -> Handle {
+        Handle {
+            dir: Arc::new(Mutex::new(dir)),
+            nudge: Arc::new(Notify::new()),
+        }
+    }
+
     /// Something not known yet was seen: refresh soon (rate limited).
     pub fn nudge(&self) {
         self.nudge.notify_one();
