@@ -79,7 +79,7 @@ pub struct FlowStats {
     /// Where conntrack sends this flow (its reply source), when a snapshot
     /// or diagnosis said so and it differs from the destination.
     pub nat: Option<SocketAddr>,
-    /// Owning process (`comm/pid`), when netprobe saw the socket connect.
+    /// Owning pod (`namespace/name`) and process (`comm/pid`), when known.
     pub process: Option<String>,
 }
 
@@ -657,8 +657,14 @@ impl Data {
         f.retransmits = (f.retransmits + 1).max(r.count);
         f.last = f.last.max(time);
         f.state = r.state.clone();
-        if let Some(p) = &r.process {
-            f.process = Some(format!("{}/{}", p.comm, p.pid));
+        let process = r.process.as_ref().map(|p| format!("{}/{}", p.comm, p.pid));
+        let owner = match (r.pod.as_deref(), process) {
+            (Some(pod), Some(p)) => Some(format!("{pod} {p}")),
+            (Some(pod), None) => Some(pod.to_string()),
+            (None, p) => p,
+        };
+        if owner.is_some() {
+            f.process = owner;
         }
     }
 

@@ -413,7 +413,7 @@ fn draw_help(frame: &mut Frame, area: Rect) {
         " NAT TARGET: where conntrack sends the flow, once a snapshot told it",
     ));
     lines.push(Line::raw(
-        " PROC: owning process when the kernel tells it (- : not reported)",
+        " PROC: owning pod (namespace/name) and process when known (- : not reported)",
     ));
     lines.push(Line::raw(
         " Gaps: time between consecutive retransmits of one flow",
