@@ -161,6 +161,30 @@ fn netprobe_names_pods_and_containers_from_the_runtime() {
         "{from_container}"
     );
 
+    // Its storm's diagnosis names the pod and the container too.
+    let storm = np
+        .wait_for(
+            |v| {
+                v["type"] == "diagnosis"
+                    && v["symptom"] == "retransmit_storm"
+                    && src_ip(&v["flow"], "src") == Some(late.ip.into())
+                    && names_pod(v, &late)
+                    && v["container"]["name"] == "web"
+            },
+            secs(30.0),
+        )
+        .unwrap_or_else(|| {
+            panic!(
+                "no storm diagnosis naming billing/invoice-1 container web; diagnoses: {:#?}",
+                np.events_of_type("diagnosis")
+            )
+        });
+    eprintln!(
+        "storm diagnosis after {:.1}s: {} {}",
+        traffic_at.elapsed().as_secs_f64(),
+        storm["cause"],
+        storm["evidence"]
+    );
     eprintln!("netprobe memory with 2 pods known: {}", memory(np.pid()));
     let stopped = np.stop();
     assert!(stopped.clean_exit(), "netprobe: {}", stopped.stderr);
