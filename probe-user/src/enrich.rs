@@ -278,8 +278,12 @@ impl Enricher {
         })
     }
 
-    fn drop(&self, r: &probe_common::DropRecord) -> EventBody {
+    fn drop(&mut self, r: &probe_common::DropRecord) -> EventBody {
         let f = &r.key.flow;
+        let pod = self
+            .identities
+            .of_socket(None, (r.key.netns != 0).then_some(r.key.netns))
+            .map(|id| Box::new(id.pod));
         EventBody::Drop(event::Drop {
             src: socket_addr(f.family, &f.saddr, f.sport),
             dst: socket_addr(f.family, &f.daddr, f.dport),
@@ -290,6 +294,7 @@ impl Enricher {
                 .unwrap_or_else(|| format!("REASON_{}", r.key.reason)),
             count: r.count,
             location: format!("0x{:x}", r.location),
+            pod,
         })
     }
 

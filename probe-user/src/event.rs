@@ -54,6 +54,9 @@ pub struct Drop {
     pub count: u32,
     /// Kernel text address of the function that dropped it.
     pub location: String,
+    /// The pod whose network namespace dropped it (not the node's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<Box<crate::identity::Pod>>,
 }
 
 /// One more hook a TLS handshake segment crossed.

@@ -39,12 +39,13 @@ pub fn write_event(f: &mut fmt::Formatter<'_>, e: &Event) -> fmt::Result {
             tag(f, "DROP")?;
             write!(
                 f,
-                "{} -> {} {} x{} at {}",
+                "{} -> {} {} x{} at {}{}",
                 d.src,
                 d.dst,
                 Clean(&d.reason),
                 d.count,
-                Clean(&d.location)
+                Clean(&d.location),
+                owner(d.pod.as_deref(), None)
             )
         }
     }?;
