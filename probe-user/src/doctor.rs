@@ -126,6 +126,10 @@ pub fn run() -> Vec<Check> {
         ));
     }
     checks.push(check("conntrack netlink", conntrack_netlink()));
+    checks.push(check(
+        "pod identity",
+        crate::cri::check(crate::cri::socket::from_flag(None)),
+    ));
     checks
 }
 

@@ -185,6 +185,24 @@ fn netprobe_names_pods_and_containers_from_the_runtime() {
         storm["cause"],
         storm["evidence"]
     );
+    // doctor says the runtime answers, and what it knows.
+    let doctor = netprobe_tests::cmd::run_bounded(
+        std::process::Command::new(netprobe_tests::netprobe::binary())
+            .arg("doctor")
+            .env("NETPROBE_CRI_SOCKET", &socket),
+        secs(60.0),
+    );
+    let line = doctor
+        .stdout()
+        .lines()
+        .find(|l| l.contains("pod identity"))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("doctor has no pod identity line: {}", doctor.report()));
+    assert!(
+        line.starts_with("ok") && line.contains("answers: 2 pod sandboxes, 1 containers"),
+        "{line}"
+    );
+    eprintln!("doctor: {line}");
     eprintln!("netprobe memory with 2 pods known: {}", memory(np.pid()));
     let stopped = np.stop();
     assert!(stopped.clean_exit(), "netprobe: {}", stopped.stderr);

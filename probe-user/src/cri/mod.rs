@@ -68,3 +68,43 @@ impl Handle {
         f(&refresh::lock(&self.dir))
     }
 }
+
+/// `netprobe doctor`'s line: which socket, and whether it answers. An
+/// absent socket is fine (pods are then named by cgroup); one that is
+/// there and does not answer is not.
+pub fn check(socket: Option<PathBuf>) -> Result<String, String> {
+    let Some(socket) = socket else {
+        return Ok(format!(
+            "turned off ({}=none): pods named by cgroup (UID, container ID)",
+            socket::ENV
+        ));
+    };
+    if !socket.exists() {
+        return Ok(format!(
+            "no CRI socket at {}: pods named by cgroup (UID, container ID); --cri-socket PATH on trace, top, capture",
+            socket.display()
+        ));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("a runtime for the CRI check: {e}"))?;
+    rt.block_on(async {
+        let client = Runtime::connect(&socket, refresh::CALL_TIMEOUT).await?;
+        let pods = client.list_pod_sandboxes().await?;
+        let containers = client.list_containers().await?;
+        Ok::<_, grpc::Error>((pods.len(), containers.len()))
+    })
+    .map(|(pods, containers)| {
+        format!(
+            "CRI at {} answers: {pods} pod sandboxes, {containers} containers; pods named namespace/name",
+            socket.display()
+        )
+    })
+    .map_err(|e| {
+        format!(
+            "CRI at {}: {e}; pods would be named by cgroup only (is the runtime running? --cri-socket none to skip)",
+            socket.display()
+        )
+    })
+}
