@@ -341,12 +341,14 @@ mod tests {
                     pod: named("shop", "cart-0", UID),
                     netns: Some(4026532001),
                     ips: vec!["10.1.0.5".parse().unwrap()],
+                    resolved: true,
                 },
                 Sandbox {
                     id: "s2".into(),
                     pod: named("billing", "invoice-1", other_uid),
                     netns: Some(4026532002),
                     ips: vec![],
+                    resolved: true,
                 },
             ],
             vec![ContainerName {

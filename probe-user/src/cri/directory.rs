@@ -24,6 +24,9 @@ pub struct Sandbox {
     /// it could not be opened).
     pub netns: Option<u32>,
     pub ips: Vec<IpAddr>,
+    /// Its status was read (namespace and IPs are what it said; a
+    /// host-network pod has no namespace of its own).
+    pub resolved: bool,
 }
 
 /// A container's name and the sandbox it belongs to.
@@ -157,6 +160,7 @@ mod tests {
             },
             netns: Some(netns),
             ips: vec![ip.parse().unwrap()],
+            resolved: true,
         }
     }
 

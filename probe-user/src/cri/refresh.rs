@@ -93,13 +93,18 @@ async fn refresh(
         };
         let known = lock(dir).live_sandbox(&sb.id).cloned();
         let ready = sb.state == 0;
-        let (netns, ips) = match known {
-            Some(k) if k.netns.is_some() || !ready => (k.netns, k.ips),
+        // A sandbox's namespace and IPs do not change: its status is read
+        // once (again only if that failed), while it is ready.
+        let (netns, ips, resolved) = match known {
+            Some(k) if k.resolved || !ready => (k.netns, k.ips, k.resolved),
             _ if ready && status_calls < MAX_STATUS_CALLS => {
                 status_calls += 1;
-                where_it_lives(rt, &sb.id).await
+                match where_it_lives(rt, &sb.id).await {
+                    Some((netns, ips)) => (netns, ips, true),
+                    None => (None, Vec::new(), false),
+                }
             }
-            _ => (None, Vec::new()),
+            _ => (None, Vec::new(), false),
         };
         sandboxes.push(Sandbox {
             id: sb.id,
@@ -110,6 +115,7 @@ async fn refresh(
             },
             netns,
             ips,
+            resolved,
         });
     }
     let containers: Vec<ContainerName> = rt
@@ -133,13 +139,14 @@ pub fn lock(dir: &Mutex<Directory>) -> std::sync::MutexGuard<'_, Directory> {
     dir.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The sandbox's network namespace inode and IPs, from its verbose status.
-async fn where_it_lives(rt: &Runtime, id: &str) -> (Option<u32>, Vec<IpAddr>) {
+/// The sandbox's network namespace inode and IPs, from its verbose
+/// status; `None` when the status could not be read.
+async fn where_it_lives(rt: &Runtime, id: &str) -> Option<(Option<u32>, Vec<IpAddr>)> {
     let status = match rt.pod_sandbox_status(id).await {
         Ok(s) => s,
         Err(e) => {
             log::debug!("CRI PodSandboxStatus {id}: {e}");
-            return (None, Vec::new());
+            return None;
         }
     };
     let ns = info::sandbox_netns(&status.info);
@@ -161,7 +168,7 @@ async fn where_it_lives(rt: &Runtime, id: &str) -> (Option<u32>, Vec<IpAddr>) {
                 .collect()
         })
         .unwrap_or_default();
-    (inode, ips)
+    Some((inode, ips))
 }
 
 /// Inode of a namespace file; `None` unless it really is one (a bind mount
