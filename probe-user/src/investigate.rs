@@ -52,6 +52,24 @@ pub fn baselines() {
     *LISTEN_OVERFLOWS_AT_START
         .lock()
         .unwrap_or_else(|e| e.into_inner()) = state::sysctl::listen_overflows();
+    *CONNTRACK_STATS_AT_START
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = state::sysctl::conntrack_stats();
+}
+
+/// Conntrack's failure counters of netprobe's namespace at the start.
+static CONNTRACK_STATS_AT_START: Mutex<Option<state::sysctl::ConntrackStats>> = Mutex::new(None);
+
+/// The table's fill, with what conntrack gave up on since the start.
+fn conntrack_usage() -> Option<crate::facts::ConntrackUsage> {
+    let mut u = state::sysctl::conntrack_usage()?;
+    let start = *CONNTRACK_STATS_AT_START
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    u.since_start = start
+        .zip(state::sysctl::conntrack_stats())
+        .map(|(start, now)| now.since(&start));
+    Some(u)
 }
 
 fn listen_overflows_since_start() -> Option<u64> {
@@ -194,7 +212,7 @@ async fn handshake(flow: FlowRef, iface: &str) -> Snapshot {
         ..Default::default()
     };
     snap.node_netns = crate::netns::current_inode();
-    snap.conntrack_usage = state::sysctl::conntrack_usage();
+    snap.conntrack_usage = conntrack_usage();
     snap.listen_overflows = listen_overflows_since_start();
     let rules = read_rules(&mut snap).await;
     snap.drop_rules = nat_rules::drop_rules(&rules, flow.src, flow.dst);
@@ -296,7 +314,7 @@ async fn storm(flow: FlowRef, socket_netns: Option<u32>) -> Snapshot {
     };
     let ours = crate::netns::current_inode();
     snap.node_netns = ours;
-    snap.conntrack_usage = state::sysctl::conntrack_usage();
+    snap.conntrack_usage = conntrack_usage();
     snap.listen_overflows = listen_overflows_since_start();
     // The ruleset: what drops the flow here, and where NAT sends it.
     let rules = read_rules(&mut snap).await;

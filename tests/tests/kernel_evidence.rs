@@ -12,6 +12,8 @@
 
 use std::{net::SocketAddr, time::Instant};
 
+use serde_json::Value;
+
 use netprobe_tests::{
     Host, Lab, PodLab,
     kube_cgroup::KubeCgroup,
@@ -29,6 +31,28 @@ fn echo_lab(label: &str) -> (PodLab, EchoServer, SocketAddr) {
     let echo = EchoServer::start(&l.server.ns, l.server.ipv4.into(), PORT);
     let dst = SocketAddr::new(l.server.ipv4.into(), PORT);
     (l, echo, dst)
+}
+
+/// The first diagnosis for a flow to `dst`, and how long after the flow's
+/// first retransmit it came (printed with the verdict).
+fn storm_verdict(trace: &Trace, dst: SocketAddr, what: &str, started: Instant) -> (Value, f64) {
+    let d = trace.expect(
+        "diagnosis for the pod's connection",
+        |v| is_type(v, "diagnosis") && ep(&v["flow"]["dst"]) == Some(dst),
+        secs(12.0),
+    );
+    let first_retx = trace
+        .events()
+        .iter()
+        .find(|v| is_type(v, "retransmit") && ep(&v["dst"]) == Some(dst))
+        .map(event_time);
+    let after = first_retx.map_or(f64::NAN, |t| event_time(&d) - t);
+    eprintln!(
+        "VERDICT ({what}): {:?} after connect, {after:.3} s after the first retransmit\n{}",
+        started.elapsed(),
+        serde_json::to_string_pretty(&d).unwrap_or_default()
+    );
+    (d, after)
 }
 
 #[test]
@@ -60,22 +84,7 @@ fn a_firewall_rule_on_the_node_dropping_a_pods_syns_is_a_kernel_drop_with_its_ru
         &format!("sleep 0.3; exec curl -s -o /dev/null --max-time 10 {url}"),
     ]);
     cgroup.adopt(client.pid());
-    let d = trace.expect(
-        "diagnosis for the pod's connection",
-        |v| is_type(v, "diagnosis") && ep(&v["flow"]["dst"]) == Some(dst),
-        secs(12.0),
-    );
-    let events = trace.events();
-    let first_retx = events
-        .iter()
-        .find(|v| is_type(v, "retransmit") && ep(&v["dst"]) == Some(dst))
-        .map(event_time);
-    eprintln!(
-        "VERDICT (firewall drop): {:?} after connect, {:.3} s after the first retransmit\n{}",
-        started.elapsed(),
-        first_retx.map_or(f64::NAN, |t| event_time(&d) - t),
-        serde_json::to_string_pretty(&d).unwrap_or_default()
-    );
+    let (d, after) = storm_verdict(&trace, dst, "firewall drop", started);
     assert_eq!(d["cause"], "kernel_drop", "{}", trace.report());
     assert_eq!(d["drop_reason"], "NETFILTER_DROP", "{d}");
     // The stuck socket's owner, recorded at connect() in the pod, and its
@@ -97,13 +106,12 @@ fn a_firewall_rule_on_the_node_dropping_a_pods_syns_is_a_kernel_drop_with_its_ru
     // The drop events the verdict rests on are in the stream, from the
     // node's own namespace.
     assert!(
-        events.iter().any(|v| is_type(v, "drop")
+        trace.events().iter().any(|v| is_type(v, "drop")
             && v["reason"] == "NETFILTER_DROP"
             && ep(&v["dst"]) == Some(dst)),
         "no drop event\n{}",
         trace.report()
     );
-    let after = first_retx.map(|t| event_time(&d) - t).unwrap_or(f64::MAX);
     assert!(
         after < 5.0,
         "verdict {after:.3} s after the first retransmit"
@@ -128,6 +136,101 @@ fn the_same_path_without_the_rule_gets_no_verdict() {
     assert!(
         diags.is_empty(),
         "a working path gets no verdict: {diags:#?}"
+    );
+    trace.stop();
+}
+
+/// The machine-wide `nf_conntrack_max` (settable only from the root
+/// namespace, compared with each namespace's own count), set for the life
+/// of the guard and restored in `Drop`, also when the test panics.
+struct ConntrackMax {
+    old: String,
+}
+
+const CONNTRACK_MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
+
+impl ConntrackMax {
+    fn set(max: u32) -> ConntrackMax {
+        let old = std::fs::read_to_string(CONNTRACK_MAX).expect("nf_conntrack loaded");
+        std::fs::write(CONNTRACK_MAX, max.to_string()).expect("set nf_conntrack_max");
+        ConntrackMax { old }
+    }
+}
+
+impl Drop for ConntrackMax {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::write(CONNTRACK_MAX, self.old.trim()) {
+            eprintln!(
+                "could not restore nf_conntrack_max to {}: {e}",
+                self.old.trim()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_full_conntrack_table_on_the_node_is_named() {
+    require_root();
+    let (PodLab { lab, node, pod, .. }, _echo, dst) = echo_lab("kd-ct");
+    // The node tracks what it forwards (a stateful rule registers
+    // conntrack's hooks in its namespace), as every Kubernetes node does.
+    node.ns.exec(["nft", "add table inet lab"]);
+    node.ns.exec([
+        "nft",
+        "add chain inet lab forward { type filter hook forward priority 0; }",
+    ]);
+    node.ns.exec([
+        "nft",
+        "add rule inet lab forward ct state established,related accept",
+    ]);
+    // Control first: with room in the table the pod's connection works.
+    let lines = netprobe_tests::peers::LineClient::start(&pod.ns, dst, secs(0.2));
+    assert!(lines.wait_echoes(3, secs(10.0)), "echoes through the node");
+    drop(lines);
+
+    let trace = Trace::start(&lab, &node.ns, Some("conntrack_table_full"));
+    // Fill the node's table with established, assured entries (conntrack
+    // never evicts those early) up to a small machine-wide maximum; kept
+    // set only until the verdict.
+    const MAX: u32 = 64;
+    let guard = ConntrackMax::set(MAX);
+    node.ns.sh(&format!(
+        "i=0; while [ $i -lt {} ]; do i=$((i+1)); \
+         conntrack -I -p tcp -s 10.254.$((i/250)).$((i%250+1)) -d 10.253.0.1 --sport 40000 --dport 80 \
+           --state ESTABLISHED -t 120 -u ASSURED,SEEN_REPLY >/dev/null 2>&1 || break; done",
+        MAX + 8
+    ));
+    let out = node
+        .ns
+        .exec(["cat", "/proc/sys/net/netfilter/nf_conntrack_count"]);
+    let count: u32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    assert!(count >= MAX, "node table filled: {count} of {MAX}");
+    let started = Instant::now();
+    let _client = pod.ns.spawn([
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "--max-time",
+        "10",
+        &format!("http://{dst}/"),
+    ]);
+    let (d, after) = storm_verdict(&trace, dst, "conntrack table full", started);
+    drop(guard);
+    assert_eq!(d["cause"], "conntrack_table_full", "{}", trace.report());
+    assert_eq!(d["drop_reason"], "NETFILTER_DROP", "{d}");
+    assert!(
+        d["fix"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("sysctl -w net.netfilter.nf_conntrack_max=128")),
+        "{d}"
+    );
+    assert!(
+        after < 5.0,
+        "verdict {after:.3} s after the first retransmit"
     );
     trace.stop();
 }

@@ -268,6 +268,12 @@ impl<'a> StormCase<'a> {
             .num_milliseconds()
             .max(0) as u64;
         let judged = causes::packet_loss::storm(self, &mut d)
+            || causes::conntrack_table_full::judge(
+                &self.drops,
+                self.snap,
+                self.series.progressed,
+                &mut d,
+            )
             || causes::kernel_drop::judge(&self.drops, self.snap, self.series.progressed, &mut d)
             || causes::listen_overflow::judge(self.snap, self.flow, &mut d)
             || causes::stale_conntrack_nat::judge(self, &mut d)
