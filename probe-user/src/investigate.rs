@@ -20,7 +20,7 @@ use crate::{
     correlate::{Investigation, Symptom},
     event::{Event, EventBody, FlowRef, Snapshot},
     facts::ProbeResult,
-    state::{self, conntrack, liveness, nat_rules, neighbours, path_mtu, probe, routes},
+    state::{self, conntrack, liveness, nat_rules, neighbours, probe, routes},
 };
 
 /// `--no-probe`: never send an active ARP/ND probe.
@@ -227,20 +227,7 @@ async fn handshake(flow: FlowRef, iface: &str) -> Snapshot {
     // Two active checks at once, each bounded by its own window: does a
     // full-size packet get through to the server and back, and who claims
     // the next hop.
-    let path = async {
-        let IpAddr::V4(dst) = flow.dst.ip() else {
-            return None;
-        };
-        if PROBES_DISABLED.load(Ordering::Relaxed) {
-            return None;
-        }
-        Some(
-            tokio::task::spawn_blocking(move || path_mtu::check(dst))
-                .await
-                .map_err(|e| format!("path MTU check task: {e}"))
-                .and_then(|r| r.map_err(|e| format!("path MTU check to {dst}: {e}"))),
-        )
-    };
+    let path = path_check(flow.dst.ip());
     let claimants = async {
         match gate(&dev, hop) {
             Gate::Skip(why) => {
@@ -261,17 +248,29 @@ async fn handshake(flow: FlowRef, iface: &str) -> Snapshot {
         }
     };
     let (path, claimants) = tokio::join!(path, claimants);
-    match path {
-        Some(Ok(p)) => snap.path = Some(p),
-        Some(Err(e)) => failed(&mut snap, e),
-        None => {}
-    }
+    record_path(&mut snap, path);
     match claimants {
         Probed::Answers(r) => snap.probe = Some(r),
         Probed::Skipped(why) => snap.probe_skipped = Some(why),
         Probed::Failed(e) => failed(&mut snap, e),
     }
     snap
+}
+
+/// The path check toward `dst`, unless active probes are off.
+async fn path_check(dst: IpAddr) -> Option<Result<crate::facts::PathCheck, String>> {
+    if PROBES_DISABLED.load(Ordering::Relaxed) {
+        return None;
+    }
+    crate::path_checks::check(dst).await
+}
+
+fn record_path(snap: &mut Snapshot, path: Option<Result<crate::facts::PathCheck, String>>) {
+    match path {
+        Some(Ok(p)) => snap.path = Some(p),
+        Some(Err(e)) => failed(snap, e),
+        None => {}
+    }
 }
 
 async fn storm(flow: FlowRef, socket_netns: Option<u32>) -> Snapshot {
@@ -340,6 +339,11 @@ async fn storm(flow: FlowRef, socket_netns: Option<u32>) -> Snapshot {
             snap.translation = Some(nat_rules::translation(&rules, service, target));
         }
         snap.liveness = Some(liveness::check(target).await);
+    } else if socket_netns.is_some() && socket_netns == ours {
+        // This node's own socket sending into a path that swallows its
+        // full-size segments: does a full-size packet get through?
+        let path = path_check(flow.dst.ip()).await;
+        record_path(&mut snap, path);
     }
     snap
 }

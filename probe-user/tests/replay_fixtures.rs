@@ -23,6 +23,8 @@
 //!   conntrack, its table at a machine-wide maximum of 64.
 //! - `mtu_blackhole.jsonl`: a pod's handshake through a 1400-byte link whose
 //!   routers drop "fragmentation needed".
+//! - `mtu_blackhole_server.jsonl`: the same path seen from the server's
+//!   namespace: its own socket's full-size segments retransmit.
 //!
 //! Replaying each must give the verdict the live run gave. The expected
 //! values are read from the wire facts in the stream (ClientHellos,
@@ -326,6 +328,19 @@ fn mtu_black_hole_replays_to_mtu_blackhole_with_the_path_mtu() {
     assert_same_as_live(name, &got, &recorded);
 }
 
+#[test]
+fn mtu_black_hole_from_the_servers_node_replays_to_mtu_blackhole() {
+    let name = "mtu_blackhole_server";
+    let (got, recorded) = replayed(name);
+    let d = got
+        .iter()
+        .find(|d| d.symptom == "retransmit_storm")
+        .unwrap_or_else(|| panic!("{name}: no storm verdict: {got:#?}"));
+    assert_eq!(d.cause, "mtu_blackhole", "{d:#?}");
+    assert_eq!(d.path_mtu, Some(1400));
+    assert_same_as_live(name, &got, &recorded);
+}
+
 // ---------------------------------------------------------------------------
 // The fixtures hold nothing from outside the lab.
 // ---------------------------------------------------------------------------
@@ -378,6 +393,7 @@ fn fixtures_name_only_lab_addresses() {
         "kernel_drop_firewall",
         "conntrack_table_full",
         "mtu_blackhole",
+        "mtu_blackhole_server",
     ] {
         let mut ips = Vec::new();
         for v in lines(name) {

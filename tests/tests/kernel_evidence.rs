@@ -33,18 +33,25 @@ fn echo_lab(label: &str) -> (PodLab, EchoServer, SocketAddr) {
     (l, echo, dst)
 }
 
-/// The first diagnosis for a flow to `dst`, and how long after the flow's
-/// first retransmit it came (printed with the verdict).
-fn storm_verdict(trace: &Trace, dst: SocketAddr, what: &str, started: Instant) -> (Value, f64) {
+/// The first diagnosis for a flow whose `end` ("src" or "dst") is `addr`,
+/// and how long after the flow's first retransmit it came (printed with
+/// the verdict).
+fn storm_verdict(
+    trace: &Trace,
+    end: &str,
+    addr: SocketAddr,
+    what: &str,
+    started: Instant,
+) -> (Value, f64) {
     let d = trace.expect(
-        "diagnosis for the pod's connection",
-        |v| is_type(v, "diagnosis") && ep(&v["flow"]["dst"]) == Some(dst),
+        "diagnosis for the stuck connection",
+        |v| is_type(v, "diagnosis") && ep(&v["flow"][end]) == Some(addr),
         secs(12.0),
     );
     let first_retx = trace
         .events()
         .iter()
-        .find(|v| is_type(v, "retransmit") && ep(&v["dst"]) == Some(dst))
+        .find(|v| is_type(v, "retransmit") && ep(&v[end]) == Some(addr))
         .map(event_time);
     let after = first_retx.map_or(f64::NAN, |t| event_time(&d) - t);
     eprintln!(
@@ -84,7 +91,7 @@ fn a_firewall_rule_on_the_node_dropping_a_pods_syns_is_a_kernel_drop_with_its_ru
         &format!("sleep 0.3; exec curl -s -o /dev/null --max-time 10 {url}"),
     ]);
     cgroup.adopt(client.pid());
-    let (d, after) = storm_verdict(&trace, dst, "firewall drop", started);
+    let (d, after) = storm_verdict(&trace, "dst", dst, "firewall drop", started);
     assert_eq!(d["cause"], "kernel_drop", "{}", trace.report());
     assert_eq!(d["drop_reason"], "NETFILTER_DROP", "{d}");
     // The stuck socket's owner, recorded at connect() in the pod, and its
@@ -218,7 +225,7 @@ fn a_full_conntrack_table_on_the_node_is_named() {
         "10",
         &format!("http://{dst}/"),
     ]);
-    let (d, after) = storm_verdict(&trace, dst, "conntrack table full", started);
+    let (d, after) = storm_verdict(&trace, "dst", dst, "conntrack table full", started);
     drop(guard);
     assert_eq!(d["cause"], "conntrack_table_full", "{}", trace.report());
     assert_eq!(d["drop_reason"], "NETFILTER_DROP", "{d}");
@@ -298,6 +305,34 @@ fn an_mtu_black_hole_is_named_with_the_path_mtu() {
     assert!(
         d["detected_after_ms"].as_u64().is_some_and(|ms| ms < 5000),
         "{d}"
+    );
+    trace.stop();
+}
+
+/// The same black hole from the server's node: netprobe in the server's
+/// namespace sees its own socket's full-size segments retransmit, and the
+/// path check toward the client finds the 1400-byte staircase.
+#[test]
+fn an_mtu_black_hole_is_named_from_the_servers_node() {
+    require_root();
+    let (lab, _node, pod, server) = mtu_lab("kd-mtus", true);
+    let _tls = TlsServer::start_with_chain(&server.ns, server.ipv4.into(), API_PORT, 6);
+    let api = SocketAddr::new(server.ipv4.into(), API_PORT);
+    let trace = Trace::start(&lab, &server.ns, Some("mtu_blackhole_server"));
+    let started = Instant::now();
+    let r = curl_https(&pod.ns, api.ip(), API_PORT, "kubernetes", secs(8.0));
+    assert!(
+        r.tcp_connected && !r.tls_done,
+        "want the handshake stalled: {}",
+        r.report
+    );
+    let (d, after) = storm_verdict(&trace, "src", api, "MTU black hole, server's node", started);
+    assert_eq!(d["symptom"], "retransmit_storm", "{d}");
+    assert_eq!(d["cause"], "mtu_blackhole", "{}", trace.report());
+    assert_eq!(d["path_mtu"], 1400, "{d}");
+    assert!(
+        after < 5.0,
+        "verdict {after:.3} s after the first retransmit"
     );
     trace.stop();
 }

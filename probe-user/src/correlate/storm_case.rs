@@ -276,6 +276,7 @@ impl<'a> StormCase<'a> {
             )
             || causes::kernel_drop::judge(&self.drops, self.snap, self.series.progressed, &mut d)
             || causes::listen_overflow::judge(self.snap, self.flow, &mut d)
+            || causes::mtu_blackhole::storm(self, &mut d)
             || causes::stale_conntrack_nat::judge(self, &mut d)
             || causes::endpoint_unreachable::storm(self, &mut d);
         if !judged {
