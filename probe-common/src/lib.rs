@@ -66,6 +66,21 @@ pub fn port_bitmap(ports: &[u16]) -> [u64; PORT_WORDS] {
     words
 }
 
+/// u64 words of the drop-reason bitmap (`skb_drop_reason` values below 256;
+/// the subsystem reasons above are never a path's).
+pub const REASON_WORDS: usize = 4;
+
+/// The bitmap of drop reasons `skb/kfree_skb` counts (`PATH_REASONS`).
+pub fn reason_bitmap(reasons: impl IntoIterator<Item = u32>) -> [u64; REASON_WORDS] {
+    let mut words = [0u64; REASON_WORDS];
+    for r in reasons {
+        if let Some(w) = words.get_mut(r as usize / 64) {
+            *w |= 1 << (r % 64);
+        }
+    }
+    words
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RecordHeader {
@@ -325,5 +340,6 @@ mod tests {
         let set: u32 = w.iter().map(|x| x.count_ones()).sum();
         assert_eq!(set, 6);
         assert_eq!(port_bitmap(&[]), [0; PORT_WORDS]);
+        assert_eq!(reason_bitmap([0, 65, 255, 256, 70000]), [1, 2, 0, 1 << 63]);
     }
 }

@@ -344,6 +344,35 @@ impl PathCheck {
     }
 }
 
+/// Drop reasons that mean "the path through this node threw it away", as
+/// the kernel names them. The kernel program counts only these; the rest
+/// (no socket, TCP's own bookkeeping: old data, out of window, a closed
+/// socket) are not a path's fault.
+pub const PATH_DROP_REASONS: &[&str] = &[
+    "NETFILTER_DROP",
+    "IP_RPFILTER",
+    "NEIGH_FAILED",
+    "NEIGH_CREATEFAIL",
+    "NEIGH_QUEUEFULL",
+    "NEIGH_DEAD",
+    "IP_OUTNOROUTES",
+    "IP_INNOROUTES",
+    "IP_INADDRERRORS",
+    "IP_INVALID_SOURCE",
+    "IP_INVALID_DEST",
+    "PKT_TOO_BIG",
+    "TCP_LISTEN_OVERFLOW",
+    "QDISC_DROP",
+    "QDISC_OVERLIMIT",
+    "XFRM_POLICY",
+    "SECURITY_HOOK",
+    "BPF_CGROUP_EGRESS",
+    "TC_INGRESS",
+    "TC_EGRESS",
+    "FULL_RING",
+    "CPU_BACKLOG",
+];
+
 /// How full the conntrack table is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConntrackUsage {

@@ -8,39 +8,14 @@
 use crate::{
     correlate::{Cause, drops::Seen},
     event::{Diagnosis, FlowRef, Snapshot},
+    facts::PATH_DROP_REASONS,
 };
-
-/// Reasons that mean "the path through this node threw it away".
-const PATH_REASONS: &[&str] = &[
-    "NETFILTER_DROP",
-    "IP_RPFILTER",
-    "NEIGH_FAILED",
-    "NEIGH_CREATEFAIL",
-    "NEIGH_QUEUEFULL",
-    "NEIGH_DEAD",
-    "IP_OUTNOROUTES",
-    "IP_INNOROUTES",
-    "IP_INADDRERRORS",
-    "IP_INVALID_SOURCE",
-    "IP_INVALID_DEST",
-    "PKT_TOO_BIG",
-    "TCP_LISTEN_OVERFLOW",
-    "QDISC_DROP",
-    "QDISC_OVERLIMIT",
-    "XFRM_POLICY",
-    "SECURITY_HOOK",
-    "BPF_CGROUP_EGRESS",
-    "TC_INGRESS",
-    "TC_EGRESS",
-    "FULL_RING",
-    "CPU_BACKLOG",
-];
 
 /// The path drop with the most packets, if the kernel reported one.
 pub fn top_path_drop(drops: &[Seen]) -> Option<&Seen> {
     drops
         .iter()
-        .filter(|s| PATH_REASONS.contains(&s.reason.as_str()))
+        .filter(|s| PATH_DROP_REASONS.contains(&s.reason.as_str()))
         .max_by_key(|s| s.count)
 }
 
