@@ -366,6 +366,10 @@ impl Consumer for Tee<'_> {
         self.recorder.expire(now);
         self.inner.tick(now)
     }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 #[cfg(test)]
