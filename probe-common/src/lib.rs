@@ -37,6 +37,10 @@ pub mod tls_part {
     pub const START: u8 = 1;
     /// A later segment of a handshake record that did not fit in the first.
     pub const CONTINUATION: u8 = 2;
+    /// The client's first segment after its ClientHello (change cipher
+    /// spec, handshake, alert or application data record): the server's
+    /// flight reached it. Only its first bytes are copied.
+    pub const FLIGHT: u8 = 3;
 }
 
 /// `ArpRecord::op` values (ARP opcodes, plus ICMPv6 neighbour advertisement).

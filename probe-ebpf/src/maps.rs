@@ -27,6 +27,19 @@ pub static FOLLOW: Array<FollowSlot> = Array::with_max_entries(FOLLOW_SLOTS, 0);
 
 pub const FOLLOW_SLOTS: u32 = 4096;
 
+/// Handshakes waiting for the client's next flight, in a slot picked by the
+/// flow hash (as [`FOLLOW`]): the sequence number the client's next
+/// segment will carry, and the flow.
+#[map]
+pub static FLIGHTS: Array<FlightSlot> = Array::with_max_entries(FOLLOW_SLOTS, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FlightSlot {
+    pub key: FlowKey,
+    pub next_seq: u32,
+}
+
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct FollowSlot {

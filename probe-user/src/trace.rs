@@ -403,6 +403,7 @@ pub async fn session(
         sink: consumer,
         correlator: Correlator::new(correlate::Config {
             handshake_timeout: args.handshake_timeout,
+            client_flights: true,
             ..Default::default()
         }),
         snapshots: snapshot_tx,

@@ -16,7 +16,7 @@ use crate::{
 };
 
 pub fn judge(c: &HandshakeCase, d: &mut Diagnosis) -> bool {
-    if c.stage != Stage::HelloAcked {
+    if !matches!(c.stage, Stage::HelloAcked | Stage::ServerHello) {
         return false;
     }
     let Some(p) = c.snap.path.as_ref().filter(|p| p.black_hole()) else {
