@@ -361,30 +361,41 @@ fn the_same_lower_mtu_with_icmp_allowed_gets_no_verdict() {
     trace.stop();
 }
 
-/// A server on the node that listens with a backlog of 1 and never calls
-/// accept(): its accept queue fills and the kernel drops the rest.
-const NO_ACCEPT: &str = r#"
+/// A server on the node that either listens with a backlog of 1 and never
+/// calls accept() (`never`: its accept queue fills and the kernel drops the
+/// rest), or accepts with a normal backlog and keeps each connection open
+/// without a word (`hold`: a silent server, not a full queue).
+const LISTENER: &str = r#"
 import socket, sys, time
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((sys.argv[1], int(sys.argv[2])))
-s.listen(1)
+hold = sys.argv[3] == "hold"
+s.listen(128 if hold else 1)
 print('listening', flush=True)
-time.sleep(60)
+held = []
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:
+    if hold:
+        s.settimeout(1)
+        try:
+            held.append(s.accept()[0])
+        except socket.timeout:
+            pass
+    else:
+        time.sleep(1)
 "#;
 
-#[test]
-fn a_full_accept_queue_on_the_node_is_a_listen_overflow() {
-    require_root();
-    let PodLab { lab, node, pod, .. } = PodLab::build("kd-lo");
-    let api = SocketAddr::new(node.ipv4.into(), API_PORT);
+/// [`LISTENER`] on the node at `api`, ready.
+fn node_listener(node: &Host, api: SocketAddr, mode: &str) -> netprobe_tests::Background {
     let mut server = node.ns.spawn([
         netprobe_tests::py::python(),
         "-u",
         "-c",
-        NO_ACCEPT,
+        LISTENER,
         &api.ip().to_string(),
-        &API_PORT.to_string(),
+        &api.port().to_string(),
+        mode,
     ]);
     assert!(
         server
@@ -397,14 +408,28 @@ fn a_full_accept_queue_on_the_node_is_a_listen_overflow() {
         "server: {}",
         server.report()
     );
-    let trace = Trace::start(&lab, &node.ns, None);
+    server
+}
+
+/// Four pod clients' handshakes to `api` at once.
+fn four_clients(pod: &Host, api: SocketAddr) -> Vec<netprobe_tests::Background> {
     let url = format!("https://{api}/");
-    let _clients: Vec<_> = (0..4)
+    (0..4)
         .map(|_| {
             pod.ns
                 .spawn(["curl", "-sk", "-o", "/dev/null", "--max-time", "10", &url])
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn a_full_accept_queue_on_the_node_is_a_listen_overflow() {
+    require_root();
+    let PodLab { lab, node, pod, .. } = PodLab::build("kd-lo");
+    let api = SocketAddr::new(node.ipv4.into(), API_PORT);
+    let _server = node_listener(&node, api, "never");
+    let trace = Trace::start(&lab, &node.ns, None);
+    let _clients = four_clients(&pod, api);
     let d = trace.expect(
         "a listen_overflow diagnosis",
         |v| {
@@ -424,5 +449,33 @@ fn a_full_accept_queue_on_the_node_is_a_listen_overflow() {
             .is_some_and(|f| f.contains(&format!(":{API_PORT}"))),
         "{d}"
     );
+    trace.stop();
+}
+
+/// The same node and clients, the server accepting every connection and
+/// then saying nothing: a silent server, never a full accept queue.
+#[test]
+fn a_server_that_accepts_but_stays_silent_is_not_a_listen_overflow() {
+    require_root();
+    let PodLab { lab, node, pod, .. } = PodLab::build("kd-lo-ok");
+    let api = SocketAddr::new(node.ipv4.into(), API_PORT);
+    let _server = node_listener(&node, api, "hold");
+    let trace = Trace::start(&lab, &node.ns, None);
+    let _clients = four_clients(&pod, api);
+    // The clients' handshakes are diagnosed (the pipeline works here)...
+    let d = trace.expect(
+        "a diagnosis of a client's handshake",
+        |v| is_type(v, "diagnosis") && ep(&v["flow"]["dst"]) == Some(api),
+        secs(12.0),
+    );
+    std::thread::sleep(secs(1.0));
+    // ...and none blames the accept queue.
+    let overflow: Vec<_> = trace
+        .lab_diagnoses()
+        .into_iter()
+        .filter(|v| v["cause"] == "listen_overflow")
+        .collect();
+    assert!(overflow.is_empty(), "{overflow:#?}");
+    assert_eq!(d["cause"], "server_not_responding", "{d}");
     trace.stop();
 }
