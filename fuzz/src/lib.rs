@@ -143,6 +143,7 @@ fn event_name(body: &EventBody) -> String {
         EventBody::TlsHop(h) => format!("tls_hop {}", h.direction),
         EventBody::Recovered(r) => format!("recovered {}", r.cause),
         EventBody::Drop(d) => format!("drop {}", d.reason),
+        EventBody::TlsClientFlight(f) => format!("tls_client_flight {}", f.record),
     }
 }
 

@@ -37,6 +37,10 @@ pub mod tls_part {
     pub const START: u8 = 1;
     /// A later segment of a handshake record that did not fit in the first.
     pub const CONTINUATION: u8 = 2;
+    /// The client's first segment after its ClientHello (change cipher
+    /// spec, handshake, alert or application data record): the server's
+    /// flight reached it. Only its first bytes are copied.
+    pub const FLIGHT: u8 = 3;
 }
 
 /// `ArpRecord::op` values (ARP opcodes, plus ICMPv6 neighbour advertisement).
@@ -62,6 +66,21 @@ pub fn port_bitmap(ports: &[u16]) -> [u64; PORT_WORDS] {
     let mut words = [0u64; PORT_WORDS];
     for &p in ports {
         words[usize::from(p >> 6)] |= 1 << (p & 63);
+    }
+    words
+}
+
+/// u64 words of the drop-reason bitmap (`skb_drop_reason` values below 256;
+/// the subsystem reasons above are never a path's).
+pub const REASON_WORDS: usize = 4;
+
+/// The bitmap of drop reasons `skb/kfree_skb` counts (`PATH_REASONS`).
+pub fn reason_bitmap(reasons: impl IntoIterator<Item = u32>) -> [u64; REASON_WORDS] {
+    let mut words = [0u64; REASON_WORDS];
+    for r in reasons {
+        if let Some(w) = words.get_mut(r as usize / 64) {
+            *w |= 1 << (r % 64);
+        }
     }
     words
 }
@@ -325,5 +344,6 @@ mod tests {
         let set: u32 = w.iter().map(|x| x.count_ones()).sum();
         assert_eq!(set, 6);
         assert_eq!(port_bitmap(&[]), [0; PORT_WORDS]);
+        assert_eq!(reason_bitmap([0, 65, 255, 256, 70000]), [1, 2, 0, 1 << 63]);
     }
 }

@@ -1,5 +1,6 @@
-//! `skb/kfree_skb`: drops of packets that belong to flows userspace armed
-//! (a flow under suspicion, both directions) or to a watched port. Counted in the kernel per
+//! `skb/kfree_skb`: drops for a path's reason (userspace sets which) of
+//! packets that belong to flows userspace armed (a flow under suspicion,
+//! both directions) or to a watched port. Counted in the kernel per
 //! (flow, reason, namespace); a record goes out at counts 1, 2, 4, 8, ...
 //! so a flood of drops costs a handful of records, never one per packet.
 //!
@@ -40,6 +41,12 @@ fn kread<T>(addr: u64) -> Option<T> {
 pub fn handle(ctx: &TracePointContext) -> Option<()> {
     let offs = kernel_offsets();
     if offs.skb_head == 0 {
+        return None;
+    }
+    // The reason first: most drops on a node (no socket, TCP's own
+    // bookkeeping) are not a path's fault and end here.
+    let reason: u32 = read(ctx, OFF_REASON)?;
+    if !crate::maps::path_reason(reason) {
         return None;
     }
     let skb: u64 = read(ctx, OFF_SKBADDR)?;
@@ -91,7 +98,7 @@ pub fn handle(ctx: &TracePointContext) -> Option<()> {
 
     let key = DropKey {
         flow,
-        reason: read(ctx, OFF_REASON)?,
+        reason,
         netns: netns(skb),
     };
     // SAFETY: the value is copied out at once.

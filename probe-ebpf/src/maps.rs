@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use probe_common::{
     DropKey, FlowKey, FollowState, KernelOffsets, MAX_ARMED, MAX_DROP_KEYS, MAX_OWNERS, Owner,
-    PORT_WORDS, kind,
+    PORT_WORDS, REASON_WORDS, kind,
 };
 
 /// Every record goes through this one buffer; userspace may resize it.
@@ -26,6 +26,19 @@ pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(kind::COUNT, 0
 pub static FOLLOW: Array<FollowSlot> = Array::with_max_entries(FOLLOW_SLOTS, 0);
 
 pub const FOLLOW_SLOTS: u32 = 4096;
+
+/// Handshakes waiting for the client's next flight, in a slot picked by the
+/// flow hash (as [`FOLLOW`]): the sequence number the client's next
+/// segment will carry, and the flow.
+#[map]
+pub static FLIGHTS: Array<FlightSlot> = Array::with_max_entries(FOLLOW_SLOTS, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FlightSlot {
+    pub key: FlowKey,
+    pub next_seq: u32,
+}
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -47,14 +60,36 @@ pub fn watched(port: u16) -> bool {
     word & (1 << (port & 63)) != 0
 }
 
+/// Drop reasons `skb/kfree_skb` counts, one bit per `skb_drop_reason`
+/// value (set before load: the reasons that are a path's fault). Other
+/// drops (no socket, TCP's own bookkeeping) cost one tracepoint field read.
+#[unsafe(no_mangle)]
+static PATH_REASONS: [u64; REASON_WORDS] = [0; REASON_WORDS];
+
+#[inline(always)]
+pub fn path_reason(reason: u32) -> bool {
+    let i = (reason / 64) as usize;
+    if i >= REASON_WORDS {
+        return false;
+    }
+    // SAFETY: a global the loader writes before load (see WATCHED_PORTS).
+    let word = unsafe { core::ptr::read_volatile(&PATH_REASONS[i]) };
+    word & (1 << (reason % 64)) != 0
+}
+
 /// Flows under suspicion (value unused), both directions, set by userspace
 /// when a symptom starts: only their drops are counted.
 #[map]
 pub static ARMED: LruHashMap<FlowKey, u8> = LruHashMap::with_max_entries(MAX_ARMED, 0);
 
+/// LRU lists per CPU instead of one shared, locked list: an insert on a
+/// drop flood (a new flow per SYN) takes no lock other CPUs contend for.
+const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
+
 /// Drops of armed flows by (flow, reason, netns).
 #[map]
-pub static DROPS: LruHashMap<DropKey, u32> = LruHashMap::with_max_entries(MAX_DROP_KEYS, 0);
+pub static DROPS: LruHashMap<DropKey, u32> =
+    LruHashMap::with_max_entries(MAX_DROP_KEYS, BPF_F_NO_COMMON_LRU);
 
 /// Who connected each socket, by socket address (LRU: sockets that closed
 /// without being seen are forgotten by themselves).

@@ -11,11 +11,15 @@ use probe_common::{FlowKey, FollowState, TLS_CAPTURE, TLS_FOLLOW_MAX, TlsRecord,
 
 use crate::{
     emit,
-    maps::{FOLLOW, FOLLOW_SLOTS, FollowSlot},
+    maps::{FLIGHTS, FOLLOW, FOLLOW_SLOTS, FlightSlot, FollowSlot},
     packet::{self, Ethernet, Ip, Tcp},
 };
 
 const CONTENT_HANDSHAKE: u8 = 0x16;
+const CHANGE_CIPHER_SPEC: u8 = 0x14;
+const APPLICATION_DATA: u8 = 0x17;
+/// Bytes of the client's next flight copied: its record header.
+const FLIGHT_BYTES: u32 = 16;
 const CLIENT_HELLO: u8 = 1;
 const SERVER_HELLO: u8 = 2;
 /// Largest record length RFC 8446 allows on the wire (2^14 + 256).
@@ -55,22 +59,63 @@ fn meta(ctx: &TcContext, direction: u8, ip: &Ip, tcp: &Tcp) -> Option<Meta> {
 /// when the payload is in the linear data).
 #[inline(always)]
 pub fn handle(ctx: &TcContext, direction: u8, ip: &Ip, tcp: &Tcp) -> bool {
-    if let Some(head) = packet::payload_head::<6>(ctx, tcp.payload_off)
-        && head[0] == CONTENT_HANDSHAKE
-    {
-        let record_len = packet::be16(&head, 3);
-        let is_start = head[1] == 3
-            && head[2] <= 4
-            && record_len > 0
-            && record_len <= MAX_RECORD
-            && (head[5] == CLIENT_HELLO || head[5] == SERVER_HELLO);
-        if is_start {
-            let hello = (u32::from(head[5]) << 16) | u32::from(record_len);
-            let _ = start(ctx, direction, ip, tcp, hello);
+    if let Some(head) = packet::payload_head::<6>(ctx, tcp.payload_off) {
+        if head[0] == CONTENT_HANDSHAKE {
+            let record_len = packet::be16(&head, 3);
+            let is_start = head[1] == 3
+                && head[2] <= 4
+                && record_len > 0
+                && record_len <= MAX_RECORD
+                && (head[5] == CLIENT_HELLO || head[5] == SERVER_HELLO);
+            if is_start {
+                let hello = (u32::from(head[5]) << 16) | u32::from(record_len);
+                let _ = start(ctx, direction, ip, tcp, hello);
+                return true;
+            }
+        }
+        // A record header toward the server: maybe the client's next
+        // flight (one slot load and a sequence compare).
+        if (CHANGE_CIPHER_SPEC..=APPLICATION_DATA).contains(&head[0])
+            && head[1] == 3
+            && crate::maps::watched(tcp.dport)
+            && flight(ctx, direction, ip, tcp).is_some()
+        {
             return true;
         }
     }
     follow(ctx, direction, ip, tcp).is_some()
+}
+
+/// The client's first segment after its ClientHello starts exactly where
+/// the hello ended: decided on the slot's sequence number first.
+#[inline(always)]
+fn flight(ctx: &TcContext, direction: u8, ip: &Ip, tcp: &Tcp) -> Option<()> {
+    let slot = FLIGHTS.get_ptr_mut(tcp.flow_hash >> (32 - SLOT_BITS))?;
+    // SAFETY: a slot of an array map (see `start`).
+    if unsafe { (*slot).next_seq } != tcp.seq {
+        return None;
+    }
+    client_flight(ctx, direction, ip, tcp, slot)
+}
+
+/// Reports the client's next flight once (the first hook that sees it
+/// frees the slot), with its first bytes.
+#[inline(never)]
+fn client_flight(
+    ctx: &TcContext,
+    direction: u8,
+    ip: &Ip,
+    tcp: &Tcp,
+    slot: *mut FlightSlot,
+) -> Option<()> {
+    let m = meta(ctx, direction, ip, tcp)?;
+    // SAFETY: a slot of an array map (see `start`).
+    if !same_flow(&m.key, unsafe { &(*slot).key }) {
+        return None;
+    }
+    // SAFETY: as above. An emptied key matches no flow.
+    unsafe { (*slot).key.family = 0 };
+    emit_chunks(ctx, &m, tcp, tls_part::FLIGHT, FLIGHT_BYTES)
 }
 
 /// A segment that starts a ClientHello or ServerHello record; `hello` is
@@ -87,6 +132,13 @@ fn start(ctx: &TcContext, direction: u8, ip: &Ip, tcp: &Tcp, hello: u32) -> Opti
         return emit_chunks(ctx, &m, tcp, tls_part::START, TLS_CAPTURE as u32);
     }
     let wire_len = u32::from(record_len) + 5;
+    if let Some(slot) = FLIGHTS.get_ptr_mut(tcp.flow_hash >> (32 - SLOT_BITS)) {
+        // SAFETY: a slot of an array map (see below).
+        unsafe {
+            (*slot).key = m.key;
+            (*slot).next_seq = tcp.seq.wrapping_add(wire_len);
+        }
+    }
     let followed = core::cmp::min(wire_len, TLS_FOLLOW_MAX);
     if followed > tcp.payload_len as u32
         && let Some(slot) = FOLLOW.get_ptr_mut(tcp.flow_hash >> (32 - SLOT_BITS))

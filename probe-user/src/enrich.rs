@@ -16,7 +16,10 @@ use probe_common::{
 
 use crate::{
     decode::Record,
-    event::{self, Arp, Event, EventBody, Neighbour, Retransmit, TlsClientHello, TlsServerHello},
+    event::{
+        self, Arp, Event, EventBody, Neighbour, Retransmit, TlsClientFlight, TlsClientHello,
+        TlsServerHello,
+    },
     names,
     tls::{FlowId, Handshake, Reassembler, Segment},
 };
@@ -325,6 +328,16 @@ impl Enricher {
     fn tls(&mut self, r: &TlsRecord, ifaces: &impl IfaceNames) -> Option<EventBody> {
         let src = socket_addr(r.family, &r.saddr, r.sport);
         let dst = socket_addr(r.family, &r.daddr, r.dport);
+        if r.part == tls_part::FLIGHT {
+            let captured = usize::from(r.captured).min(r.payload.len());
+            return Some(EventBody::TlsClientFlight(TlsClientFlight {
+                src,
+                dst,
+                iface: ifaces.name(r.ifindex),
+                direction: direction_name(r.direction),
+                record: event::tls_content_type(r.payload[..captured].first().copied()),
+            }));
+        }
         let captured = usize::from(r.captured).min(r.payload.len());
         let segment = Segment {
             flow: FlowId { src, dst },

@@ -41,6 +41,32 @@ pub enum EventBody {
     Recovered(Recovered),
     /// This kernel dropped packets of a flow under suspicion.
     Drop(Drop),
+    /// The client's first segment after its ClientHello: the server's
+    /// flight reached it and the handshake went on (`record` says with
+    /// what: an alert means the client refused it).
+    TlsClientFlight(TlsClientFlight),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TlsClientFlight {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub iface: String,
+    pub direction: String,
+    /// `change_cipher_spec`, `handshake`, `alert` or `application_data`.
+    pub record: String,
+}
+
+/// A TLS record's content type as a name.
+pub fn tls_content_type(b: Option<u8>) -> String {
+    match b {
+        Some(0x14) => "change_cipher_spec".into(),
+        Some(0x15) => "alert".into(),
+        Some(0x16) => "handshake".into(),
+        Some(0x17) => "application_data".into(),
+        Some(other) => format!("0x{other:02x}"),
+        None => "unknown".into(),
+    }
 }
 
 /// Drops of one flow direction for one reason, counted in the kernel; a

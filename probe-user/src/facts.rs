@@ -344,11 +344,65 @@ impl PathCheck {
     }
 }
 
+/// Drop reasons that mean "the path through this node threw it away", as
+/// the kernel names them. The kernel program counts only these; the rest
+/// (no socket, TCP's own bookkeeping: old data, out of window, a closed
+/// socket) are not a path's fault.
+pub const PATH_DROP_REASONS: &[&str] = &[
+    "NETFILTER_DROP",
+    "IP_RPFILTER",
+    "NEIGH_FAILED",
+    "NEIGH_CREATEFAIL",
+    "NEIGH_QUEUEFULL",
+    "NEIGH_DEAD",
+    "IP_OUTNOROUTES",
+    "IP_INNOROUTES",
+    "IP_INADDRERRORS",
+    "IP_INVALID_SOURCE",
+    "IP_INVALID_DEST",
+    "PKT_TOO_BIG",
+    "TCP_LISTEN_OVERFLOW",
+    "QDISC_DROP",
+    "QDISC_OVERLIMIT",
+    "XFRM_POLICY",
+    "SECURITY_HOOK",
+    "BPF_CGROUP_EGRESS",
+    "TC_INGRESS",
+    "TC_EGRESS",
+    "FULL_RING",
+    "CPU_BACKLOG",
+];
+
 /// How full the conntrack table is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConntrackUsage {
     pub count: u32,
     pub max: u32,
+    /// What conntrack gave up on in this namespace since netprobe started
+    /// (per-CPU statistics summed). Absent when they could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_start: Option<ConntrackStats>,
+}
+
+/// Conntrack's per-CPU failure counters, summed (`/proc/net/stat/nf_conntrack`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConntrackStats {
+    /// Packets dropped because no entry could be made (the table is full).
+    pub drop: u64,
+    /// Unreplied entries evicted to make room.
+    pub early_drop: u64,
+    /// Entries that lost a race to be inserted (their packet dropped).
+    pub insert_failed: u64,
+}
+
+impl ConntrackStats {
+    pub fn since(&self, start: &ConntrackStats) -> ConntrackStats {
+        ConntrackStats {
+            drop: self.drop.saturating_sub(start.drop),
+            early_drop: self.early_drop.saturating_sub(start.early_drop),
+            insert_failed: self.insert_failed.saturating_sub(start.insert_failed),
+        }
+    }
 }
 
 impl ConntrackUsage {

@@ -20,7 +20,7 @@ use crate::{
     correlate::{Investigation, Symptom},
     event::{Event, EventBody, FlowRef, Snapshot},
     facts::ProbeResult,
-    state::{self, conntrack, liveness, nat_rules, neighbours, path_mtu, probe, routes},
+    state::{self, conntrack, liveness, nat_rules, neighbours, probe, routes},
 };
 
 /// `--no-probe`: never send an active ARP/ND probe.
@@ -52,6 +52,24 @@ pub fn baselines() {
     *LISTEN_OVERFLOWS_AT_START
         .lock()
         .unwrap_or_else(|e| e.into_inner()) = state::sysctl::listen_overflows();
+    *CONNTRACK_STATS_AT_START
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = state::sysctl::conntrack_stats();
+}
+
+/// Conntrack's failure counters of netprobe's namespace at the start.
+static CONNTRACK_STATS_AT_START: Mutex<Option<state::sysctl::ConntrackStats>> = Mutex::new(None);
+
+/// The table's fill, with what conntrack gave up on since the start.
+fn conntrack_usage() -> Option<crate::facts::ConntrackUsage> {
+    let mut u = state::sysctl::conntrack_usage()?;
+    let start = *CONNTRACK_STATS_AT_START
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    u.since_start = start
+        .zip(state::sysctl::conntrack_stats())
+        .map(|(start, now)| now.since(&start));
+    Some(u)
 }
 
 fn listen_overflows_since_start() -> Option<u64> {
@@ -194,7 +212,7 @@ async fn handshake(flow: FlowRef, iface: &str) -> Snapshot {
         ..Default::default()
     };
     snap.node_netns = crate::netns::current_inode();
-    snap.conntrack_usage = state::sysctl::conntrack_usage();
+    snap.conntrack_usage = conntrack_usage();
     snap.listen_overflows = listen_overflows_since_start();
     let rules = read_rules(&mut snap).await;
     snap.drop_rules = nat_rules::drop_rules(&rules, flow.src, flow.dst);
@@ -209,20 +227,7 @@ async fn handshake(flow: FlowRef, iface: &str) -> Snapshot {
     // Two active checks at once, each bounded by its own window: does a
     // full-size packet get through to the server and back, and who claims
     // the next hop.
-    let path = async {
-        let IpAddr::V4(dst) = flow.dst.ip() else {
-            return None;
-        };
-        if PROBES_DISABLED.load(Ordering::Relaxed) {
-            return None;
-        }
-        Some(
-            tokio::task::spawn_blocking(move || path_mtu::check(dst))
-                .await
-                .map_err(|e| format!("path MTU check task: {e}"))
-                .and_then(|r| r.map_err(|e| format!("path MTU check to {dst}: {e}"))),
-        )
-    };
+    let path = path_check(flow.dst.ip());
     let claimants = async {
         match gate(&dev, hop) {
             Gate::Skip(why) => {
@@ -243,17 +248,29 @@ async fn handshake(flow: FlowRef, iface: &str) -> Snapshot {
         }
     };
     let (path, claimants) = tokio::join!(path, claimants);
-    match path {
-        Some(Ok(p)) => snap.path = Some(p),
-        Some(Err(e)) => failed(&mut snap, e),
-        None => {}
-    }
+    record_path(&mut snap, path);
     match claimants {
         Probed::Answers(r) => snap.probe = Some(r),
         Probed::Skipped(why) => snap.probe_skipped = Some(why),
         Probed::Failed(e) => failed(&mut snap, e),
     }
     snap
+}
+
+/// The path check toward `dst`, unless active probes are off.
+async fn path_check(dst: IpAddr) -> Option<Result<crate::facts::PathCheck, String>> {
+    if PROBES_DISABLED.load(Ordering::Relaxed) {
+        return None;
+    }
+    crate::path_checks::check(dst).await
+}
+
+fn record_path(snap: &mut Snapshot, path: Option<Result<crate::facts::PathCheck, String>>) {
+    match path {
+        Some(Ok(p)) => snap.path = Some(p),
+        Some(Err(e)) => failed(snap, e),
+        None => {}
+    }
 }
 
 async fn storm(flow: FlowRef, socket_netns: Option<u32>) -> Snapshot {
@@ -296,7 +313,7 @@ async fn storm(flow: FlowRef, socket_netns: Option<u32>) -> Snapshot {
     };
     let ours = crate::netns::current_inode();
     snap.node_netns = ours;
-    snap.conntrack_usage = state::sysctl::conntrack_usage();
+    snap.conntrack_usage = conntrack_usage();
     snap.listen_overflows = listen_overflows_since_start();
     // The ruleset: what drops the flow here, and where NAT sends it.
     let rules = read_rules(&mut snap).await;
@@ -322,6 +339,11 @@ async fn storm(flow: FlowRef, socket_netns: Option<u32>) -> Snapshot {
             snap.translation = Some(nat_rules::translation(&rules, service, target));
         }
         snap.liveness = Some(liveness::check(target).await);
+    } else if socket_netns.is_some() && socket_netns == ours {
+        // This node's own socket sending into a path that swallows its
+        // full-size segments: does a full-size packet get through?
+        let path = path_check(flow.dst.ip()).await;
+        record_path(&mut snap, path);
     }
     snap
 }

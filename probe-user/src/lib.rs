@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod names;
 pub mod netns;
 pub mod output;
+pub mod path_checks;
 pub mod pipeline;
 pub mod privileges;
 pub mod probes;

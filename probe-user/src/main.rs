@@ -119,6 +119,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for event in out {
                 sink.emit(event)?;
             }
+            sink.flush()?;
             eprintln!(
                 "netprobe: replayed {} events: {} diagnoses ({} in the recording), {} recovered",
                 result.events,

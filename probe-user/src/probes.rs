@@ -84,6 +84,11 @@ impl Probes {
                 &probe_common::port_bitmap(&opts.ports),
                 true,
             )
+            .override_global(
+                "PATH_REASONS",
+                &crate::tracefs::path_reason_bitmap(&crate::tracefs::drop_reasons()),
+                true,
+            )
             .load(OBJECT)
             .map_err(|e| anyhow!("loading the eBPF object: {e}"))?;
         for (prog, category, name) in TRACEPOINTS {

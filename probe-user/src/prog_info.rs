@@ -1,6 +1,7 @@
 //! The bpf(2) calls aya 0.14 does not wrap: `bpf_prog_info` of a loaded
-//! program (verified instructions, and the runs the kernel skipped because
-//! another BPF program was running on that CPU), and loading a raw program.
+//! program (verified instructions, run time and count, and the runs the
+//! kernel skipped because another BPF program was running on that CPU),
+//! turning run-time statistics on, and loading a raw program.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -65,6 +66,10 @@ pub struct ProgInfo {
     /// Runs the kernel skipped because a BPF program was already running on
     /// that CPU (tracepoints: any kprobe/tracepoint program, anyone's).
     pub recursion_misses: u64,
+    /// Time spent in the program and its runs, counted only while run-time
+    /// statistics are on ([`enable_run_time_stats`]).
+    pub run_time_ns: u64,
+    pub run_cnt: u64,
 }
 
 pub fn prog_fd(id: u32) -> io::Result<OwnedFd> {
@@ -89,5 +94,19 @@ pub fn prog_info(fd: BorrowedFd<'_>) -> io::Result<ProgInfo> {
         xlated_len: at(20),
         verified_insns: at(216),
         recursion_misses: at64(208),
+        run_time_ns: at64(192),
+        run_cnt: at64(200),
     })
+}
+
+const BPF_ENABLE_STATS: libc::c_long = 32;
+const BPF_STATS_RUN_TIME: u32 = 0;
+
+/// Turns on the kernel's per-program run time and run count accounting
+/// for as long as the descriptor lives (it costs two clock reads a run, so
+/// it is off by default).
+pub fn enable_run_time_stats() -> io::Result<OwnedFd> {
+    let mut attr = Attr::new();
+    attr.u32(0, BPF_STATS_RUN_TIME);
+    bpf(BPF_ENABLE_STATS, &mut attr).map(owned)
 }

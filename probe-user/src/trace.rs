@@ -116,12 +116,20 @@ pub trait Consumer {
     fn tick(&mut self, _now: chrono::DateTime<chrono::Utc>) -> std::io::Result<Flow> {
         Ok(Flow::Continue)
     }
+    /// Once per wake-up of the session, after whatever it handled.
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Consumer for Sink {
     fn event(&mut self, event: &Event) -> std::io::Result<Flow> {
         self.emit(event)?;
         Ok(Flow::Continue)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Sink::flush(self)
     }
 }
 
@@ -401,6 +409,7 @@ pub async fn session(
         sink: consumer,
         correlator: Correlator::new(correlate::Config {
             handshake_timeout: args.handshake_timeout,
+            client_flights: true,
             ..Default::default()
         }),
         snapshots: snapshot_tx,
@@ -494,6 +503,10 @@ pub async fn session(
             _ = sigint.recv() => break Ok(()),
             _ = sigterm.recv() => break Ok(()),
         }
+        // One write for everything this wake-up produced.
+        if let Err(e) = tracer.sink.flush() {
+            break Err(e);
+        }
     };
     if let Some((task, _)) = watch {
         task.abort();
@@ -512,6 +525,7 @@ pub async fn session(
             let _ = tracer.sink.event(&stats);
         }
     }
+    let _ = tracer.sink.flush();
     tracer.probes.detach_all();
     Ok(())
 }

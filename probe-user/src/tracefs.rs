@@ -223,6 +223,23 @@ pub fn drop_reasons() -> std::collections::HashMap<u32, String> {
         .unwrap_or_default()
 }
 
+/// The bitmap of path drop reasons for the kernel program: this kernel's
+/// values of [`crate::facts::PATH_DROP_REASONS`]. Every reason when the
+/// names cannot be read (nothing is missed; drops just cost more).
+pub fn path_reason_bitmap(
+    names: &std::collections::HashMap<u32, String>,
+) -> [u64; probe_common::REASON_WORDS] {
+    if names.is_empty() {
+        return [u64::MAX; probe_common::REASON_WORDS];
+    }
+    probe_common::reason_bitmap(
+        names
+            .iter()
+            .filter(|(_, n)| crate::facts::PATH_DROP_REASONS.contains(&n.as_str()))
+            .map(|(v, _)| *v),
+    )
+}
+
 #[cfg(test)]
 mod symbolic_tests {
     #[test]
@@ -232,5 +249,14 @@ mod symbolic_tests {
         assert_eq!(m.get(&12).map(String::as_str), Some("NETFILTER_DROP"));
         assert_eq!(m.len(), 3);
         assert!(super::symbolic_names("no list").is_empty());
+    }
+
+    #[test]
+    fn only_path_reasons_are_counted_and_all_when_unknown() {
+        let f = r#"print fmt: "%s", __print_symbolic(REC->reason, { 2, "NOT_SPECIFIED" }, { 3, "NO_SOCKET" }, { 12, "NETFILTER_DROP" }, { 70, "TCP_LISTEN_OVERFLOW" })"#;
+        let bits = super::path_reason_bitmap(&super::symbolic_names(f));
+        assert_eq!(bits, [1 << 12, 1 << 6, 0, 0]);
+        let all = super::path_reason_bitmap(&Default::default());
+        assert_eq!(all, [u64::MAX; 4]);
     }
 }

@@ -19,8 +19,12 @@
 //!   backend pausing 4 s.
 //! - `kernel_drop_firewall.jsonl` (tests/tests/kernel_evidence.rs): a pod's
 //!   SYNs dropped by a firewall rule on the node.
+//! - `conntrack_table_full.jsonl`: a pod's SYNs dropped by the node's
+//!   conntrack, its table at a machine-wide maximum of 64.
 //! - `mtu_blackhole.jsonl`: a pod's handshake through a 1400-byte link whose
 //!   routers drop "fragmentation needed".
+//! - `mtu_blackhole_server.jsonl`: the same path seen from the server's
+//!   namespace: its own socket's full-size segments retransmit.
 //!
 //! Replaying each must give the verdict the live run gave. The expected
 //! values are read from the wire facts in the stream (ClientHellos,
@@ -299,6 +303,19 @@ fn firewall_drop_replays_to_kernel_drop_with_its_rule() {
 }
 
 #[test]
+fn full_conntrack_table_replays_to_conntrack_table_full() {
+    let name = "conntrack_table_full";
+    let (got, recorded) = replayed(name);
+    let d = got
+        .iter()
+        .find(|d| d.symptom == "retransmit_storm")
+        .unwrap_or_else(|| panic!("{name}: no storm verdict: {got:#?}"));
+    assert_eq!(d.cause, "conntrack_table_full", "{d:#?}");
+    assert_eq!(d.drop_reason.as_deref(), Some("NETFILTER_DROP"));
+    assert_same_as_live(name, &got, &recorded);
+}
+
+#[test]
 fn mtu_black_hole_replays_to_mtu_blackhole_with_the_path_mtu() {
     let name = "mtu_blackhole";
     let (got, recorded) = replayed(name);
@@ -306,6 +323,19 @@ fn mtu_black_hole_replays_to_mtu_blackhole_with_the_path_mtu() {
         .iter()
         .find(|d| d.symptom == "tls_handshake_unanswered")
         .unwrap_or_else(|| panic!("{name}: no handshake verdict: {got:#?}"));
+    assert_eq!(d.cause, "mtu_blackhole", "{d:#?}");
+    assert_eq!(d.path_mtu, Some(1400));
+    assert_same_as_live(name, &got, &recorded);
+}
+
+#[test]
+fn mtu_black_hole_from_the_servers_node_replays_to_mtu_blackhole() {
+    let name = "mtu_blackhole_server";
+    let (got, recorded) = replayed(name);
+    let d = got
+        .iter()
+        .find(|d| d.symptom == "retransmit_storm")
+        .unwrap_or_else(|| panic!("{name}: no storm verdict: {got:#?}"));
     assert_eq!(d.cause, "mtu_blackhole", "{d:#?}");
     assert_eq!(d.path_mtu, Some(1400));
     assert_same_as_live(name, &got, &recorded);
@@ -361,7 +391,9 @@ fn fixtures_name_only_lab_addresses() {
         "trust_dead_endpoint",
         "trust_two_backends",
         "kernel_drop_firewall",
+        "conntrack_table_full",
         "mtu_blackhole",
+        "mtu_blackhole_server",
     ] {
         let mut ips = Vec::new();
         for v in lines(name) {

@@ -12,6 +12,8 @@
 
 use std::{net::SocketAddr, time::Instant};
 
+use serde_json::Value;
+
 use netprobe_tests::{
     Host, Lab, PodLab,
     kube_cgroup::KubeCgroup,
@@ -29,6 +31,35 @@ fn echo_lab(label: &str) -> (PodLab, EchoServer, SocketAddr) {
     let echo = EchoServer::start(&l.server.ns, l.server.ipv4.into(), PORT);
     let dst = SocketAddr::new(l.server.ipv4.into(), PORT);
     (l, echo, dst)
+}
+
+/// The first diagnosis for a flow whose `end` ("src" or "dst") is `addr`,
+/// and how long after the flow's first retransmit it came (printed with
+/// the verdict).
+fn storm_verdict(
+    trace: &Trace,
+    end: &str,
+    addr: SocketAddr,
+    what: &str,
+    started: Instant,
+) -> (Value, f64) {
+    let d = trace.expect(
+        "diagnosis for the stuck connection",
+        |v| is_type(v, "diagnosis") && ep(&v["flow"][end]) == Some(addr),
+        secs(12.0),
+    );
+    let first_retx = trace
+        .events()
+        .iter()
+        .find(|v| is_type(v, "retransmit") && ep(&v[end]) == Some(addr))
+        .map(event_time);
+    let after = first_retx.map_or(f64::NAN, |t| event_time(&d) - t);
+    eprintln!(
+        "VERDICT ({what}): {:?} after connect, {after:.3} s after the first retransmit\n{}",
+        started.elapsed(),
+        serde_json::to_string_pretty(&d).unwrap_or_default()
+    );
+    (d, after)
 }
 
 #[test]
@@ -60,22 +91,7 @@ fn a_firewall_rule_on_the_node_dropping_a_pods_syns_is_a_kernel_drop_with_its_ru
         &format!("sleep 0.3; exec curl -s -o /dev/null --max-time 10 {url}"),
     ]);
     cgroup.adopt(client.pid());
-    let d = trace.expect(
-        "diagnosis for the pod's connection",
-        |v| is_type(v, "diagnosis") && ep(&v["flow"]["dst"]) == Some(dst),
-        secs(12.0),
-    );
-    let events = trace.events();
-    let first_retx = events
-        .iter()
-        .find(|v| is_type(v, "retransmit") && ep(&v["dst"]) == Some(dst))
-        .map(event_time);
-    eprintln!(
-        "VERDICT (firewall drop): {:?} after connect, {:.3} s after the first retransmit\n{}",
-        started.elapsed(),
-        first_retx.map_or(f64::NAN, |t| event_time(&d) - t),
-        serde_json::to_string_pretty(&d).unwrap_or_default()
-    );
+    let (d, after) = storm_verdict(&trace, "dst", dst, "firewall drop", started);
     assert_eq!(d["cause"], "kernel_drop", "{}", trace.report());
     assert_eq!(d["drop_reason"], "NETFILTER_DROP", "{d}");
     // The stuck socket's owner, recorded at connect() in the pod, and its
@@ -97,13 +113,12 @@ fn a_firewall_rule_on_the_node_dropping_a_pods_syns_is_a_kernel_drop_with_its_ru
     // The drop events the verdict rests on are in the stream, from the
     // node's own namespace.
     assert!(
-        events.iter().any(|v| is_type(v, "drop")
+        trace.events().iter().any(|v| is_type(v, "drop")
             && v["reason"] == "NETFILTER_DROP"
             && ep(&v["dst"]) == Some(dst)),
         "no drop event\n{}",
         trace.report()
     );
-    let after = first_retx.map(|t| event_time(&d) - t).unwrap_or(f64::MAX);
     assert!(
         after < 5.0,
         "verdict {after:.3} s after the first retransmit"
@@ -128,6 +143,101 @@ fn the_same_path_without_the_rule_gets_no_verdict() {
     assert!(
         diags.is_empty(),
         "a working path gets no verdict: {diags:#?}"
+    );
+    trace.stop();
+}
+
+/// The machine-wide `nf_conntrack_max` (settable only from the root
+/// namespace, compared with each namespace's own count), set for the life
+/// of the guard and restored in `Drop`, also when the test panics.
+struct ConntrackMax {
+    old: String,
+}
+
+const CONNTRACK_MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
+
+impl ConntrackMax {
+    fn set(max: u32) -> ConntrackMax {
+        let old = std::fs::read_to_string(CONNTRACK_MAX).expect("nf_conntrack loaded");
+        std::fs::write(CONNTRACK_MAX, max.to_string()).expect("set nf_conntrack_max");
+        ConntrackMax { old }
+    }
+}
+
+impl Drop for ConntrackMax {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::write(CONNTRACK_MAX, self.old.trim()) {
+            eprintln!(
+                "could not restore nf_conntrack_max to {}: {e}",
+                self.old.trim()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_full_conntrack_table_on_the_node_is_named() {
+    require_root();
+    let (PodLab { lab, node, pod, .. }, _echo, dst) = echo_lab("kd-ct");
+    // The node tracks what it forwards (a stateful rule registers
+    // conntrack's hooks in its namespace), as every Kubernetes node does.
+    node.ns.exec(["nft", "add table inet lab"]);
+    node.ns.exec([
+        "nft",
+        "add chain inet lab forward { type filter hook forward priority 0; }",
+    ]);
+    node.ns.exec([
+        "nft",
+        "add rule inet lab forward ct state established,related accept",
+    ]);
+    // Control first: with room in the table the pod's connection works.
+    let lines = netprobe_tests::peers::LineClient::start(&pod.ns, dst, secs(0.2));
+    assert!(lines.wait_echoes(3, secs(10.0)), "echoes through the node");
+    drop(lines);
+
+    let trace = Trace::start(&lab, &node.ns, Some("conntrack_table_full"));
+    // Fill the node's table with established, assured entries (conntrack
+    // never evicts those early) up to a small machine-wide maximum; kept
+    // set only until the verdict.
+    const MAX: u32 = 64;
+    let guard = ConntrackMax::set(MAX);
+    node.ns.sh(&format!(
+        "i=0; while [ $i -lt {} ]; do i=$((i+1)); \
+         conntrack -I -p tcp -s 10.254.$((i/250)).$((i%250+1)) -d 10.253.0.1 --sport 40000 --dport 80 \
+           --state ESTABLISHED -t 120 -u ASSURED,SEEN_REPLY >/dev/null 2>&1 || break; done",
+        MAX + 8
+    ));
+    let out = node
+        .ns
+        .exec(["cat", "/proc/sys/net/netfilter/nf_conntrack_count"]);
+    let count: u32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    assert!(count >= MAX, "node table filled: {count} of {MAX}");
+    let started = Instant::now();
+    let _client = pod.ns.spawn([
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "--max-time",
+        "10",
+        &format!("http://{dst}/"),
+    ]);
+    let (d, after) = storm_verdict(&trace, "dst", dst, "conntrack table full", started);
+    drop(guard);
+    assert_eq!(d["cause"], "conntrack_table_full", "{}", trace.report());
+    assert_eq!(d["drop_reason"], "NETFILTER_DROP", "{d}");
+    assert!(
+        d["fix"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("sysctl -w net.netfilter.nf_conntrack_max=128")),
+        "{d}"
+    );
+    assert!(
+        after < 5.0,
+        "verdict {after:.3} s after the first retransmit"
     );
     trace.stop();
 }
@@ -199,6 +309,34 @@ fn an_mtu_black_hole_is_named_with_the_path_mtu() {
     trace.stop();
 }
 
+/// The same black hole from the server's node: netprobe in the server's
+/// namespace sees its own socket's full-size segments retransmit, and the
+/// path check toward the client finds the 1400-byte staircase.
+#[test]
+fn an_mtu_black_hole_is_named_from_the_servers_node() {
+    require_root();
+    let (lab, _node, pod, server) = mtu_lab("kd-mtus", true);
+    let _tls = TlsServer::start_with_chain(&server.ns, server.ipv4.into(), API_PORT, 6);
+    let api = SocketAddr::new(server.ipv4.into(), API_PORT);
+    let trace = Trace::start(&lab, &server.ns, Some("mtu_blackhole_server"));
+    let started = Instant::now();
+    let r = curl_https(&pod.ns, api.ip(), API_PORT, "kubernetes", secs(8.0));
+    assert!(
+        r.tcp_connected && !r.tls_done,
+        "want the handshake stalled: {}",
+        r.report
+    );
+    let (d, after) = storm_verdict(&trace, "src", api, "MTU black hole, server's node", started);
+    assert_eq!(d["symptom"], "retransmit_storm", "{d}");
+    assert_eq!(d["cause"], "mtu_blackhole", "{}", trace.report());
+    assert_eq!(d["path_mtu"], 1400, "{d}");
+    assert!(
+        after < 5.0,
+        "verdict {after:.3} s after the first retransmit"
+    );
+    trace.stop();
+}
+
 #[test]
 fn the_same_lower_mtu_with_icmp_allowed_gets_no_verdict() {
     require_root();
@@ -223,30 +361,41 @@ fn the_same_lower_mtu_with_icmp_allowed_gets_no_verdict() {
     trace.stop();
 }
 
-/// A server on the node that listens with a backlog of 1 and never calls
-/// accept(): its accept queue fills and the kernel drops the rest.
-const NO_ACCEPT: &str = r#"
+/// A server on the node that either listens with a backlog of 1 and never
+/// calls accept() (`never`: its accept queue fills and the kernel drops the
+/// rest), or accepts with a normal backlog and keeps each connection open
+/// without a word (`hold`: a silent server, not a full queue).
+const LISTENER: &str = r#"
 import socket, sys, time
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((sys.argv[1], int(sys.argv[2])))
-s.listen(1)
+hold = sys.argv[3] == "hold"
+s.listen(128 if hold else 1)
 print('listening', flush=True)
-time.sleep(60)
+held = []
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:
+    if hold:
+        s.settimeout(1)
+        try:
+            held.append(s.accept()[0])
+        except socket.timeout:
+            pass
+    else:
+        time.sleep(1)
 "#;
 
-#[test]
-fn a_full_accept_queue_on_the_node_is_a_listen_overflow() {
-    require_root();
-    let PodLab { lab, node, pod, .. } = PodLab::build("kd-lo");
-    let api = SocketAddr::new(node.ipv4.into(), API_PORT);
+/// [`LISTENER`] on the node at `api`, ready.
+fn node_listener(node: &Host, api: SocketAddr, mode: &str) -> netprobe_tests::Background {
     let mut server = node.ns.spawn([
         netprobe_tests::py::python(),
         "-u",
         "-c",
-        NO_ACCEPT,
+        LISTENER,
         &api.ip().to_string(),
-        &API_PORT.to_string(),
+        &api.port().to_string(),
+        mode,
     ]);
     assert!(
         server
@@ -259,14 +408,28 @@ fn a_full_accept_queue_on_the_node_is_a_listen_overflow() {
         "server: {}",
         server.report()
     );
-    let trace = Trace::start(&lab, &node.ns, None);
+    server
+}
+
+/// Four pod clients' handshakes to `api` at once.
+fn four_clients(pod: &Host, api: SocketAddr) -> Vec<netprobe_tests::Background> {
     let url = format!("https://{api}/");
-    let _clients: Vec<_> = (0..4)
+    (0..4)
         .map(|_| {
             pod.ns
                 .spawn(["curl", "-sk", "-o", "/dev/null", "--max-time", "10", &url])
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn a_full_accept_queue_on_the_node_is_a_listen_overflow() {
+    require_root();
+    let PodLab { lab, node, pod, .. } = PodLab::build("kd-lo");
+    let api = SocketAddr::new(node.ipv4.into(), API_PORT);
+    let _server = node_listener(&node, api, "never");
+    let trace = Trace::start(&lab, &node.ns, None);
+    let _clients = four_clients(&pod, api);
     let d = trace.expect(
         "a listen_overflow diagnosis",
         |v| {
@@ -286,5 +449,33 @@ fn a_full_accept_queue_on_the_node_is_a_listen_overflow() {
             .is_some_and(|f| f.contains(&format!(":{API_PORT}"))),
         "{d}"
     );
+    trace.stop();
+}
+
+/// The same node and clients, the server accepting every connection and
+/// then saying nothing: a silent server, never a full accept queue.
+#[test]
+fn a_server_that_accepts_but_stays_silent_is_not_a_listen_overflow() {
+    require_root();
+    let PodLab { lab, node, pod, .. } = PodLab::build("kd-lo-ok");
+    let api = SocketAddr::new(node.ipv4.into(), API_PORT);
+    let _server = node_listener(&node, api, "hold");
+    let trace = Trace::start(&lab, &node.ns, None);
+    let _clients = four_clients(&pod, api);
+    // The clients' handshakes are diagnosed (the pipeline works here)...
+    let d = trace.expect(
+        "a diagnosis of a client's handshake",
+        |v| is_type(v, "diagnosis") && ep(&v["flow"]["dst"]) == Some(api),
+        secs(12.0),
+    );
+    std::thread::sleep(secs(1.0));
+    // ...and none blames the accept queue.
+    let overflow: Vec<_> = trace
+        .lab_diagnoses()
+        .into_iter()
+        .filter(|v| v["cause"] == "listen_overflow")
+        .collect();
+    assert!(overflow.is_empty(), "{overflow:#?}");
+    assert_eq!(d["cause"], "server_not_responding", "{d}");
     trace.stop();
 }

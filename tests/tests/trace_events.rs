@@ -342,6 +342,18 @@ fn tls_handshake_is_reported(v6: bool, sni: &str) {
             && ep(v, "dst") == Some(client)
     };
     trace.expect("tls_server_hello for that flow", from_server, EVENT_TIMEOUT);
+    // The client's next flight (openssl 3: change cipher spec, then its
+    // Finished): the server's flight arrived whole.
+    let flight = trace.expect(
+        "tls_client_flight for that flow",
+        |v: &Value| {
+            is_type(v, "tls_client_flight")
+                && ep(v, "src") == Some(client)
+                && ep(v, "dst") == Some(server)
+        },
+        EVENT_TIMEOUT,
+    );
+    assert_eq!(flight["record"], "change_cipher_spec", "{flight}");
     // Anything late (a duplicate) has had time to arrive.
     std::thread::sleep(secs(0.5));
     let rep = || trace.report();

@@ -77,6 +77,9 @@ impl fmt::Display for Cause {
 pub enum Symptom {
     /// A ClientHello got no ServerHello in time.
     HandshakeUnanswered,
+    /// The ServerHello came, then nothing: the client never sent its next
+    /// flight (the server's flight did not arrive whole).
+    HandshakeStalled,
     /// A flow retransmits without forward progress.
     RetransmitStorm,
 }
@@ -85,14 +88,19 @@ impl Symptom {
     pub fn as_str(self) -> &'static str {
         match self {
             Symptom::HandshakeUnanswered => "tls_handshake_unanswered",
+            Symptom::HandshakeStalled => "tls_handshake_stalled",
             Symptom::RetransmitStorm => "retransmit_storm",
         }
     }
 
     pub fn parse(s: &str) -> Option<Symptom> {
-        [Symptom::HandshakeUnanswered, Symptom::RetransmitStorm]
-            .into_iter()
-            .find(|c| c.as_str() == s)
+        [
+            Symptom::HandshakeUnanswered,
+            Symptom::HandshakeStalled,
+            Symptom::RetransmitStorm,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
     }
 }
 

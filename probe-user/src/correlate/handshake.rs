@@ -1,5 +1,7 @@
-//! ClientHellos waiting for their ServerHello, each with the hooks its
-//! first segment crossed on this node (pod veth, bridge, uplink).
+//! Handshakes in flight: ClientHellos waiting for their ServerHello, then
+//! for the client's next flight (the server's flight arrived whole), each
+//! with the hooks its first segment crossed on this node (pod veth,
+//! bridge, uplink).
 
 use std::{collections::HashMap, time::Duration};
 
@@ -13,6 +15,9 @@ const MAX_PENDING: usize = 65_536;
 pub struct Pending {
     pub hello: TlsClientHello,
     pub time: DateTime<Utc>,
+    /// When the ServerHello came back (the handshake then waits for the
+    /// client's next flight).
+    pub server_hello: Option<DateTime<Utc>>,
     /// Already handed out for investigation.
     pub investigating: bool,
     /// Every hook the ClientHello was seen on, in order (the first is the
@@ -76,6 +81,7 @@ impl Handshakes {
             Pending {
                 hello: hello.clone(),
                 time,
+                server_hello: None,
                 investigating: false,
                 hops: vec![Hop {
                     iface: hello.iface.clone(),
@@ -107,17 +113,39 @@ impl Handshakes {
         }
     }
 
-    /// A ServerHello from `src` to `dst` answers the flow `dst -> src`.
+    /// A ServerHello from `src` to `dst` answers the flow `dst -> src`; with
+    /// `follow`, the handshake now waits for the client's next flight, else
+    /// it is done. The handshake as it was, the first time only.
     pub fn server_hello(
         &mut self,
+        time: DateTime<Utc>,
         src: std::net::SocketAddr,
         dst: std::net::SocketAddr,
+        follow: bool,
     ) -> Option<Pending> {
-        let answered = self.pending.remove(&FlowRef { src: dst, dst: src });
-        if answered.is_some() {
-            self.answered += 1;
+        let flow = FlowRef { src: dst, dst: src };
+        if !follow {
+            let answered = self.pending.remove(&flow);
+            if answered.is_some() {
+                self.answered += 1;
+            }
+            return answered;
         }
-        answered
+        let p = self.pending.get_mut(&flow)?;
+        if p.server_hello.is_some() {
+            return None;
+        }
+        let before = p.clone();
+        p.server_hello = Some(time);
+        // A stall after this is a new question.
+        p.investigating = false;
+        self.answered += 1;
+        Some(before)
+    }
+
+    /// The client sent its next flight: the handshake is done here.
+    pub fn client_flight(&mut self, flow: &FlowRef) -> Option<Pending> {
+        self.pending.remove(flow)
     }
 
     /// The flow ended (RST, close): nothing to wait for.
@@ -125,13 +153,14 @@ impl Handshakes {
         self.pending.remove(flow);
     }
 
-    /// Flows whose ClientHello has waited `timeout` by `now`, once each.
+    /// Flows whose ClientHello (or, once answered, whose ServerHello) has
+    /// waited `timeout` by `now`, once each.
     pub fn overdue(&mut self, now: DateTime<Utc>, timeout: Duration) -> Vec<FlowRef> {
         let timeout = chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX);
         let mut due: Vec<(DateTime<Utc>, FlowRef)> = self
             .pending
             .iter_mut()
-            .filter(|(_, p)| !p.investigating && now - p.time >= timeout)
+            .filter(|(_, p)| !p.investigating && now - p.server_hello.unwrap_or(p.time) >= timeout)
             .map(|(f, p)| {
                 p.investigating = true;
                 (p.time, *f)

@@ -28,6 +28,9 @@ pub enum Stage {
     HelloSent,
     /// No retransmit of the hello: the server's TCP acknowledged it.
     HelloAcked,
+    /// The ServerHello arrived; the rest of the server's flight did not
+    /// (the client never sent its next flight).
+    ServerHello,
 }
 
 impl Stage {
@@ -35,6 +38,7 @@ impl Stage {
         match self {
             Stage::HelloSent => "hello_sent",
             Stage::HelloAcked => "hello_acked",
+            Stage::ServerHello => "server_hello",
         }
     }
 }
@@ -102,7 +106,9 @@ impl<'a> HandshakeCase<'a> {
         let [client, server] = retransmits;
         let client_retransmits = client.map_or(0, |s| s.total);
         let client_progressed = client.is_some_and(|s| s.progressed);
-        let stage = if client_retransmits > 0 && !client_progressed {
+        let stage = if pending.server_hello.is_some() {
+            Stage::ServerHello
+        } else if client_retransmits > 0 && !client_progressed {
             Stage::HelloSent
         } else {
             Stage::HelloAcked
@@ -179,6 +185,13 @@ impl<'a> HandshakeCase<'a> {
             Stage::HelloSent => format!(
                 "the client retransmitted {} time(s) without progress: the ClientHello was never acknowledged",
                 self.client_retransmits
+            ),
+            Stage::ServerHello => format!(
+                "the ServerHello came back at {}, and the client has sent nothing since: the server's flight did not arrive whole",
+                self.pending
+                    .server_hello
+                    .map(super::evidence::clock)
+                    .unwrap_or_default()
             ),
         });
         if let Some(r) = &self.snap.route {
@@ -265,15 +278,32 @@ impl<'a> HandshakeCase<'a> {
     /// The verdict: the first cause whose rule holds, else `unknown` with
     /// what was ruled out.
     pub fn judge(&self) -> Diagnosis {
+        let stalled = self.stage == Stage::ServerHello;
         let mut d = Diagnosis::new(
-            Symptom::HandshakeUnanswered.as_str(),
+            if stalled {
+                Symptom::HandshakeStalled
+            } else {
+                Symptom::HandshakeUnanswered
+            }
+            .as_str(),
             Cause::Unknown.as_str(),
             self.flow,
             String::new(),
         );
         d.evidence = self.evidence();
         d.stage = Some(self.stage.as_str().to_string());
-        d.detected_after_ms = (self.now - self.pending.time).num_milliseconds().max(0) as u64;
+        let since = self.pending.server_hello.unwrap_or(self.pending.time);
+        d.detected_after_ms = (self.now - since).num_milliseconds().max(0) as u64;
+        if stalled {
+            // The server answered through the path in use: nothing about
+            // its neighbour, its listener or its liveness is in question.
+            let judged = causes::kernel_drop::judge(&self.drops, self.snap, false, &mut d)
+                || causes::mtu_blackhole::judge(self, &mut d);
+            if !judged {
+                causes::unknown::handshake(self, &mut d);
+            }
+            return d;
+        }
         let judged = causes::kernel_drop::judge(&self.drops, self.snap, false, &mut d)
             || causes::endpoint_unreachable::handshake(self, &mut d)
             || causes::stale_neighbour::judge(self, &mut d)

@@ -32,6 +32,11 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// Retransmits in a row without progress that make a storm.
     pub storm_threshold: u32,
+    /// The stream reports the client's next flight (`tls_client_flight`),
+    /// so a handshake that got its ServerHello is followed until then.
+    /// Learnt from the stream when off (a recording made before these
+    /// events existed never gets a stall it could not have seen).
+    pub client_flights: bool,
 }
 
 impl Default for Config {
@@ -39,6 +44,7 @@ impl Default for Config {
         Self {
             handshake_timeout: Duration::from_secs(3),
             storm_threshold: 3,
+            client_flights: false,
         }
     }
 }
@@ -123,7 +129,8 @@ impl Correlator {
                     src: h.dst,
                     dst: h.src,
                 };
-                if let Some(p) = self.handshakes.server_hello(h.src, h.dst) {
+                let follow = self.config.client_flights;
+                if let Some(p) = self.handshakes.server_hello(t, h.src, h.dst, follow) {
                     // Which MACs serve this address: the egress hops of the
                     // hello that got its answer.
                     for hop in p.hops.iter().filter(|h| h.direction == "egress") {
@@ -135,6 +142,21 @@ impl Correlator {
                     flow,
                     t,
                     "the ServerHello arrived",
+                    &mut out,
+                );
+            }
+            EventBody::TlsClientFlight(f) => {
+                self.config.client_flights = true;
+                let flow = FlowRef {
+                    src: f.src,
+                    dst: f.dst,
+                };
+                self.handshakes.client_flight(&flow);
+                self.recover(
+                    Symptom::HandshakeStalled,
+                    flow,
+                    t,
+                    "the client sent its next flight: the server's flight arrived",
                     &mut out,
                 );
             }
@@ -245,6 +267,24 @@ impl Correlator {
         out.recovered
     }
 
+    /// How far a TLS handshake on the flow (either end's socket) got, for
+    /// a storm on it: retransmitting while the hello waits is `hello_sent`.
+    fn handshake_stage(&self, flow: FlowRef) -> Option<&'static str> {
+        let reverse = FlowRef {
+            src: flow.dst,
+            dst: flow.src,
+        };
+        let p = self
+            .handshakes
+            .get(&flow)
+            .or_else(|| self.handshakes.get(&reverse))?;
+        Some(if p.server_hello.is_some() {
+            handshake_case::Stage::ServerHello.as_str()
+        } else {
+            handshake_case::Stage::HelloSent.as_str()
+        })
+    }
+
     /// A flow with a verdict moves again: say so, and forget the verdict so
     /// a new stall is judged afresh.
     fn recover(
@@ -276,14 +316,24 @@ impl Correlator {
 
     fn diagnose(&mut self, snap: &Snapshot, now: DateTime<Utc>) -> Option<Diagnosis> {
         let flow = snap.flow?;
-        let symptom = Symptom::parse(&snap.symptom)?;
+        let mut symptom = Symptom::parse(&snap.symptom)?;
+        // One investigation serves both handshake questions; which one it
+        // answers depends on how far the handshake got meanwhile.
+        if symptom == Symptom::HandshakeUnanswered
+            && self
+                .handshakes
+                .get(&flow)
+                .is_some_and(|p| p.server_hello.is_some())
+        {
+            symptom = Symptom::HandshakeStalled;
+        }
         let key = (symptom, flow);
         let previous = self.verdicts.get(&key).cloned();
         if previous.as_ref().is_some_and(|v| v.settled) {
             return None;
         }
-        let diagnosis = match symptom {
-            Symptom::HandshakeUnanswered => {
+        let mut diagnosis = match symptom {
+            Symptom::HandshakeUnanswered | Symptom::HandshakeStalled => {
                 // Answered while we were looking: no diagnosis.
                 let pending = self.handshakes.get(&flow)?;
                 let reverse = FlowRef {
@@ -318,6 +368,9 @@ impl Correlator {
                     .judge()
             }
         };
+        if diagnosis.stage.is_none() {
+            diagnosis.stage = self.handshake_stage(flow).map(str::to_string);
+        }
         let cause = Cause::parse(&diagnosis.cause).unwrap_or(Cause::Unknown);
         if let Some(v) = &previous {
             // Looked again: the same cause says nothing new, and a lack of

@@ -267,8 +267,15 @@ impl<'a> StormCase<'a> {
             .num_milliseconds()
             .max(0) as u64;
         let judged = causes::packet_loss::storm(self, &mut d)
+            || causes::conntrack_table_full::judge(
+                &self.drops,
+                self.snap,
+                self.series.progressed,
+                &mut d,
+            )
             || causes::kernel_drop::judge(&self.drops, self.snap, self.series.progressed, &mut d)
             || causes::listen_overflow::judge(self.snap, self.flow, &mut d)
+            || causes::mtu_blackhole::storm(self, &mut d)
             || causes::stale_conntrack_nat::judge(self, &mut d)
             || causes::endpoint_unreachable::storm(self, &mut d);
         if !judged {

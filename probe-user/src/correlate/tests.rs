@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use chrono::{DateTime, Duration, Utc};
 
 pub mod handshake_sample;
+mod stages;
 pub mod storm_sample;
 
 use super::*;

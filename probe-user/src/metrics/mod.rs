@@ -55,6 +55,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "snapshot",
     "diagnosis",
     "tls_hop",
+    "tls_client_flight",
     "recovered",
     "drop",
 ];
@@ -196,6 +197,7 @@ pub fn type_name(body: &EventBody) -> &'static str {
         EventBody::TlsHop(_) => "tls_hop",
         EventBody::Recovered(_) => "recovered",
         EventBody::Drop(_) => "drop",
+        EventBody::TlsClientFlight(_) => "tls_client_flight",
     }
 }
 
@@ -278,6 +280,7 @@ impl Recorder {
             | EventBody::Arp(_)
             | EventBody::Snapshot(_)
             | EventBody::TlsHop(_)
+            | EventBody::TlsClientFlight(_)
             | EventBody::Recovered(_)
             // Written at counts 1, 2, 4, ...: a sample, not a drop count.
             | EventBody::Drop(_) => {}
@@ -365,6 +368,10 @@ impl Consumer for Tee<'_> {
     fn tick(&mut self, now: DateTime<Utc>) -> std::io::Result<Flow> {
         self.recorder.expire(now);
         self.inner.tick(now)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 

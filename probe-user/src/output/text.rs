@@ -4,8 +4,8 @@
 use std::fmt::{self, Display, Write as _};
 
 use crate::event::{
-    Arp, Event, EventBody, Neighbour, Recovered, Retransmit, Stats, TlsClientHello, TlsHop,
-    TlsServerHello,
+    Arp, Event, EventBody, Neighbour, Recovered, Retransmit, Stats, TlsClientFlight,
+    TlsClientHello, TlsHop, TlsServerHello,
 };
 
 impl fmt::Display for Event {
@@ -34,6 +34,7 @@ pub fn write_event(f: &mut fmt::Formatter<'_>, e: &Event) -> fmt::Result {
         }
         EventBody::Diagnosis(d) => f.write_str(&super::diagnosis::block(d, false)),
         EventBody::TlsHop(h) => hop(f, h),
+        EventBody::TlsClientFlight(c) => client_flight(f, c),
         EventBody::Recovered(r) => recovered(f, r),
         EventBody::Drop(d) => {
             tag(f, "DROP")?;
@@ -126,6 +127,18 @@ fn hop(f: &mut fmt::Formatter<'_>, h: &TlsHop) -> fmt::Result {
         Clean(&h.iface),
         Clean(&h.direction),
         h.dst_mac
+    )
+}
+
+fn client_flight(f: &mut fmt::Formatter<'_>, c: &TlsClientFlight) -> fmt::Result {
+    tag(f, "TLS FLIGHT")?;
+    write!(
+        f,
+        "{} -> {} client's next flight ({}) on {}",
+        c.src,
+        c.dst,
+        Clean(&c.record),
+        Clean(&c.iface)
     )
 }
 

@@ -1,7 +1,7 @@
 //! TCP sysctls of the current network namespace, and what they mean for a
 //! flow whose peer has vanished.
 
-pub use crate::facts::{TCP_RTO_MAX_MS, TCP_RTO_MIN_MS, hang_estimate};
+pub use crate::facts::{ConntrackStats, TCP_RTO_MAX_MS, TCP_RTO_MIN_MS, hang_estimate};
 
 /// net.ipv4.tcp_retries2 of this thread's namespace (/proc/sys/net is per
 /// namespace, resolved at open time). Also covers IPv6 TCP.
@@ -15,7 +15,38 @@ pub fn conntrack_usage() -> Option<crate::facts::ConntrackUsage> {
     Some(crate::facts::ConntrackUsage {
         count: read_u32("/proc/sys/net/netfilter/nf_conntrack_count")?,
         max: read_u32("/proc/sys/net/netfilter/nf_conntrack_max")?,
+        since_start: None,
     })
+}
+
+/// This namespace's conntrack failure counters, summed over CPUs.
+pub fn conntrack_stats() -> Option<ConntrackStats> {
+    let text = std::fs::read_to_string("/proc/thread-self/net/stat/nf_conntrack").ok()?;
+    parse_conntrack_stats(&text)
+}
+
+/// `/proc/net/stat/nf_conntrack`: a header line of names, then one line of
+/// hexadecimal values per CPU.
+pub fn parse_conntrack_stats(text: &str) -> Option<ConntrackStats> {
+    let mut lines = text.lines();
+    let names: Vec<&str> = lines.next()?.split_whitespace().collect();
+    let col = |name: &str| names.iter().position(|n| *n == name);
+    let (drop, early, failed) = (col("drop")?, col("early_drop")?, col("insert_failed")?);
+    let mut sum = ConntrackStats::default();
+    for line in lines {
+        let v: Vec<u64> = line
+            .split_whitespace()
+            .map(|f| u64::from_str_radix(f, 16))
+            .collect::<Result<_, _>>()
+            .ok()?;
+        if v.len() != names.len() {
+            return None;
+        }
+        sum.drop += v[drop];
+        sum.early_drop += v[early];
+        sum.insert_failed += v[failed];
+    }
+    Some(sum)
 }
 
 /// TcpExt ListenOverflows of this thread's namespace: connections a full
@@ -73,6 +104,20 @@ mod tests {
         let t = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100000A:192B 00000000:0000 0A 00000000:00000002 00:00000000 00000000     0        0 1\n   1: 0100000A:192B 0201000A:C000 01 00000000:00000000 00:00000000 00000000     0        0 2\n";
         assert_eq!(listener_queue(t, 6443), Some(2));
         assert_eq!(listener_queue(t, 443), None);
+    }
+
+    #[test]
+    fn conntrack_statistics_are_summed_over_cpus() {
+        let t = "entries  clashres found new invalid ignore delete chainlength insert insert_failed drop early_drop icmp_error  expect_new expect_create expect_delete search_restart\n\
+                 00000020  00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000001 0000000a 00000002 00000000  00000000 00000000 00000000 00000000\n\
+                 00000020  00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000006 00000000 00000000  00000000 00000000 00000000 00000000\n";
+        let s = parse_conntrack_stats(t).unwrap();
+        assert_eq!((s.drop, s.early_drop, s.insert_failed), (16, 2, 1));
+        assert_eq!(parse_conntrack_stats("entries drop\n00000001\n"), None);
+        assert_eq!(
+            parse_conntrack_stats("entries found\n00000001 00000002\n"),
+            None
+        );
     }
 
     #[test]

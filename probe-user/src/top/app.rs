@@ -375,6 +375,7 @@ impl App {
             EventBody::Neighbour(_)
             | EventBody::Arp(_)
             | EventBody::TlsHop(_)
+            | EventBody::TlsClientFlight(_)
             | EventBody::Recovered(_)
             | EventBody::Drop(_) => {}
         }

@@ -8,45 +8,19 @@
 use crate::{
     correlate::{Cause, drops::Seen},
     event::{Diagnosis, FlowRef, Snapshot},
+    facts::PATH_DROP_REASONS,
 };
 
-/// Reasons that mean "the path through this node threw it away".
-const PATH_REASONS: &[&str] = &[
-    "NETFILTER_DROP",
-    "IP_RPFILTER",
-    "NEIGH_FAILED",
-    "NEIGH_CREATEFAIL",
-    "NEIGH_QUEUEFULL",
-    "NEIGH_DEAD",
-    "IP_OUTNOROUTES",
-    "IP_INNOROUTES",
-    "IP_INADDRERRORS",
-    "IP_INVALID_SOURCE",
-    "IP_INVALID_DEST",
-    "PKT_TOO_BIG",
-    "TCP_LISTEN_OVERFLOW",
-    "QDISC_DROP",
-    "QDISC_OVERLIMIT",
-    "XFRM_POLICY",
-    "SECURITY_HOOK",
-    "BPF_CGROUP_EGRESS",
-    "TC_INGRESS",
-    "TC_EGRESS",
-    "FULL_RING",
-    "CPU_BACKLOG",
-];
-
-pub fn judge(drops: &[Seen], snap: &Snapshot, progressed: bool, d: &mut Diagnosis) -> bool {
-    if progressed {
-        return false;
-    }
-    let Some(top) = drops
+/// The path drop with the most packets, if the kernel reported one.
+pub fn top_path_drop(drops: &[Seen]) -> Option<&Seen> {
+    drops
         .iter()
-        .filter(|s| PATH_REASONS.contains(&s.reason.as_str()))
+        .filter(|s| PATH_DROP_REASONS.contains(&s.reason.as_str()))
         .max_by_key(|s| s.count)
-    else {
-        return false;
-    };
+}
+
+/// One evidence line per drop the kernel reported for the flow.
+pub fn drop_evidence(drops: &[Seen], d: &mut Diagnosis) {
     for s in drops {
         d.evidence.push(format!(
             "this node's kernel dropped {} packet(s) {} -> {}: {} (at {})",
@@ -61,27 +35,17 @@ pub fn judge(drops: &[Seen], snap: &Snapshot, progressed: bool, d: &mut Diagnosi
             s.location
         ));
     }
-    // Two reasons are causes of their own: a full conntrack table (netfilter
-    // drops what it cannot track) and a full accept queue.
-    if top.reason == "NETFILTER_DROP"
-        && let Some(u) = snap.conntrack_usage.filter(|u| u.full())
-    {
-        d.cause = Cause::ConntrackTableFull.as_str().into();
-        d.drop_reason = Some(top.reason.clone());
-        d.summary = format!(
-            "this node drops {} -> {}: the conntrack table is full ({} of {} entries), so netfilter drops packets it cannot track",
-            top.flow.src, top.flow.dst, u.count, u.max
-        );
-        d.evidence.push(format!(
-            "nf_conntrack_count {} of nf_conntrack_max {}",
-            u.count, u.max
-        ));
-        d.fix = Some(format!(
-            "sysctl -w net.netfilter.nf_conntrack_max={}   # then find what fills it: conntrack -L | awk '{{print $1, $4}}' | sort | uniq -c | sort -rn | head",
-            u.max.saturating_mul(2)
-        ));
-        return true;
+}
+
+pub fn judge(drops: &[Seen], snap: &Snapshot, progressed: bool, d: &mut Diagnosis) -> bool {
+    if progressed {
+        return false;
     }
+    let Some(top) = top_path_drop(drops) else {
+        return false;
+    };
+    drop_evidence(drops, d);
+    // A full accept queue is a cause of its own.
     if top.reason == "TCP_LISTEN_OVERFLOW" {
         d.cause = Cause::ListenOverflow.as_str().into();
         d.drop_reason = Some(top.reason.clone());
@@ -164,12 +128,12 @@ fn first_chain(rules: &str) -> &str {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use chrono::{TimeZone, Utc};
 
     use super::*;
 
-    fn seen(reason: &str, netns: Option<u32>) -> Seen {
+    pub(crate) fn seen(reason: &str, netns: Option<u32>) -> Seen {
         Seen {
             flow: FlowRef {
                 src: "10.1.0.5:40000".parse().unwrap(),
@@ -207,18 +171,7 @@ mod tests {
     }
 
     #[test]
-    fn a_full_conntrack_table_and_a_full_accept_queue_are_named() {
-        let snap = Snapshot {
-            conntrack_usage: Some(crate::facts::ConntrackUsage {
-                count: 1024,
-                max: 1024,
-            }),
-            ..Default::default()
-        };
-        let s = seen("NETFILTER_DROP", Some(1));
-        let mut d = Diagnosis::new("retransmit_storm", "unknown", s.flow, "");
-        assert!(judge(&[s], &snap, false, &mut d));
-        assert_eq!(d.cause, "conntrack_table_full");
+    fn a_full_accept_queue_is_named() {
         let s = seen("TCP_LISTEN_OVERFLOW", Some(1));
         let mut d = Diagnosis::new("retransmit_storm", "unknown", s.flow, "");
         assert!(judge(&[s], &Snapshot::default(), false, &mut d));

@@ -19,6 +19,9 @@ pub fn handshake(c: &HandshakeCase, d: &mut Diagnosis) {
             "the ClientHello was never acknowledged: lost on the way, dropped, or the server's TCP is gone".into(),
         ),
         Stage::HelloAcked => notes.push("the server's TCP acknowledged the ClientHello".into()),
+        Stage::ServerHello => notes.push(
+            "the ServerHello arrived, then the client sent nothing more: the rest of the server's flight (certificate, finished) did not arrive, or the client gave up without an alert".into(),
+        ),
     }
     if c.route != Some(RouteKind::Local) && c.egress_mac.is_none() {
         notes.push(format!(

@@ -70,6 +70,7 @@ fn pending(src: &str, hops: Vec<Hop>) -> Pending {
             segments: 1,
             direction: first.direction.clone(),
         },
+        server_hello: None,
         time: t0(),
         investigating: true,
         hops,

@@ -4,11 +4,11 @@
 //! not print it).
 
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::process::Command;
 
 use probe_user::prog_info::{Attr, BPF_PROG_LOAD, bpf, owned};
-pub use probe_user::prog_info::{ProgInfo, prog_fd, prog_info};
+pub use probe_user::prog_info::{ProgInfo, enable_run_time_stats, prog_fd, prog_info};
 
 use netprobe_tests::cmd::run_bounded;
 
@@ -17,18 +17,78 @@ const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
 /// `r0 = -1 (TCX_NEXT); exit`: what a TC hook costs with a program that
 /// does nothing. Unloaded when the descriptor is dropped.
 pub fn load_empty() -> io::Result<OwnedFd> {
-    let insns: [u8; 16] = [
-        0xb7, 0x00, 0, 0, 0xff, 0xff, 0xff, 0xff, // mov64 r0, -1
-        0x95, 0, 0, 0, 0, 0, 0, 0, // exit
-    ];
+    load_return(BPF_PROG_TYPE_SCHED_CLS, -1, b"np_bench_empty")
+}
+
+/// Loads `r0 = ret; exit` as a program of type `prog_type`.
+fn load_return(prog_type: u32, ret: i32, name: &[u8]) -> io::Result<OwnedFd> {
+    let mut insns = [0u8; 16];
+    insns[0] = 0xb7; // mov64 r0, imm
+    insns[4..8].copy_from_slice(&ret.to_le_bytes());
+    insns[8] = 0x95; // exit
     let license = b"GPL\0";
     let mut attr = Attr::new();
-    attr.u32(0, BPF_PROG_TYPE_SCHED_CLS)
+    attr.u32(0, prog_type)
         .u32(4, 2)
         .u64(8, insns.as_ptr() as u64)
         .u64(16, license.as_ptr() as u64);
-    attr.0[48..48 + 14].copy_from_slice(b"np_bench_empty");
+    let n = name.len().min(15);
+    attr.0[48..48 + n].copy_from_slice(&name[..n]);
     bpf(BPF_PROG_LOAD, &mut attr).map(owned)
+}
+
+const BPF_PROG_TYPE_TRACEPOINT: u32 = 5;
+const PERF_TYPE_TRACEPOINT: u32 = 2;
+const PERF_SAMPLE_RAW: u64 = 1 << 10;
+const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
+const PERF_EVENT_IOC_ENABLE: libc::c_ulong = 0x2400;
+const PERF_EVENT_IOC_SET_BPF: libc::c_ulong = 0x4004_2408;
+
+/// `r0 = 0; exit` on tracepoint `category/name`: the floor a tracepoint
+/// program pays (dispatch, and the run-time accounting's clock reads),
+/// measured beside netprobe's on the same calls. The program's id and the
+/// descriptors that keep it attached.
+pub fn attach_empty_tracepoint(category: &str, name: &str) -> io::Result<(u32, OwnedFd, OwnedFd)> {
+    let prog = load_return(BPF_PROG_TYPE_TRACEPOINT, 0, b"np_bench_tpnl")?;
+    let id = prog_info(prog.as_fd())?.id;
+    let tp_id: u64 =
+        std::fs::read_to_string(format!("/sys/kernel/tracing/events/{category}/{name}/id"))?
+            .trim()
+            .parse()
+            .map_err(io::Error::other)?;
+    // struct perf_event_attr (its first 64 bytes; size says so).
+    let mut pattr = [0u8; 128];
+    pattr[0..4].copy_from_slice(&PERF_TYPE_TRACEPOINT.to_ne_bytes());
+    pattr[4..8].copy_from_slice(&128u32.to_ne_bytes());
+    pattr[8..16].copy_from_slice(&tp_id.to_ne_bytes());
+    pattr[16..24].copy_from_slice(&1u64.to_ne_bytes()); // sample_period
+    pattr[24..32].copy_from_slice(&PERF_SAMPLE_RAW.to_ne_bytes());
+    pattr[48..52].copy_from_slice(&1u32.to_ne_bytes()); // wakeup_events
+    // SAFETY: a zero-tailed perf_event_attr of the stated size.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            pattr.as_ptr(),
+            -1 as libc::c_int,
+            0 as libc::c_int,
+            -1 as libc::c_int,
+            PERF_FLAG_FD_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let perf = owned(fd);
+    for (req, arg) in [
+        (PERF_EVENT_IOC_SET_BPF, prog.as_raw_fd() as libc::c_ulong),
+        (PERF_EVENT_IOC_ENABLE, 0),
+    ] {
+        // SAFETY: ioctls on the perf event descriptor we own.
+        if unsafe { libc::ioctl(perf.as_raw_fd(), req, arg) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok((id, prog, perf))
 }
 
 /// Stack bytes per function of program `id` (main first), from its

@@ -20,6 +20,7 @@
 
 mod bpf;
 mod frames;
+mod hooks;
 mod incident1;
 mod incident2;
 mod np;
@@ -49,13 +50,14 @@ pub struct Config {
 type Bench = fn(&Config) -> Vec<Row>;
 
 /// The measurements, in priority order.
-const MEASUREMENTS: [(&str, Bench); 6] = [
+const MEASUREMENTS: [(&str, Bench); 7] = [
     ("incident1", incident1::bench),
     ("incident2", incident2::bench),
     ("startup", startup::bench),
     ("storm", storm::bench),
     ("throughput", throughput::bench),
     ("testrun", testrun::bench),
+    ("hooks", hooks::bench),
 ];
 
 impl Config {

@@ -1,0 +1,237 @@
+//! What netprobe's tracepoint programs cost per call, on live traffic: the
+//! kernel's own run-time accounting (`BPF_ENABLE_STATS`, run_time_ns and
+//! run_cnt of each program) read before and after each load, netprobe
+//! tracing a lab namespace. `skb/kfree_skb` runs for every dropped skb on
+//! the machine, so its cost per call bounds what a drop flood costs; the
+//! loads are UDP datagrams to a closed port (not TCP: the program's first
+//! test), TCP SYNs to closed ports (reason NO_SOCKET: not a path's, the
+//! program stops at the reason), TCP SYNs a firewall rule drops
+//! (NETFILTER_DROP) to an unwatched port (parsed, one map look-up) and to a
+//! watched port (a new flow each: counted in the map and reported), and
+//! accepted connections for `sock/inet_sock_set_state`.
+//! Other drops on the machine in the same window count too (noted).
+
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use netprobe_tests::{Lab, py};
+
+use crate::record::{Row, repeat};
+use crate::{Config, bpf, np};
+
+const SECTION: &str = "tracepoint programs (run-time stats, live traffic)";
+
+/// Sends `count` UDP datagrams or TCP connection attempts, as fast as it
+/// can, and prints how long that took.
+const LOAD: &str = r#"
+import socket, sys, time
+mode, dst, port, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+t = time.monotonic()
+if mode == "udp":
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for _ in range(count):
+        s.sendto(b"x" * 64, (dst, port))
+elif mode == "syn":
+    # One SYN per connection, never answered (closing a SYN_SENT socket
+    # sends nothing): a new flow each time.
+    for _ in range(count):
+        c = socket.socket()
+        c.setblocking(False)
+        c.connect_ex((dst, port))
+        c.close()
+else:
+    for _ in range(count):
+        c = socket.socket()
+        c.settimeout(2)
+        try:
+            c.connect((dst, port))
+        except OSError:
+            pass
+        c.close()
+print(time.monotonic() - t)
+"#;
+
+/// One load: which program it exercises (and its tracepoint), and what it
+/// sends.
+struct Load {
+    name: &'static str,
+    program: &'static str,
+    tracepoint: (&'static str, &'static str),
+    mode: &'static str,
+    port: u16,
+}
+
+/// A port the peer's firewall drops (NETFILTER_DROP, a path reason).
+const FIREWALLED: u16 = 9998;
+
+const LOADS: [Load; 6] = [
+    Load {
+        name: "skb_kfree: UDP to a closed port (not TCP)",
+        program: "skb_kfree",
+        tracepoint: ("skb", "kfree_skb"),
+        mode: "udp",
+        port: 9999,
+    },
+    Load {
+        name: "skb_kfree: TCP SYN to a closed port, unwatched",
+        program: "skb_kfree",
+        tracepoint: ("skb", "kfree_skb"),
+        mode: "tcp",
+        port: 9999,
+    },
+    Load {
+        name: "skb_kfree: TCP SYN to a closed watched port (443)",
+        program: "skb_kfree",
+        tracepoint: ("skb", "kfree_skb"),
+        mode: "tcp",
+        port: 443,
+    },
+    Load {
+        name: "skb_kfree: TCP SYN dropped by a firewall rule, unwatched port",
+        program: "skb_kfree",
+        tracepoint: ("skb", "kfree_skb"),
+        mode: "syn",
+        port: FIREWALLED,
+    },
+    Load {
+        name: "skb_kfree: TCP SYN dropped by a firewall rule, watched port (6443), a new flow each",
+        program: "skb_kfree",
+        tracepoint: ("skb", "kfree_skb"),
+        mode: "syn",
+        port: 6443,
+    },
+    Load {
+        name: "sock_state: connections accepted and closed",
+        program: "sock_state",
+        tracepoint: ("sock", "inet_sock_set_state"),
+        mode: "tcp",
+        port: 8080,
+    },
+];
+
+/// Per load: netprobe's calls, its ns per call, the empty program's ns per
+/// call on the same tracepoint in the same window.
+type Run = Vec<(f64, f64, f64)>;
+
+pub fn bench(cfg: &Config) -> Vec<Row> {
+    let count = cfg.pick(20_000, 5_000);
+    let runs = repeat("tracepoint programs", cfg, |_| one(count));
+    let mut rows = Vec::new();
+    for (i, l) in LOADS.iter().enumerate() {
+        let ns = runs.each(|r| r[i].1);
+        let floor = runs.each(|r| r[i].2);
+        rows.push(
+            Row::new(SECTION, format!("{}: netprobe", l.name), "ns/call")
+                .samples(ns.clone())
+                .note(format!("{count} sends a run; run_time_ns / run_cnt")),
+        );
+        rows.push(
+            Row::new(SECTION, format!("{}: empty program", l.name), "ns/call")
+                .samples(floor.clone())
+                .note("r0 = 0; exit, on the same tracepoint in the same window"),
+        );
+        rows.push(
+            Row::new(SECTION, format!("{}: netprobe − empty", l.name), "ns")
+                .samples(runs.each(|r| r[i].1 - r[i].2)),
+        );
+        rows.push(
+            Row::new(SECTION, format!("{}: calls", l.name), "calls")
+                .samples(runs.each(|r| r[i].0))
+                .note("machine-wide: other events in the window count too"),
+        );
+        rows.push(
+            Row::new(
+                SECTION,
+                format!("{}: calls a CPU could take", l.name),
+                "M/s",
+            )
+            .samples(ns.iter().map(|n| 1e3 / n.max(1e-3)))
+            .note("1 / ns per call: netprobe's program alone, at 100 % of one CPU"),
+        );
+    }
+    runs.finish(rows)
+}
+
+fn one(count: u32) -> Run {
+    let mut lab = Lab::new("bench-hooks");
+    let (a, b) = lab.pair();
+    // A listener for the sock_state load, accepting and closing.
+    let _server = b.ns.spawn([
+        py::python(),
+        "-c",
+        "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+         s.bind(('0.0.0.0',8080))\ns.listen(4096)\nwhile True:\n  c,_=s.accept()\n  c.close()",
+    ]);
+    b.nft()
+        .rule("input", &format!("tcp dport {{ {FIREWALLED}, 6443 }} drop"));
+    std::thread::sleep(Duration::from_millis(300));
+    let trace = np::trace(a.name(), &[]).np;
+    let _stats = bpf::enable_run_time_stats().expect("BPF_ENABLE_STATS");
+    let empty: Vec<_> = [("skb", "kfree_skb"), ("sock", "inet_sock_set_state")]
+        .into_iter()
+        .map(|(c, n)| {
+            let (id, prog, perf) =
+                bpf::attach_empty_tracepoint(c, n).expect("attach the empty tracepoint program");
+            ((c, n), id, (prog, perf))
+        })
+        .collect();
+    let info = |id: u32| {
+        bpf::prog_fd(id)
+            .and_then(|fd| bpf::prog_info(fd.as_fd()))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "info of program {id}: {e}; netprobe: {}",
+                    trace
+                        .stderr()
+                        .lines()
+                        .rev()
+                        .take(5)
+                        .collect::<Vec<_>>()
+                        .join(" | ")
+                )
+            })
+    };
+    let mut out = Vec::new();
+    for l in &LOADS {
+        let id = np::program_id(&trace, l.program);
+        let floor_id = empty
+            .iter()
+            .find(|(tp, ..)| *tp == l.tracepoint)
+            .map(|(_, id, _)| *id)
+            .expect("an empty program on every load's tracepoint");
+        let (before, floor_before) = (info(id), info(floor_id));
+        let t = Instant::now();
+        let done = a.ns.try_exec(
+            [
+                py::python(),
+                "-c",
+                LOAD,
+                l.mode,
+                &b.ipv4.to_string(),
+                &l.port.to_string(),
+                &count.to_string(),
+            ],
+            Duration::from_secs(120),
+        );
+        assert!(done.success(), "load {}: {}", l.name, done.report());
+        let (after, floor_after) = (info(id), info(floor_id));
+        let per_call = |a: &bpf::ProgInfo, b: &bpf::ProgInfo| {
+            let calls = a.run_cnt.saturating_sub(b.run_cnt);
+            assert!(
+                calls > 0,
+                "{}: no call counted in {:?}",
+                l.name,
+                t.elapsed()
+            );
+            (
+                calls as f64,
+                a.run_time_ns.saturating_sub(b.run_time_ns) as f64 / calls as f64,
+            )
+        };
+        let (calls, ns) = per_call(&after, &before);
+        let (_, floor) = per_call(&floor_after, &floor_before);
+        out.push((calls, ns, floor));
+    }
+    drop(trace);
+    out
+}
