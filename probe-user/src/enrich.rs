@@ -209,6 +209,7 @@ impl Enricher {
                         handshake_version: event::format_version(version),
                         segments,
                         direction: seen.direction,
+                        partial: true,
                     }),
                 });
             }
@@ -367,6 +368,7 @@ impl Enricher {
                 handshake_version: event::format_version(version),
                 segments,
                 direction,
+                partial: false,
             }),
             Handshake::ServerHello {
                 record_version,

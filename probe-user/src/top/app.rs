@@ -767,6 +767,7 @@ pub(crate) mod tests {
                 handshake_version: "0x0303".into(),
                 segments: 1,
                 direction: "egress".into(),
+                partial: false,
             }),
         )
     }
