@@ -306,6 +306,11 @@ pub struct KernelOffsets {
     pub skb_sk: u32,
     /// `net_device.nd_net.net` (pointer to `struct net`).
     pub netdev_net: u32,
+    /// `sock.__sk_common.skc_v6_daddr` (then `skc_v6_rcv_saddr`), when the
+    /// head of `sock_common` has its long-standing layout (daddr 0,
+    /// rcv_saddr 4, dport 12, num 14, family 16, state 18); 0 otherwise,
+    /// and the retransmit program falls back to the formatted tracepoint.
+    pub sock_v6_daddr: u32,
 }
 
 const _: () = assert!(size_of::<RecordHeader>() == 16);
@@ -316,7 +321,7 @@ const _: () = assert!(size_of::<ArpRecord>() == 80);
 const _: () = assert!(size_of::<TlsRecord>() == 80 + TLS_CAPTURE);
 const _: () = assert!(size_of::<PacketRecord>() == 32 + PACKET_CAPTURE);
 const _: () = assert!(size_of::<FlowKey>() == 40);
-const _: () = assert!(size_of::<KernelOffsets>() == 40);
+const _: () = assert!(size_of::<KernelOffsets>() == 44);
 const _: () = assert!(size_of::<DropKey>() == 48);
 const _: () = assert!(size_of::<DropRecord>() == 80);
 

@@ -17,13 +17,21 @@ mod tcp_tracepoint;
 mod tls;
 
 use aya_ebpf::{
-    macros::{classifier, tracepoint},
-    programs::{TcContext, TracePointContext},
+    macros::{classifier, raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TcContext, TracePointContext},
 };
 use probe_common::direction;
 
+#[raw_tracepoint(tracepoint = "tcp_retransmit_skb")]
+pub fn tcp_retransmit(ctx: RawTracePointContext) -> u32 {
+    retransmit::handle_raw(&ctx);
+    0
+}
+
+/// The same from the formatted tracepoint, where the socket's layout is
+/// not known (see `KernelOffsets::sock_v6_daddr`).
 #[tracepoint]
-pub fn tcp_retransmit(ctx: TracePointContext) -> u32 {
+pub fn tcp_retransmit_tp(ctx: TracePointContext) -> u32 {
     retransmit::handle(&ctx);
     0
 }

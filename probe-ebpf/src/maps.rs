@@ -109,6 +109,7 @@ static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     skb_dev: 0,
     skb_sk: 0,
     netdev_net: 0,
+    sock_v6_daddr: 0,
 };
 
 /// 1 when the loader wants packet copies (`netprobe capture`).

@@ -1,10 +1,16 @@
-//! `tcp/tcp_retransmit_skb`: one record per retransmitted segment.
+//! `tcp/tcp_retransmit_skb`: one record per retransmitted segment, from the
+//! raw tracepoint (the socket read through BTF offsets), or from the
+//! formatted one where those offsets are missing.
 //!
-//! Field offsets are those of the tracepoint's format file; the loader checks
-//! them against /sys/kernel/tracing before it attaches.
+//! The formatted record's field offsets are those of the tracepoint's
+//! format file; the loader checks them against /sys/kernel/tracing before it
+//! attaches.
 
-use aya_ebpf::{helpers::bpf_probe_read_kernel, programs::TracePointContext};
-use probe_common::{TcpRecord, kind};
+use aya_ebpf::{
+    helpers::bpf_probe_read_kernel,
+    programs::{RawTracePointContext, TracePointContext},
+};
+use probe_common::{AF_INET, TcpRecord, kind};
 
 use crate::{
     emit,
@@ -28,23 +34,86 @@ const ADDRS: AddrOffsets = AddrOffsets {
 pub fn handle(ctx: &TracePointContext) -> Option<()> {
     let skaddr: u64 = read(ctx, OFF_SKADDR)?;
     let (family, saddr, daddr) = tcp_tracepoint::addrs(ctx, &ADDRS)?;
+    let head = SockHead {
+        family,
+        state: read::<i32>(ctx, OFF_STATE)? as u8,
+        sport: read(ctx, OFF_SPORT)?,
+        dport: read(ctx, OFF_DPORT)?,
+        saddr,
+        daddr,
+    };
+    emit_record(skaddr, &head)
+}
+
+/// `tcp_retransmit_skb(sk, skb, ...)` as a raw tracepoint: the socket is
+/// read directly (the formatted record is not built). A raw tracepoint is
+/// guarded per program, so, unlike the formatted one, it is not skipped
+/// because some other BPF program happened to be running on the CPU.
+#[inline(always)]
+pub fn handle_raw(ctx: &RawTracePointContext) -> Option<()> {
+    let sk: u64 = ctx.arg(0);
+    if sk == 0 {
+        return None;
+    }
+    let v6 = u64::from(kernel_offsets().sock_v6_daddr);
+    if v6 == 0 {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_kernel tolerates bad pointers (returns an error).
+    let c: [u8; 20] = unsafe { bpf_probe_read_kernel(sk as *const [u8; 20]) }.ok()?;
+    let family = u16::from_ne_bytes([c[16], c[17]]) as u8;
+    let mut saddr = [0u8; 16];
+    let mut daddr = [0u8; 16];
+    if family == AF_INET {
+        daddr[..4].copy_from_slice(&c[0..4]);
+        saddr[..4].copy_from_slice(&c[4..8]);
+    } else {
+        // SAFETY: as above; skc_v6_daddr then skc_v6_rcv_saddr.
+        let a: [u8; 32] = unsafe { bpf_probe_read_kernel((sk + v6) as *const [u8; 32]) }.ok()?;
+        daddr.copy_from_slice(&a[..16]);
+        saddr.copy_from_slice(&a[16..]);
+    }
+    let head = SockHead {
+        family,
+        state: c[18],
+        // skc_num is host order; skc_dport is the wire's.
+        sport: u16::from_ne_bytes([c[14], c[15]]),
+        dport: u16::from_be_bytes([c[12], c[13]]),
+        saddr,
+        daddr,
+    };
+    emit_record(sk, &head)
+}
+
+/// The flow and state of the retransmitting socket, however it was read.
+struct SockHead {
+    family: u8,
+    state: u8,
+    sport: u16,
+    dport: u16,
+    saddr: [u8; 16],
+    daddr: [u8; 16],
+}
+
+#[inline(always)]
+fn emit_record(skaddr: u64, h: &SockHead) -> Option<()> {
     let sock = SockInfo::read(skaddr);
     let owner = crate::sockstate::owner(skaddr);
     let record = TcpRecord {
         header: emit::header(kind::RETRANSMIT, size_of::<TcpRecord>()),
         skaddr,
         netns: sock.netns,
-        state: read::<i32>(ctx, OFF_STATE)? as u8,
-        family,
+        state: h.state,
+        family: h.family,
         has_seq: sock.has_seq,
         _pad: 0,
-        sport: read(ctx, OFF_SPORT)?,
-        dport: read(ctx, OFF_DPORT)?,
+        sport: h.sport,
+        dport: h.dport,
         snd_una: sock.snd_una,
         snd_nxt: sock.snd_nxt,
         pid: owner.pid,
-        saddr,
-        daddr,
+        saddr: h.saddr,
+        daddr: h.daddr,
         comm: owner.comm,
     };
     let mut entry = emit::reserve::<TcpRecord>(kind::RETRANSMIT)?;

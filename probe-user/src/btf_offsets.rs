@@ -73,7 +73,27 @@ pub fn from_btf(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         skb_sk: member_offset(btf, "sk_buff", &["sk"])?,
         // nd_net is possible_net_t, a struct wrapping the `struct net *`.
         netdev_net: member_offset(btf, "net_device", &["nd_net", "net"])?,
+        sock_v6_daddr: sock_v6_daddr(btf),
     })
+}
+
+/// Where `sock` keeps its IPv6 addresses, if the head of `sock_common` is
+/// laid out as the raw retransmit program reads it in one copy; else 0.
+fn sock_v6_daddr(btf: &Btf) -> u32 {
+    let at = |field: &str| member_offset(btf, "sock", &["__sk_common", field]).ok();
+    let head = [
+        ("skc_daddr", 0),
+        ("skc_rcv_saddr", 4),
+        ("skc_dport", 12),
+        ("skc_num", 14),
+        ("skc_family", 16),
+        ("skc_state", 18),
+    ];
+    if head.iter().all(|(f, off)| at(f) == Some(*off)) {
+        at("skc_v6_daddr").unwrap_or(0)
+    } else {
+        0
+    }
 }
 
 /// Byte offset of `struct_name.path[0].path[1]...`, looking through anonymous
@@ -168,6 +188,9 @@ mod tests {
         assert_eq!(from_vmlinux().unwrap(), o);
         // skc_num sits in an anonymous struct in an anonymous union at byte 12.
         assert_eq!(member_offset(btf, "sock_common", &["skc_num"]).unwrap(), 14);
+        // The head of sock_common as the raw retransmit program reads it;
+        // the IPv6 addresses after skc_net.
+        assert!(o.sock_v6_daddr > o.sock_net, "{o:?}");
     }
 
     /// Independent check against bpftool's reading of the same BTF.

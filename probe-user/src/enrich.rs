@@ -209,6 +209,7 @@ impl Enricher {
                         handshake_version: event::format_version(version),
                         segments,
                         direction: seen.direction,
+                        partial: true,
                     }),
                 });
             }
@@ -387,6 +388,7 @@ impl Enricher {
                 handshake_version: event::format_version(version),
                 segments,
                 direction,
+                partial: false,
             }),
             Handshake::ServerHello {
                 record_version,

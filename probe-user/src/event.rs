@@ -321,6 +321,10 @@ pub struct TlsClientHello {
     pub segments: u32,
     /// `ingress` or `egress`.
     pub direction: String,
+    /// The rest of the hello never came: reported from its first segment
+    /// (no SNI) so the handshake it starts is not lost.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -504,11 +508,13 @@ mod tests {
                 handshake_version: format_version(0x0303),
                 segments: 1,
                 direction: "egress".into(),
+                partial: false,
             }),
         };
         let v = serde_json::to_value(&e).unwrap();
         assert_eq!(v["type"], "tls_client_hello");
         assert!(v["sni"].is_null());
+        assert!(v.get("partial").is_none(), "only said when true: {v}");
         assert_eq!(v["dst_mac"], "aa:bb:cc:dd:ee:ff");
         assert_eq!(v["record_version"], "0x0301");
     }

@@ -348,17 +348,38 @@ async fn storm(flow: FlowRef, socket_netns: Option<u32>) -> Snapshot {
     snap
 }
 
-/// This namespace's nftables rules; empty (and said) when unreadable.
-async fn read_rules(snap: &mut Snapshot) -> Vec<nat_rules::Rule> {
+type Rules = std::sync::Arc<Vec<nat_rules::Rule>>;
+
+/// The last ruleset read and when: a storm of many flows, or a handshake
+/// and a storm at once, share one dump (kube-proxy's ruleset can be large).
+static RULES_CACHE: Mutex<Option<(Instant, Rules)>> = Mutex::new(None);
+
+/// This namespace's nftables rules, from a dump at most `DUMP_TTL` old;
+/// empty (and said) when unreadable.
+async fn read_rules(snap: &mut Snapshot) -> Rules {
+    let fresh = RULES_CACHE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .filter(|(at, _)| at.elapsed() < DUMP_TTL)
+        .map(|(_, r)| r.clone());
+    if let Some(rules) = fresh {
+        return rules;
+    }
     match tokio::task::spawn_blocking(nat_rules::read).await {
-        Ok(Ok(rules)) => rules,
+        Ok(Ok(rules)) => {
+            let rules = Rules::new(rules);
+            *RULES_CACHE.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((Instant::now(), rules.clone()));
+            rules
+        }
         Ok(Err(e)) => {
             failed(snap, format!("nftables rules: {e}"));
-            Vec::new()
+            Rules::default()
         }
         Err(e) => {
             failed(snap, format!("nftables rules task: {e}"));
-            Vec::new()
+            Rules::default()
         }
     }
 }

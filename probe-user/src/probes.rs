@@ -9,9 +9,9 @@ use anyhow::{Context as _, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{LinkOrder, SchedClassifier, TcAttachType, TracePoint, tc},
+    programs::{LinkOrder, RawTracePoint, SchedClassifier, TcAttachType, TracePoint, tc},
 };
-use log::debug;
+use log::{debug, warn};
 use probe_common::{AF_INET, AF_INET6, FlowKey, KernelOffsets, kind};
 
 /// The kernel's key for one direction of a flow (ports in host order).
@@ -38,7 +38,6 @@ fn flow_key(src: std::net::SocketAddr, dst: std::net::SocketAddr) -> FlowKey {
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe"));
 
 pub const TRACEPOINTS: &[(&str, &str, &str)] = &[
-    ("tcp_retransmit", "tcp", "tcp_retransmit_skb"),
     ("tcp_receive_reset", "tcp", "tcp_receive_reset"),
     ("neigh_update", "neigh", "neigh_update"),
     ("sock_state", "sock", "inet_sock_set_state"),
@@ -57,6 +56,39 @@ pub struct LoadOptions {
     pub capture_packets: bool,
 }
 
+/// Loads and attaches the retransmit program: `tcp_retransmit_skb` as a
+/// raw tracepoint when BTF gave the socket's layout (it is guarded per
+/// program, so other BPF programs running on the CPU do not make it skip
+/// retransmits), else the formatted tracepoint. Returns which.
+fn load_retransmit(ebpf: &mut Ebpf, offsets: &KernelOffsets) -> anyhow::Result<&'static str> {
+    if offsets.sock_v6_daddr != 0 {
+        let raw: &mut RawTracePoint = ebpf
+            .program_mut("tcp_retransmit")
+            .context("program tcp_retransmit missing")?
+            .try_into()?;
+        let loaded = raw
+            .load()
+            .map_err(|e| anyhow!("loading tcp_retransmit (verifier): {e}"))
+            .and_then(|()| {
+                raw.attach("tcp_retransmit_skb")
+                    .map_err(|e| anyhow!("attaching raw tracepoint tcp_retransmit_skb: {e}"))
+            });
+        match loaded {
+            Ok(_) => return Ok("tcp_retransmit"),
+            Err(e) => warn!("{e:#}; using the formatted tracepoint"),
+        }
+    }
+    let tp: &mut TracePoint = ebpf
+        .program_mut("tcp_retransmit_tp")
+        .context("program tcp_retransmit_tp missing")?
+        .try_into()?;
+    tp.load()
+        .map_err(|e| anyhow!("loading tcp_retransmit_tp (verifier): {e}"))?;
+    tp.attach("tcp", "tcp_retransmit_skb")
+        .map_err(|e| anyhow!("attaching tracepoint tcp/tcp_retransmit_skb: {e}"))?;
+    Ok("tcp_retransmit_tp")
+}
+
 /// How the classifier was attached to an interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttachMode {
@@ -69,6 +101,9 @@ type Links = Vec<(&'static str, tc::SchedClassifierLinkId)>;
 
 pub struct Probes {
     ebpf: Ebpf,
+    /// Which retransmit program runs: the raw tracepoint's, or the
+    /// formatted tracepoint's where the socket's layout is unknown.
+    retransmit: &'static str,
     /// ifindex -> (name, links of the ingress and egress programs).
     attached: HashMap<u32, (String, Links)>,
 }
@@ -91,6 +126,7 @@ impl Probes {
             )
             .load(OBJECT)
             .map_err(|e| anyhow!("loading the eBPF object: {e}"))?;
+        let retransmit = load_retransmit(&mut ebpf, &opts.offsets)?;
         for (prog, category, name) in TRACEPOINTS {
             let tp: &mut TracePoint = ebpf
                 .program_mut(prog)
@@ -112,6 +148,7 @@ impl Probes {
         }
         Ok(Self {
             ebpf,
+            retransmit,
             attached: HashMap::new(),
         })
     }
@@ -142,7 +179,9 @@ impl Probes {
     pub fn skipped(&self) -> Vec<(&'static str, u64)> {
         TRACEPOINTS
             .iter()
-            .filter_map(|(prog, _, _)| {
+            .map(|(prog, _, _)| prog)
+            .chain([&self.retransmit])
+            .filter_map(|prog| {
                 let fd = self.ebpf.program(prog)?.fd().ok()?;
                 let info = crate::prog_info::prog_info(fd.as_fd()).ok()?;
                 Some((*prog, info.recursion_misses))

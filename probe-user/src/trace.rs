@@ -68,7 +68,7 @@ pub const KIND_NAMES: [&str; kind::COUNT as usize] = [
 /// keeps state in the kernel (its skipped runs lose no record).
 fn skipped_kind(prog: &str) -> Option<u16> {
     match prog {
-        "tcp_retransmit" => Some(kind::RETRANSMIT),
+        "tcp_retransmit" | "tcp_retransmit_tp" => Some(kind::RETRANSMIT),
         "tcp_receive_reset" => Some(kind::RESET),
         "neigh_update" => Some(kind::NEIGHBOUR),
         "skb_kfree" => Some(kind::DROP),

@@ -593,11 +593,18 @@ fn split_client_hello_on_8443_and_garbage_do_not_fool_it() {
     );
     let stopped = trace.stop();
     let rep = || report(&lab, &stopped.events, &stopped.stderr);
+    // A hello whose rest never comes is reported after 1 s from its first
+    // segment, marked `partial` (the handshake it starts may be the one
+    // that hangs): never as a whole ClientHello.
     for (what, local) in &flows {
         let false_hellos: Vec<&Value> = stopped
             .events
             .iter()
-            .filter(|v| is_type(v, "tls_client_hello") && ep(v, "src") == Some(*local))
+            .filter(|v| {
+                is_type(v, "tls_client_hello")
+                    && ep(v, "src") == Some(*local)
+                    && v["partial"] != true
+            })
             .collect();
         assert!(
             false_hellos.is_empty(),
@@ -615,7 +622,7 @@ fn split_client_hello_on_8443_and_garbage_do_not_fool_it() {
     let hellos: Vec<&Value> = stopped.of_type("tls_client_hello");
     let lab_hellos: Vec<&&Value> = hellos
         .iter()
-        .filter(|v| ep(v, "dst") == Some(server))
+        .filter(|v| ep(v, "dst") == Some(server) && v["partial"] != true)
         .collect();
     assert_eq!(
         lab_hellos.len(),

@@ -53,6 +53,7 @@ fn hello(mac: &str) -> EventBody {
         handshake_version: "0x0303".into(),
         segments: 1,
         direction: "egress".into(),
+        partial: false,
     })
 }
 

@@ -125,6 +125,7 @@ pub(crate) mod samples {
             handshake_version: "0x0303".into(),
             segments: 2,
             direction: "egress".into(),
+            partial: false,
         }))
     }
 

@@ -773,6 +773,7 @@ pub(crate) mod tests {
                 handshake_version: "0x0303".into(),
                 segments: 1,
                 direction: "egress".into(),
+                partial: false,
             }),
         )
     }

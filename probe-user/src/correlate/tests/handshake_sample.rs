@@ -69,6 +69,7 @@ fn pending(src: &str, hops: Vec<Hop>) -> Pending {
             handshake_version: "0x0303".into(),
             segments: 1,
             direction: first.direction.clone(),
+            partial: false,
         },
         server_hello: None,
         time: t0(),

@@ -26,6 +26,8 @@ struct Run {
     lost: Option<f64>,
     /// Runs of netprobe's tcp_retransmit program the kernel skipped.
     skipped: f64,
+    /// Runs of it (the kernel's run-time statistics, on for the run).
+    ran: f64,
     peak: f64,
 }
 
@@ -56,6 +58,9 @@ pub fn bench(cfg: &Config) -> Vec<Row> {
                  kprobe/tracepoint program runs on that CPU skips every program; \
                  machine-wide, so an upper bound for the lab's flows",
             ),
+        Row::new(SECTION, "tcp_retransmit program runs", "runs")
+            .samples(runs.each(|r| r.ran))
+            .note("bpf_prog_info.run_cnt with BPF_ENABLE_STATS on: machine-wide"),
         Row::new(SECTION, "kernel − netprobe − lost", "segs")
             .samples(runs.each(|r| r.kernel - r.netprobe - r.lost.unwrap_or(0.0)))
             .reference("0, or at most the skipped runs"),
@@ -80,6 +85,7 @@ fn one(window: Duration) -> Run {
     let mut lab = Lab::new("bench-storm");
     let (a, b) = lab.pair();
     let _server = Server::start(&b, b.ipv4, PORT);
+    let _stats = bpf::enable_run_time_stats().expect("BPF_ENABLE_STATS");
     let mut trace = np::trace(a.name(), &["--stats-interval", "1s"]).np;
     let kernel = || (a.tcp_retrans_segs() + b.tcp_retrans_segs()) as f64;
     let k0 = kernel();
@@ -133,6 +139,7 @@ fn one(window: Duration) -> Run {
         netprobe: seen as f64,
         lost: np::lost(&stopped.events).map(|l| l as f64),
         skipped: prog.recursion_misses as f64,
+        ran: prog.run_cnt as f64,
         peak,
     }
 }
