@@ -22,6 +22,7 @@
 //! - [`verdicts`]: reading a run's JSON stream; netprobe on one lab.
 //! - [`cleanup`]: nothing-left-behind checks.
 //! - [`tcx`]: a foreign program at the head of a tcx hook (a CNI's place).
+//! - [`procfs`]: memory and BPF links of a process under test.
 
 pub mod background;
 pub mod capture;
@@ -36,6 +37,7 @@ pub mod netprobe;
 pub mod nft;
 pub mod peers;
 pub mod pod_lab;
+pub mod procfs;
 pub mod py;
 pub mod service_lab;
 pub mod subnet;
