@@ -94,6 +94,11 @@ pub struct Probes {
 impl Probes {
     pub fn load(opts: &LoadOptions) -> anyhow::Result<Self> {
         let mut ebpf = EbpfLoader::new()
+            // The programs use no CO-RE relocations (structure offsets come
+            // in as globals, read from the mapped BTF by btf_offsets): aya
+            // parsing the kernel's whole BTF again would cost ~30 ms and
+            // leave several MiB of heap behind.
+            .btf(None)
             .map_max_entries("EVENTS", opts.ring_bytes)
             .override_global("KERNEL_OFFSETS", &opts.offsets, true)
             .override_global("CAPTURE_PACKETS", &u8::from(opts.capture_packets), true)

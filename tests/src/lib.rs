@@ -23,6 +23,7 @@
 //! - [`cleanup`]: nothing-left-behind checks.
 //! - [`tcx`]: a foreign program at the head of a tcx hook (a CNI's place).
 //! - [`procfs`]: memory and BPF links of a process under test.
+//! - [`scale_lab`]: hundreds of veths at once.
 
 pub mod background;
 pub mod capture;
@@ -39,6 +40,7 @@ pub mod peers;
 pub mod pod_lab;
 pub mod procfs;
 pub mod py;
+pub mod scale_lab;
 pub mod service_lab;
 pub mod subnet;
 pub mod tcx;

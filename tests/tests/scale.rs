@@ -11,8 +11,8 @@
 use std::time::{Duration, Instant};
 
 use netprobe_tests::netns::Netns;
-use netprobe_tests::tmp::TempDir;
-use netprobe_tests::{Netprobe, cmd, poll_until, procfs, require_root, secs, tcx};
+use netprobe_tests::scale_lab::{ip_batch, ready_count, veth_pairs};
+use netprobe_tests::{Netprobe, poll_until, procfs, require_root, secs, tcx};
 
 /// Bound on start-up with 300 interfaces: a hang guard on a shared
 /// machine, not the target (the bench reports the time).
@@ -20,43 +20,11 @@ const READY_300: Duration = Duration::from_secs(40);
 /// Unlinking 600 hooks at exit costs as much as linking them.
 const STOP_300: Duration = Duration::from_secs(40);
 
-/// Runs `ip -n NS -batch FILE` with `lines`; panics on failure.
-fn ip_batch(ns: &Netns, dir: &TempDir, lines: &[String]) {
-    let file = dir.join("batch");
-    std::fs::write(&file, lines.join("\n") + "\n").expect("writing the ip batch");
-    let out = cmd::run_bounded(
-        std::process::Command::new("ip")
-            .args(["-n", ns.name(), "-batch"])
-            .arg(&file),
-        secs(30.0),
-    );
-    assert!(out.success(), "ip -batch: {}", out.report());
-}
-
-/// The interface count in netprobe's ready line ("N interface(s)").
-fn ready_count(stderr: &str) -> Option<u32> {
-    let line = stderr.lines().find(|l| l.contains("netprobe: ready"))?;
-    line.split("ready: ")
-        .nth(1)?
-        .split(' ')
-        .next()?
-        .parse()
-        .ok()
-}
-
 #[test]
 fn three_hundred_interfaces_are_all_linked_at_ready() {
     require_root();
     let ns = Netns::new("scale300");
-    let dir = TempDir::new();
-    let pairs = 150;
-    let mut lines = Vec::new();
-    for i in 0..pairs {
-        lines.push(format!("link add va{i} type veth peer name vb{i}"));
-        lines.push(format!("link set va{i} up"));
-        lines.push(format!("link set vb{i} up"));
-    }
-    ip_batch(&ns, &dir, &lines);
+    let names = veth_pairs(&ns, 150);
 
     let started = Instant::now();
     let mut np = Netprobe::start_in(&ns, ["trace", "--json"]);
@@ -75,9 +43,6 @@ fn three_hundred_interfaces_are_all_linked_at_ready() {
     // lo is Ethernet-framed too: 301 interfaces.
     assert_eq!(ready_count(&stderr), Some(301), "stderr:\n{stderr}");
     // Every hook linked, by the kernel's own account.
-    let names: Vec<String> = (0..pairs)
-        .flat_map(|i| [format!("va{i}"), format!("vb{i}")])
-        .collect();
     let counts = tcx::hook_counts(&ns, &names);
     let missing: Vec<&String> = names
         .iter()
@@ -106,7 +71,6 @@ fn three_hundred_interfaces_are_all_linked_at_ready() {
 struct Churn {
     host: Netns,
     pods: Netns,
-    dir: TempDir,
     next: u32,
 }
 
@@ -127,14 +91,14 @@ impl Churn {
             ));
             names.push(h);
         }
-        ip_batch(&self.host, &self.dir, &lines);
+        ip_batch(&self.host, &lines);
         names
     }
 
     /// Deletes a group at once (one `ip link del` a veth takes ~20 ms of
     /// RTNL time here: 50 a second would not keep up).
     fn delete(&self, group: u32) {
-        ip_batch(&self.host, &self.dir, &[format!("link del group {group}")]);
+        ip_batch(&self.host, &[format!("link del group {group}")]);
     }
 }
 
@@ -205,7 +169,6 @@ fn follows_fifty_new_veths_a_second_and_their_removal_without_leaks() {
     let mut churn = Churn {
         host: Netns::new("scalehost"),
         pods: Netns::new("scalepods"),
-        dir: TempDir::new(),
         next: 0,
     };
     // The lab alone first: it makes 50 a second.
