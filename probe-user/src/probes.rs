@@ -8,11 +8,11 @@ use std::{
     os::fd::AsFd as _,
 };
 
-use anyhow::{Context as _, anyhow};
+use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{SchedClassifier, TcAttachType, TracePoint, tc},
+    programs::{Program, SchedClassifier, TcAttachType, TracePoint, tc},
 };
 use log::debug;
 use probe_common::{AF_INET, AF_INET6, FlowKey, KernelOffsets, kind};
@@ -93,12 +93,10 @@ pub struct Probes {
 
 impl Probes {
     pub fn load(opts: &LoadOptions) -> anyhow::Result<Self> {
+        // Note: aya 0.14's EbpfLoader::new() reads and parses the kernel's
+        // whole BTF (5.5 MB here) whatever is set afterwards: ~17 MiB of
+        // transient heap, most of netprobe's peak RSS.
         let mut ebpf = EbpfLoader::new()
-            // The programs use no CO-RE relocations (structure offsets come
-            // in as globals, read from the mapped BTF by btf_offsets): aya
-            // parsing the kernel's whole BTF again would cost ~30 ms and
-            // leave several MiB of heap behind.
-            .btf(None)
             .map_max_entries("EVENTS", opts.ring_bytes)
             .override_global("KERNEL_OFFSETS", &opts.offsets, true)
             .override_global("CAPTURE_PACKETS", &u8::from(opts.capture_packets), true)
@@ -109,24 +107,15 @@ impl Probes {
             )
             .load(OBJECT)
             .map_err(|e| anyhow!("loading the eBPF object: {e}"))?;
+        load_programs(&mut ebpf)?;
         for (prog, category, name) in TRACEPOINTS {
             let tp: &mut TracePoint = ebpf
                 .program_mut(prog)
                 .with_context(|| format!("program {prog} missing"))?
                 .try_into()?;
-            tp.load()
-                .map_err(|e| anyhow!("loading {prog} (verifier): {e}"))?;
             tp.attach(category, name)
                 .map_err(|e| anyhow!("attaching tracepoint {category}/{name}: {e}"))?;
             debug!("attached {category}/{name}");
-        }
-        for (prog, _) in CLASSIFIERS {
-            let cls: &mut SchedClassifier = ebpf
-                .program_mut(prog)
-                .with_context(|| format!("program {prog} missing"))?
-                .try_into()?;
-            cls.load()
-                .map_err(|e| anyhow!("loading {prog} (verifier): {e}"))?;
         }
         Ok(Self {
             ebpf,
@@ -308,6 +297,56 @@ impl Probes {
         self.requested.clear();
         self.attached.clear();
     }
+}
+
+/// Verifies netprobe's programs, two at a time: the verifier is most of
+/// the start-up and runs on one CPU per load. The two classifiers, the
+/// largest, go to different threads.
+fn load_programs(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    let ours = |name: &str| {
+        TRACEPOINTS.iter().any(|(p, _, _)| *p == name)
+            || CLASSIFIERS.iter().any(|(p, _)| *p == name)
+    };
+    let mut progs: Vec<(&str, &mut Program)> =
+        ebpf.programs_mut().filter(|(n, _)| ours(n)).collect();
+    for (prog, _, _) in TRACEPOINTS {
+        if !progs.iter().any(|(n, _)| n == prog) {
+            bail!("program {prog} missing");
+        }
+    }
+    for (prog, _) in CLASSIFIERS {
+        if !progs.iter().any(|(n, _)| n == prog) {
+            bail!("program {prog} missing");
+        }
+    }
+    // Classifiers first, then alternate: each thread gets one of them.
+    progs.sort_by_key(|(n, _)| !CLASSIFIERS.iter().any(|(p, _)| p == n));
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for (i, p) in progs.into_iter().enumerate() {
+        if i % 2 == 0 { a.push(p) } else { b.push(p) }
+    }
+    let load_all = |group: Vec<(&str, &mut Program)>| -> anyhow::Result<()> {
+        for (name, prog) in group {
+            let loaded = match prog {
+                Program::TracePoint(p) => p.load(),
+                Program::SchedClassifier(p) => p.load(),
+                _ => bail!("program {name} is of an unexpected type"),
+            };
+            loaded.map_err(|e| anyhow!("loading {name} (verifier): {e}"))?;
+        }
+        Ok(())
+    };
+    std::thread::scope(|s| {
+        let other = std::thread::Builder::new()
+            .name("netprobe-load".into())
+            .spawn_scoped(s, || load_all(b))
+            .context("starting a loader thread")?;
+        let mine = load_all(a);
+        let theirs = other
+            .join()
+            .map_err(|_| anyhow!("the loader thread panicked"))?;
+        mine.and(theirs)
+    })
 }
 
 /// Kernels without tcx: a clsact qdisc and a netlink filter per direction;

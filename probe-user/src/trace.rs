@@ -352,12 +352,20 @@ pub async fn session(
     let mut watch = Some(links::watch().context("watching interfaces")?);
     let all_links = links::list().await.context("listing interfaces")?;
     let targets = select_targets(&args.ifaces, &all_links)?;
-    log::debug!("start-up: interfaces listed after {:?}", started.elapsed());
+    log::debug!(
+        "start-up: interfaces listed after {:?}{}",
+        started.elapsed(),
+        peak_rss()
+    );
     let offsets = btf_offsets::from_vmlinux().unwrap_or_else(|e| {
         warn!("socket namespace and sequence numbers unavailable: {e}");
         Default::default()
     });
-    log::debug!("start-up: BTF offsets read after {:?}", started.elapsed());
+    log::debug!(
+        "start-up: BTF offsets read after {:?}{}",
+        started.elapsed(),
+        peak_rss()
+    );
     let ports = args.ports();
     let mut probes = Probes::load(&LoadOptions {
         ring_bytes: args.ring_kib * 1024,
@@ -366,8 +374,9 @@ pub async fn session(
         capture_packets: consumer.wants_packets(),
     })?;
     log::debug!(
-        "start-up: programs verified and tracepoints attached after {:?}",
-        started.elapsed()
+        "start-up: programs verified and tracepoints attached after {:?}{}",
+        started.elapsed(),
+        peak_rss()
     );
     let (linked_tx, mut linked_rx) = tokio::sync::mpsc::unbounded_channel();
     probes.start_linking(linked_tx)?;
@@ -437,8 +446,10 @@ pub async fn session(
         permits: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_INVESTIGATIONS)),
     };
     log::debug!(
-        "start-up: classifier attached after {:?}",
-        started.elapsed()
+        "start-up: {} interface(s) linked after {:?}{}",
+        tracer.probes.attached_count(),
+        started.elapsed(),
+        peak_rss()
     );
     let port_list: Vec<String> = ports.iter().map(u16::to_string).collect();
     eprintln!(
@@ -553,6 +564,21 @@ fn report_hooks(report: &[String]) {
     for line in report {
         eprintln!("netprobe: tcx hook {line}");
     }
+}
+
+/// ", peak RSS N KiB" from /proc/self/status, for the start-up debug lines.
+fn peak_rss() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let kib = s
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))?
+                .trim()
+                .to_string();
+            Some(format!(", peak RSS {kib}"))
+        })
+        .unwrap_or_default()
 }
 
 fn monotonic_ns() -> u64 {
