@@ -4,7 +4,12 @@
 /// A `VmRSS`/`VmHWM`-style field of /proc/PID/status, in KiB.
 pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    text.lines()
+    parse_kib(&text, field)
+}
+
+fn parse_kib(status: &str, field: &str) -> Option<u64> {
+    status
+        .lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
         .split_whitespace()
         .next()?
@@ -25,6 +30,14 @@ pub fn bpf_link_fds(pid: u32) -> usize {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn parses_fields() {
+        let s = "Name:\tx\nVmPeak:\t  100 kB\nVmHWM:\t   2048 kB\nVmRSS:\t 1000 kB\n";
+        assert_eq!(super::parse_kib(s, "VmHWM"), Some(2048));
+        assert_eq!(super::parse_kib(s, "VmRSS"), Some(1000));
+        assert_eq!(super::parse_kib(s, "Vm"), None);
+    }
+
     #[test]
     fn own_status() {
         let pid = std::process::id();

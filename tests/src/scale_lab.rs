@@ -40,12 +40,8 @@ pub fn ready_count(stderr: &str) -> Option<u32> {
     let line = stderr
         .lines()
         .find(|l| l.contains(crate::netprobe::READY_MARKER))?;
-    line.split("ready: ")
-        .nth(1)?
-        .split(' ')
-        .next()?
-        .parse()
-        .ok()
+    let (count, _) = line.split_once("ready: ")?.1.split_once(' ')?;
+    count.parse().ok()
 }
 
 #[cfg(test)]
