@@ -386,9 +386,24 @@ pub async fn session(
     }
     // Ready means every interface there at start is linked (or skipped).
     let mut waiting: std::collections::HashSet<u32> = targets.iter().map(|l| l.index).collect();
+    // Bounded: the kernel answers each link in milliseconds, but a node
+    // whose RTNL lock is held elsewhere must not keep netprobe from
+    // tracing; links still on the way are taken in by the main loop.
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_secs(30)
+        + Duration::from_millis(100) * targets.len() as u32;
     while !waiting.is_empty() {
-        let Some(done) = linked_rx.recv().await else {
-            bail!("the attach thread ended");
+        let done = match tokio::time::timeout_at(deadline, linked_rx.recv()).await {
+            Ok(Some(done)) => done,
+            Ok(None) => bail!("the attach thread ended"),
+            Err(_) if explicit => bail!("{} interface(s) not linked in time", waiting.len()),
+            Err(_) => {
+                warn!(
+                    "{} interface(s) not linked yet; going on, they follow",
+                    waiting.len()
+                );
+                break;
+            }
         };
         probes.completed(&done);
         match done {
