@@ -31,6 +31,7 @@ pub mod probes;
 pub mod prog_info;
 pub mod replay;
 pub mod state;
+pub mod tcx;
 pub mod tls;
 pub mod top;
 pub mod trace;

@@ -3,16 +3,21 @@
 //! Dropping `Probes` detaches everything; tcx and perf links also vanish
 //! when the process dies, even on SIGKILL.
 
-use std::{collections::HashMap, os::fd::AsFd as _};
+use std::{
+    collections::{HashMap, HashSet},
+    os::fd::AsFd as _,
+};
 
-use anyhow::{Context as _, anyhow};
+use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{LinkOrder, RawTracePoint, SchedClassifier, TcAttachType, TracePoint, tc},
+    programs::{Program, RawTracePoint, SchedClassifier, TcAttachType, TracePoint, tc},
 };
 use log::{debug, warn};
 use probe_common::{AF_INET, AF_INET6, FlowKey, KernelOffsets, kind};
+
+pub use crate::tcx::Done;
 
 /// The kernel's key for one direction of a flow (ports in host order).
 fn flow_key(src: std::net::SocketAddr, dst: std::net::SocketAddr) -> FlowKey {
@@ -96,20 +101,36 @@ pub enum AttachMode {
     Clsact,
 }
 
-/// The classifier links on one interface, by program name.
+/// The classifier links on one interface, by program name (clsact).
 type Links = Vec<(&'static str, tc::SchedClassifierLinkId)>;
+
+/// Who makes the links: a thread for tcx (see [`crate::tcx`]), aya's
+/// netlink path inline on kernels without tcx.
+enum Linker {
+    Tcx(crate::tcx::Attacher),
+    Clsact {
+        links: HashMap<u32, (String, Links)>,
+        done: tokio::sync::mpsc::UnboundedSender<Done>,
+    },
+}
 
 pub struct Probes {
     ebpf: Ebpf,
     /// Which retransmit program runs: the raw tracepoint's, or the
     /// formatted tracepoint's where the socket's layout is unknown.
     retransmit: &'static str,
-    /// ifindex -> (name, links of the ingress and egress programs).
-    attached: HashMap<u32, (String, Links)>,
+    linker: Option<Linker>,
+    /// Interfaces asked for and not detached since (linked or on the way).
+    requested: HashSet<u32>,
+    /// ifindex -> name, for the interfaces whose links are made.
+    attached: HashMap<u32, String>,
 }
 
 impl Probes {
     pub fn load(opts: &LoadOptions) -> anyhow::Result<Self> {
+        // Note: aya 0.14's EbpfLoader::new() reads and parses the kernel's
+        // whole BTF (5.5 MB here) whatever is set afterwards: ~17 MiB of
+        // transient heap, most of netprobe's peak RSS.
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("EVENTS", opts.ring_bytes)
             .override_global("KERNEL_OFFSETS", &opts.offsets, true)
@@ -126,31 +147,55 @@ impl Probes {
             )
             .load(OBJECT)
             .map_err(|e| anyhow!("loading the eBPF object: {e}"))?;
+        load_programs(&mut ebpf)?;
         let retransmit = load_retransmit(&mut ebpf, &opts.offsets)?;
         for (prog, category, name) in TRACEPOINTS {
             let tp: &mut TracePoint = ebpf
                 .program_mut(prog)
                 .with_context(|| format!("program {prog} missing"))?
                 .try_into()?;
-            tp.load()
-                .map_err(|e| anyhow!("loading {prog} (verifier): {e}"))?;
             tp.attach(category, name)
                 .map_err(|e| anyhow!("attaching tracepoint {category}/{name}: {e}"))?;
             debug!("attached {category}/{name}");
         }
-        for (prog, _) in CLASSIFIERS {
-            let cls: &mut SchedClassifier = ebpf
-                .program_mut(prog)
-                .with_context(|| format!("program {prog} missing"))?
-                .try_into()?;
-            cls.load()
-                .map_err(|e| anyhow!("loading {prog} (verifier): {e}"))?;
-        }
         Ok(Self {
             ebpf,
             retransmit,
+            linker: None,
+            requested: HashSet::new(),
             attached: HashMap::new(),
         })
+    }
+
+    /// Starts linking: results of [`Probes::attach`] and [`Probes::detach`]
+    /// come back on `done`, to be handed to [`Probes::completed`].
+    pub fn start_linking(
+        &mut self,
+        done: tokio::sync::mpsc::UnboundedSender<Done>,
+    ) -> anyhow::Result<()> {
+        if !tcx_supported() {
+            self.linker = Some(Linker::Clsact {
+                links: HashMap::new(),
+                done,
+            });
+            return Ok(());
+        }
+        let mut hooks = Vec::new();
+        for (prog, attach_type) in CLASSIFIERS {
+            let cls = self.ebpf.program(prog).context("classifier missing")?;
+            let fd = cls.fd()?.try_clone()?;
+            let id = cls.info()?.id();
+            hooks.push(crate::tcx::Hook {
+                prog,
+                fd,
+                id,
+                attach_type: *attach_type,
+            });
+        }
+        let attacher =
+            crate::tcx::Attacher::start(hooks, done).context("starting the attach thread")?;
+        self.linker = Some(Linker::Tcx(attacher));
+        Ok(())
     }
 
     /// Counts this flow's drops from now on, both directions (an LRU map:
@@ -200,95 +245,183 @@ impl Probes {
         Ok(out)
     }
 
-    pub fn is_attached(&self, ifindex: u32) -> bool {
-        self.attached.contains_key(&ifindex)
+    /// Asked for (linked, or its links on the way).
+    pub fn is_requested(&self, ifindex: u32) -> bool {
+        self.requested.contains(&ifindex)
     }
 
     pub fn attached_count(&self) -> usize {
         self.attached.len()
     }
 
-    /// Attaches both directions; on failure nothing stays attached to `name`.
-    pub fn attach(&mut self, ifindex: u32, name: &str) -> anyhow::Result<AttachMode> {
-        let mut links = Vec::new();
-        let mut mode = AttachMode::Tcx;
-        for (prog, attach_type) in CLASSIFIERS {
-            let cls: &mut SchedClassifier = self
-                .ebpf
-                .program_mut(prog)
-                .context("classifier missing")?
-                .try_into()?;
-            let link = if tcx_supported() {
-                // At the head of the chain: a CNI program ahead of ours that
-                // redirects (bpf_redirect_peer) or returns a verdict other
-                // than TCX_NEXT would hide the packet from us.
-                cls.attach_with_options(
-                    name,
-                    *attach_type,
-                    tc::TcAttachOptions::TcxOrder(LinkOrder::first()),
-                )
-            } else {
-                // Kernels without tcx: a clsact qdisc and a netlink filter.
-                mode = AttachMode::Clsact;
-                let _ = tc::qdisc_add_clsact(name);
-                cls.attach_with_options(
-                    name,
-                    *attach_type,
-                    tc::TcAttachOptions::Netlink(tc::NlOptions::default()),
-                )
-            };
-            match link {
-                Ok(link) => links.push((*prog, link)),
-                Err(e) => {
-                    self.detach_links(links);
-                    return Err(anyhow!("attaching {prog} to {name}: {e}"));
+    /// Asks for both directions on `ifindex`; the outcome comes back as a
+    /// [`Done`]. Asking twice is asking once.
+    pub fn attach(&mut self, ifindex: u32, name: &str) {
+        if !self.requested.insert(ifindex) {
+            return;
+        }
+        match self.linker.as_mut() {
+            Some(Linker::Tcx(attacher)) => attacher.attach(ifindex, name),
+            Some(Linker::Clsact { links, done }) => {
+                let out = match clsact_attach(&mut self.ebpf, name) {
+                    Ok(l) => {
+                        links.insert(ifindex, (name.to_string(), l));
+                        Done::Attached {
+                            index: ifindex,
+                            name: name.to_string(),
+                            report: Vec::new(),
+                        }
+                    }
+                    Err(e) => Done::Failed {
+                        index: ifindex,
+                        name: name.to_string(),
+                        error: format!("{e:#}"),
+                    },
+                };
+                let _ = done.send(out);
+            }
+            None => {}
+        }
+    }
+
+    /// Asks to forget an interface (unlinking fails harmlessly when it is
+    /// gone); a [`Done::Detached`] follows if it was asked for.
+    pub fn detach(&mut self, ifindex: u32) {
+        if !self.requested.remove(&ifindex) {
+            return;
+        }
+        match self.linker.as_mut() {
+            Some(Linker::Tcx(attacher)) => attacher.detach(ifindex),
+            Some(Linker::Clsact { links, done }) => {
+                if let Some((name, l)) = links.remove(&ifindex) {
+                    clsact_detach(&mut self.ebpf, l);
+                    let _ = done.send(Done::Detached {
+                        index: ifindex,
+                        name,
+                    });
                 }
             }
+            None => {}
         }
-        self.attached.insert(ifindex, (name.to_string(), links));
-        Ok(mode)
     }
 
-    /// Forgets an interface; detaching fails harmlessly when it is gone.
-    pub fn detach(&mut self, ifindex: u32) -> Option<String> {
-        let (name, links) = self.attached.remove(&ifindex)?;
-        self.detach_links(links);
-        Some(name)
-    }
-
-    fn detach_links(&mut self, links: Links) {
-        for (prog, link) in links {
-            if let Some(Ok(cls)) = self
-                .ebpf
-                .program_mut(prog)
-                .map(<&mut SchedClassifier>::try_from)
-            {
-                let _ = cls.detach(link);
+    /// Takes in what the linker did; the mode for an interface now linked.
+    pub fn completed(&mut self, done: &Done) -> Option<AttachMode> {
+        match done {
+            Done::Attached { index, name, .. } => {
+                self.attached.insert(*index, name.clone());
+                Some(match self.linker {
+                    Some(Linker::Clsact { .. }) => AttachMode::Clsact,
+                    _ => AttachMode::Tcx,
+                })
+            }
+            Done::Failed { index, .. } => {
+                self.requested.remove(index);
+                None
+            }
+            Done::Detached { index, .. } => {
+                self.attached.remove(index);
+                None
             }
         }
     }
 
-    /// One line per hook of `iface` where netprobe shares the tcx chain
-    /// with other programs (empty when alone, or without tcx).
-    pub fn hook_report(&self, iface: &str) -> Vec<String> {
-        if !tcx_supported() {
-            return Vec::new();
-        }
-        CLASSIFIERS
-            .iter()
-            .filter_map(|(prog, attach_type)| {
-                let ours = self.ebpf.program(prog)?.info().ok()?.id();
-                let chain = tcx_chain(iface, *attach_type).ok()?;
-                let desc = describe_chain(&chain, ours)?;
-                Some(format!("{iface} {}: {desc}", direction(*attach_type)))
-            })
-            .collect()
-    }
-
+    /// Unlinks everything now and waits for it (one grace period per hook
+    /// for interfaces still there).
     pub fn detach_all(&mut self) {
-        let all: Vec<u32> = self.attached.keys().copied().collect();
-        for ifindex in all {
-            self.detach(ifindex);
+        match self.linker.take() {
+            Some(Linker::Tcx(mut attacher)) => attacher.stop(),
+            Some(Linker::Clsact { links, .. }) => {
+                for (_, (_, l)) in links {
+                    clsact_detach(&mut self.ebpf, l);
+                }
+            }
+            None => {}
+        }
+        self.requested.clear();
+        self.attached.clear();
+    }
+}
+
+/// Verifies netprobe's programs, two at a time: the verifier is most of
+/// the start-up and runs on one CPU per load. The two classifiers, the
+/// largest, go to different threads.
+fn load_programs(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    let ours = |name: &str| {
+        TRACEPOINTS.iter().any(|(p, _, _)| *p == name)
+            || CLASSIFIERS.iter().any(|(p, _)| *p == name)
+    };
+    let mut progs: Vec<(&str, &mut Program)> =
+        ebpf.programs_mut().filter(|(n, _)| ours(n)).collect();
+    for (prog, _, _) in TRACEPOINTS {
+        if !progs.iter().any(|(n, _)| n == prog) {
+            bail!("program {prog} missing");
+        }
+    }
+    for (prog, _) in CLASSIFIERS {
+        if !progs.iter().any(|(n, _)| n == prog) {
+            bail!("program {prog} missing");
+        }
+    }
+    // Classifiers first, then alternate: each thread gets one of them.
+    progs.sort_by_key(|(n, _)| !CLASSIFIERS.iter().any(|(p, _)| p == n));
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for (i, p) in progs.into_iter().enumerate() {
+        if i % 2 == 0 { a.push(p) } else { b.push(p) }
+    }
+    let load_all = |group: Vec<(&str, &mut Program)>| -> anyhow::Result<()> {
+        for (name, prog) in group {
+            let loaded = match prog {
+                Program::TracePoint(p) => p.load(),
+                Program::SchedClassifier(p) => p.load(),
+                _ => bail!("program {name} is of an unexpected type"),
+            };
+            loaded.map_err(|e| anyhow!("loading {name} (verifier): {e}"))?;
+        }
+        Ok(())
+    };
+    std::thread::scope(|s| {
+        let other = std::thread::Builder::new()
+            .name("netprobe-load".into())
+            .spawn_scoped(s, || load_all(b))
+            .context("starting a loader thread")?;
+        let mine = load_all(a);
+        let theirs = other
+            .join()
+            .map_err(|_| anyhow!("the loader thread panicked"))?;
+        mine.and(theirs)
+    })
+}
+
+/// Kernels without tcx: a clsact qdisc and a netlink filter per direction;
+/// on failure nothing stays attached to `name`.
+fn clsact_attach(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<Links> {
+    let _ = tc::qdisc_add_clsact(name);
+    let mut links = Vec::new();
+    for (prog, attach_type) in CLASSIFIERS {
+        let cls: &mut SchedClassifier = ebpf
+            .program_mut(prog)
+            .context("classifier missing")?
+            .try_into()?;
+        match cls.attach_with_options(
+            name,
+            *attach_type,
+            tc::TcAttachOptions::Netlink(tc::NlOptions::default()),
+        ) {
+            Ok(link) => links.push((*prog, link)),
+            Err(e) => {
+                clsact_detach(ebpf, links);
+                return Err(anyhow!("attaching {prog} to {name}: {e}"));
+            }
+        }
+    }
+    Ok(links)
+}
+
+fn clsact_detach(ebpf: &mut Ebpf, links: Links) {
+    for (prog, link) in links {
+        if let Some(Ok(cls)) = ebpf.program_mut(prog).map(<&mut SchedClassifier>::try_from) {
+            let _ = cls.detach(link);
         }
     }
 }

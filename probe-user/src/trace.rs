@@ -25,6 +25,7 @@ use crate::{
     output::{self, Format, Sink},
     pipeline::{Fed, Pipeline},
     probes::{LoadOptions, Probes},
+    tcx,
 };
 
 /// Written on stderr once every probe is attached; tests wait for it.
@@ -288,30 +289,37 @@ impl Tracer<'_> {
         });
     }
 
+    /// A link appeared, changed or went: ask the attach thread (never
+    /// waits here: each tcx link costs the kernel a grace period).
     fn on_link(&mut self, change: LinkChange) {
         match change {
             LinkChange::New(link) => {
                 self.names.insert(link.index, link.name.clone());
                 let wanted = self.wanted.is_empty() || self.wanted.contains(&link.name);
-                if wanted && link.up && link.ethernet && !self.probes.is_attached(link.index) {
-                    match self.probes.attach(link.index, &link.name) {
-                        Ok(_) => {
-                            info!("attached to new interface {}", link.name);
-                            report_hooks(&self.probes, &link.name);
-                        }
-                        // It may already be gone again (pod veths are short-lived).
-                        Err(e) => warn!("interface {}: {e:#}", link.name),
-                    }
-                } else if !link.up && self.probes.detach(link.index).is_some() {
-                    info!("interface {} went down", link.name);
+                if wanted && link.up && link.ethernet {
+                    self.probes.attach(link.index, &link.name);
+                } else if !link.up {
+                    self.probes.detach(link.index);
                 }
             }
             LinkChange::Gone(index) => {
-                if let Some(name) = self.probes.detach(index) {
-                    info!("interface {name} vanished");
-                }
+                self.probes.detach(index);
                 self.names.remove(&index);
             }
+        }
+    }
+
+    /// What the attach thread did, after start-up.
+    fn on_linked(&mut self, done: tcx::Done) {
+        self.probes.completed(&done);
+        match done {
+            tcx::Done::Attached { name, report, .. } => {
+                info!("attached to new interface {name}");
+                report_hooks(&report);
+            }
+            // It may already be gone again (pod veths are short-lived).
+            tcx::Done::Failed { name, error, .. } => warn!("interface {name}: {error}"),
+            tcx::Done::Detached { name, .. } => info!("interface {name} detached (down or gone)"),
         }
     }
 }
@@ -352,14 +360,25 @@ pub async fn session(
     let started = std::time::Instant::now();
     investigate::disable_probes(args.no_probe);
     investigate::baselines();
+    // Watched before listing: an interface that comes up in between is in
+    // the watch (attaching twice is attaching once).
+    let mut watch = Some(links::watch().context("watching interfaces")?);
     let all_links = links::list().await.context("listing interfaces")?;
     let targets = select_targets(&args.ifaces, &all_links)?;
-    log::debug!("start-up: interfaces listed after {:?}", started.elapsed());
+    log::debug!(
+        "start-up: interfaces listed after {:?}{}",
+        started.elapsed(),
+        peak_rss()
+    );
     let offsets = btf_offsets::from_vmlinux().unwrap_or_else(|e| {
         warn!("socket namespace and sequence numbers unavailable: {e}");
         Default::default()
     });
-    log::debug!("start-up: BTF offsets read after {:?}", started.elapsed());
+    log::debug!(
+        "start-up: BTF offsets read after {:?}{}",
+        started.elapsed(),
+        peak_rss()
+    );
     let ports = args.ports();
     let mut probes = Probes::load(&LoadOptions {
         ring_bytes: args.ring_kib * 1024,
@@ -368,18 +387,60 @@ pub async fn session(
         capture_packets: consumer.wants_packets(),
     })?;
     log::debug!(
-        "start-up: programs verified and tracepoints attached after {:?}",
-        started.elapsed()
+        "start-up: programs verified and tracepoints attached after {:?}{}",
+        started.elapsed(),
+        peak_rss()
     );
+    let (linked_tx, mut linked_rx) = tokio::sync::mpsc::unbounded_channel();
+    probes.start_linking(linked_tx)?;
     let explicit = !args.ifaces.is_empty();
     for link in &targets {
-        match probes.attach(link.index, &link.name) {
-            Ok(mode) => {
-                info!("attached to {} ({mode:?})", link.name);
-                report_hooks(&probes, &link.name);
+        probes.attach(link.index, &link.name);
+    }
+    // Ready means every interface there at start is linked (or skipped).
+    let mut waiting: std::collections::HashSet<u32> = targets.iter().map(|l| l.index).collect();
+    // Bounded: the kernel answers each link in milliseconds, but a node
+    // whose RTNL lock is held elsewhere must not keep netprobe from
+    // tracing; links still on the way are taken in by the main loop.
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_secs(30)
+        + Duration::from_millis(100) * targets.len() as u32;
+    while !waiting.is_empty() {
+        let done = match tokio::time::timeout_at(deadline, linked_rx.recv()).await {
+            Ok(Some(done)) => done,
+            Ok(None) => bail!("the attach thread ended"),
+            Err(_) if explicit => bail!("{} interface(s) not linked in time", waiting.len()),
+            Err(_) => {
+                warn!(
+                    "{} interface(s) not linked yet; going on, they follow",
+                    waiting.len()
+                );
+                break;
             }
-            Err(e) if explicit => return Err(e),
-            Err(e) => warn!("skipping {}: {e:#}", link.name),
+        };
+        probes.completed(&done);
+        match done {
+            tcx::Done::Attached {
+                index,
+                name,
+                report,
+            } => {
+                waiting.remove(&index);
+                info!("attached to {name}");
+                report_hooks(&report);
+            }
+            tcx::Done::Failed { name, error, .. } if explicit => {
+                bail!("attaching to {name}: {error}")
+            }
+            tcx::Done::Failed {
+                index, name, error, ..
+            } => {
+                waiting.remove(&index);
+                warn!("skipping {name}: {error}");
+            }
+            tcx::Done::Detached { index, .. } => {
+                waiting.remove(&index);
+            }
         }
     }
     if explicit && probes.attached_count() == 0 {
@@ -389,9 +450,8 @@ pub async fn session(
     // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd lives.
     let mut ring = unsafe { AsyncFd::register(ring) }
         .map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
-    // Followed in both modes: named interfaces can vanish too (and come
-    // back); only without --iface are new interfaces attached.
-    let mut watch = Some(links::watch().context("watching interfaces")?);
+    // The watch is followed in both modes: named interfaces can vanish too
+    // (and come back); only without --iface are new interfaces attached.
 
     let (snapshot_tx, mut snapshot_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut tracer = Tracer {
@@ -416,8 +476,10 @@ pub async fn session(
         permits: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_INVESTIGATIONS)),
     };
     log::debug!(
-        "start-up: classifier attached after {:?}",
-        started.elapsed()
+        "start-up: {} interface(s) linked after {:?}{}",
+        tracer.probes.attached_count(),
+        started.elapsed(),
+        peak_rss()
     );
     let port_list: Vec<String> = ports.iter().map(u16::to_string).collect();
     eprintln!(
@@ -491,6 +553,7 @@ pub async fn session(
                     Err(e) => break Err(e),
                 }
             }
+            Some(done) = linked_rx.recv() => tracer.on_linked(done),
             Some(mut snapshot) = snapshot_rx.recv() => {
                 // Stamped on the session's clock when it comes back.
                 snapshot.time = tracer.now();
@@ -544,10 +607,25 @@ fn identities(args: &CommonArgs, node_netns: Option<u32>) -> crate::identity::Id
 
 /// Says on stderr where netprobe sits on a hook it shares (CNIs attach
 /// their own programs to pod veths and uplinks).
-fn report_hooks(probes: &Probes, iface: &str) {
-    for line in probes.hook_report(iface) {
+fn report_hooks(report: &[String]) {
+    for line in report {
         eprintln!("netprobe: tcx hook {line}");
     }
+}
+
+/// ", peak RSS N KiB" from /proc/self/status, for the start-up debug lines.
+fn peak_rss() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let kib = s
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))?
+                .trim()
+                .to_string();
+            Some(format!(", peak RSS {kib}"))
+        })
+        .unwrap_or_default()
 }
 
 fn monotonic_ns() -> u64 {

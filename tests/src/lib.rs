@@ -24,6 +24,8 @@
 //! - [`containerd`]: a private containerd with CRI and CNI; pods over CRI.
 //! - [`pause_image`]: the pod image, built here (static binary, docker archive).
 //! - [`tcx`]: a foreign program at the head of a tcx hook (a CNI's place).
+//! - [`procfs`]: memory and BPF links of a process under test.
+//! - [`scale_lab`]: hundreds of veths at once.
 
 pub mod background;
 pub mod capture;
@@ -40,7 +42,9 @@ pub mod nft;
 pub mod pause_image;
 pub mod peers;
 pub mod pod_lab;
+pub mod procfs;
 pub mod py;
+pub mod scale_lab;
 pub mod service_lab;
 pub mod subnet;
 pub mod tcx;

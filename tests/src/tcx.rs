@@ -197,3 +197,76 @@ impl HeadProgram {
         .unwrap_or_else(|e| panic!("attaching {NAME} first: {e}"))
     }
 }
+
+const BPF_PROG_QUERY: libc::c_long = 16;
+
+/// `union bpf_attr` as BPF_PROG_QUERY reads it (by ifindex).
+#[repr(C)]
+struct ProgQuery {
+    target_ifindex: u32,
+    attach_type: u32,
+    query_flags: u32,
+    attach_flags: u32,
+    prog_ids: u64,
+    count: u32,
+    _pad: u32,
+    _rest: [u8; 96],
+}
+
+/// Number of programs on each interface's (ingress, egress) tcx hooks in
+/// `ns`; None for an interface that is not there (any more).
+pub fn hook_counts(ns: &Netns, ifnames: &[String]) -> Vec<Option<(u32, u32)>> {
+    let ns_path = ns.path();
+    let ifnames = ifnames.to_vec();
+    // setns on a short-lived thread, as in attach_first_doing.
+    std::thread::spawn(move || -> Result<Vec<Option<(u32, u32)>>, String> {
+        let nsf =
+            std::fs::File::open(&ns_path).map_err(|e| format!("{}: {e}", ns_path.display()))?;
+        // SAFETY: a valid namespace fd; affects this thread only.
+        if unsafe { libc::setns(nsf.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(format!("setns: {}", std::io::Error::last_os_error()));
+        }
+        let count = |ifindex: u32, attach_type: u32| -> Option<u32> {
+            let mut ids = [0u32; 64];
+            let mut q = ProgQuery {
+                target_ifindex: ifindex,
+                attach_type,
+                query_flags: 0,
+                attach_flags: 0,
+                prog_ids: ids.as_mut_ptr() as u64,
+                count: ids.len() as u32,
+                _pad: 0,
+                _rest: [0; 96],
+            };
+            // bpf() returns 0 here, no fd: nothing to wrap.
+            // SAFETY: q is a live, fully initialised bpf_attr; ids outlives the call.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_bpf,
+                    BPF_PROG_QUERY,
+                    &mut q as *mut ProgQuery,
+                    std::mem::size_of::<ProgQuery>() as libc::c_uint,
+                )
+            };
+            (rc == 0).then_some(q.count)
+        };
+        Ok(ifnames
+            .iter()
+            .map(|name| {
+                let cname = CString::new(name.clone()).ok()?;
+                // SAFETY: a NUL-terminated name.
+                let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+                if ifindex == 0 {
+                    return None;
+                }
+                Some((
+                    count(ifindex, BPF_TCX_INGRESS)?,
+                    count(ifindex, BPF_TCX_EGRESS)?,
+                ))
+            })
+            .collect())
+    })
+    .join()
+    .expect("query thread panicked")
+    .unwrap_or_else(|e| panic!("querying tcx hooks: {e}"))
+}

@@ -63,7 +63,7 @@ enum Cmd {
         /// CI scale: fewer runs and shorter windows
         #[arg(long)]
         quick: bool,
-        /// Only these: incident1,incident2,startup,storm,throughput,testrun
+        /// Only these: incident1,incident2,startup,interfaces,storm,throughput,testrun
         #[arg(long, value_name = "NAME,...")]
         only: Option<String>,
     },

@@ -8,10 +8,11 @@
 //! bench --runs N [--quick] [--only NAME,...] --out FILE
 //! ```
 //!
-//! NAME: incident1, incident2, startup, storm, throughput, testrun.
+//! NAME: incident1, incident2, startup, interfaces, storm, throughput, testrun.
 //!
 //! Modules, one measurement each: [`incident1`], [`incident2`] (time to
 //! diagnosis), [`startup`] (start-up and idle memory against bpftrace),
+//! [`interfaces`] (start-up, memory and exit with 1, 100, 300 interfaces),
 //! [`storm`] (completeness under a retransmit storm, peers in
 //! [`storm_peers`]), [`throughput`] (iperf3 with and without netprobe or
 //! tcpdump), [`testrun`] (the classifier's ns per packet on [`frames`]).
@@ -23,6 +24,7 @@ mod frames;
 mod hooks;
 mod incident1;
 mod incident2;
+mod interfaces;
 mod np;
 mod record;
 mod rss;
@@ -50,10 +52,11 @@ pub struct Config {
 type Bench = fn(&Config) -> Vec<Row>;
 
 /// The measurements, in priority order.
-const MEASUREMENTS: [(&str, Bench); 7] = [
+const MEASUREMENTS: [(&str, Bench); 8] = [
     ("incident1", incident1::bench),
     ("incident2", incident2::bench),
     ("startup", startup::bench),
+    ("interfaces", interfaces::bench),
     ("storm", storm::bench),
     ("throughput", throughput::bench),
     ("testrun", testrun::bench),
