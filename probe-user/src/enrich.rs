@@ -109,6 +109,8 @@ pub struct Enricher {
     tls: Reassembler,
     /// skb drop reason names of this kernel, by value.
     drop_reasons: HashMap<u32, String>,
+    /// `tcp_send_reset` reason names of this kernel, by value.
+    reset_reasons: HashMap<u32, String>,
     /// Where each unfinished hello's first segment was seen, to report it
     /// if its continuation never comes.
     starts: HashMap<FlowId, HelloSeen>,
@@ -171,6 +173,7 @@ impl Enricher {
             retransmits: FlowCounts::new(100_000),
             tls: Reassembler::default(),
             drop_reasons: HashMap::new(),
+            reset_reasons: HashMap::new(),
             starts: HashMap::new(),
             identities: Default::default(),
         }
@@ -219,6 +222,12 @@ impl Enricher {
         self
     }
 
+    /// Names for `reset_sent` events' reasons (see `tracefs::reset_reasons`).
+    pub fn with_reset_reasons(mut self, names: HashMap<u32, String>) -> Self {
+        self.reset_reasons = names;
+        self
+    }
+
     /// Wall-clock time of a kernel timestamp.
     pub fn wall(&self, mono_ns: u64) -> DateTime<Utc> {
         self.clock.wall(mono_ns)
@@ -254,6 +263,11 @@ impl Enricher {
             Record::Arp(r) => (arp(r, ifaces), self.tc_netns),
             Record::Tls(r) => (self.tls(r, ifaces)?, self.tc_netns),
             Record::Drop(r) => (self.drop(r), (r.key.netns != 0).then_some(r.key.netns)),
+            Record::IcmpSent(r) => (icmp_sent(r), (r.key.netns != 0).then_some(r.key.netns)),
+            Record::ResetSent(r) => (
+                self.reset_sent(r),
+                (r.key.netns != 0).then_some(r.key.netns),
+            ),
             // Packet copies are not events; the pipeline hands them out.
             Record::Packet(_) => return None,
         };
@@ -276,6 +290,21 @@ impl Enricher {
                 .unwrap_or_else(|| format!("REASON_{}", r.key.reason)),
             count: r.count,
             location: format!("0x{:x}", r.location),
+        })
+    }
+
+    fn reset_sent(&self, r: &probe_common::ResetRecord) -> EventBody {
+        let f = &r.key.flow;
+        EventBody::ResetSent(event::ResetSent {
+            src: socket_addr(f.family, &f.saddr, f.sport),
+            dst: socket_addr(f.family, &f.daddr, f.dport),
+            state: (r.key.state != 0).then(|| names::tcp_state(r.key.state).to_string()),
+            reason: self
+                .reset_reasons
+                .get(&r.key.reason)
+                .cloned()
+                .unwrap_or_else(|| format!("REASON_{}", r.key.reason)),
+            count: r.count,
         })
     }
 
@@ -372,6 +401,18 @@ impl Enricher {
             }),
         })
     }
+}
+
+fn icmp_sent(r: &probe_common::IcmpRecord) -> EventBody {
+    let f = &r.key.flow;
+    EventBody::IcmpSent(event::IcmpSent {
+        src: socket_addr(f.family, &f.saddr, f.sport),
+        dst: socket_addr(f.family, &f.daddr, f.dport),
+        icmp_type: r.key.icmp_type,
+        code: r.key.code,
+        message: event::unreach_name(r.key.code),
+        count: r.count,
+    })
 }
 
 fn neighbour(r: &NeighRecord) -> EventBody {

@@ -139,6 +139,8 @@ impl Correlator {
                 );
             }
             EventBody::Drop(d) => self.drops.drop(t, event.netns, d),
+            EventBody::IcmpSent(i) => self.drops.icmp(t, event.netns, i),
+            EventBody::ResetSent(r) => self.drops.reset(t, event.netns, r),
             EventBody::Neighbour(n) => self.history.neighbour(t, n),
             EventBody::Arp(a) => self.history.arp(t, a),
             EventBody::Retransmit(r) => {
@@ -282,7 +284,7 @@ impl Correlator {
         if previous.as_ref().is_some_and(|v| v.settled) {
             return None;
         }
-        let diagnosis = match symptom {
+        let mut diagnosis = match symptom {
             Symptom::HandshakeUnanswered => {
                 // Answered while we were looking: no diagnosis.
                 let pending = self.handshakes.get(&flow)?;
@@ -301,7 +303,10 @@ impl Correlator {
                 .judge()
             }
             Symptom::RetransmitStorm => {
-                let dropped_here = !self.drops.of(flow, snap.node_netns).is_empty();
+                // Dropped or answered here: the flow's packets pass through
+                // this node.
+                let dropped_here = !self.drops.of(flow, snap.node_netns).is_empty()
+                    || !self.drops.answers(flow, snap.node_netns).is_empty();
                 if snap.foreign_netns.is_some() && !dropped_here {
                     // A socket in another namespace whose traffic does not
                     // pass through ours (no conntrack entry here): nothing
@@ -318,6 +323,7 @@ impl Correlator {
                     .judge()
             }
         };
+        causes::answered::apply(&self.drops.answers(flow, snap.node_netns), &mut diagnosis);
         let cause = Cause::parse(&diagnosis.cause).unwrap_or(Cause::Unknown);
         if let Some(v) = &previous {
             // Looked again: the same cause says nothing new, and a lack of

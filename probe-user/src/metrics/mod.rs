@@ -196,6 +196,8 @@ pub fn type_name(body: &EventBody) -> &'static str {
         EventBody::TlsHop(_) => "tls_hop",
         EventBody::Recovered(_) => "recovered",
         EventBody::Drop(_) => "drop",
+        EventBody::IcmpSent(_) => "icmp_sent",
+        EventBody::ResetSent(_) => "reset_sent",
     }
 }
 
@@ -280,7 +282,9 @@ impl Recorder {
             | EventBody::TlsHop(_)
             | EventBody::Recovered(_)
             // Written at counts 1, 2, 4, ...: a sample, not a drop count.
-            | EventBody::Drop(_) => {}
+            | EventBody::Drop(_)
+            | EventBody::IcmpSent(_)
+            | EventBody::ResetSent(_) => {}
         }
     }
 

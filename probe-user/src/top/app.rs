@@ -376,7 +376,9 @@ impl App {
             | EventBody::Arp(_)
             | EventBody::TlsHop(_)
             | EventBody::Recovered(_)
-            | EventBody::Drop(_) => {}
+            | EventBody::Drop(_)
+            | EventBody::IcmpSent(_)
+            | EventBody::ResetSent(_) => {}
         }
     }
 
