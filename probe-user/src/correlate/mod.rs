@@ -323,7 +323,11 @@ impl Correlator {
                     .judge()
             }
         };
-        causes::answered::apply(&self.drops.answers(flow, snap.node_netns), &mut diagnosis);
+        causes::answered::apply(
+            &self.drops.answers(flow, snap.node_netns),
+            &self.drops.of(flow, snap.node_netns),
+            &mut diagnosis,
+        );
         let cause = Cause::parse(&diagnosis.cause).unwrap_or(Cause::Unknown);
         if let Some(v) = &previous {
             // Looked again: the same cause says nothing new, and a lack of
