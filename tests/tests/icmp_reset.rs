@@ -227,6 +227,13 @@ fn a_storm_whose_syns_the_node_answers_with_rst_names_the_rst_in_the_evidence() 
             .any(|e| e.contains(&format!("no listener on port {CLOSED} here"))),
         "{d}"
     );
+    assert_eq!(d["cause"], "kernel_drop", "{d}");
+    assert!(
+        d["summary"].as_str().is_some_and(|s| s.contains(&format!(
+            "the RSTs its own stack sends because nothing listens on port {CLOSED}"
+        ))),
+        "{d}"
+    );
     drop(client);
     trace.stop();
 }
