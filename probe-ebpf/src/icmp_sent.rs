@@ -5,8 +5,9 @@
 //! i.e. ones really sent. Counted per (flow, type, code, namespace) and
 //! reported at counts 1, 2, 4, ... like drops.
 //!
-//! The tracepoint's own ports are filled only for UDP, so the TCP ports
-//! are read from the offending packet through its skb.
+//! The tracepoint's own ports are filled only for UDP (`ulen` non-zero:
+//! not TCP, the cheap exit), so the TCP ports are read from the offending
+//! packet through its skb.
 
 use aya_ebpf::programs::TracePointContext;
 use probe_common::{IcmpKey, IcmpRecord, kind};
@@ -21,6 +22,7 @@ use crate::{
 const OFF_SKBADDR: usize = 8;
 const OFF_TYPE: usize = 16;
 const OFF_CODE: usize = 20;
+const OFF_ULEN: usize = 36;
 
 const ICMP_DEST_UNREACH: i32 = 3;
 
@@ -28,6 +30,10 @@ const ICMP_DEST_UNREACH: i32 = 3;
 pub fn handle(ctx: &TracePointContext) -> Option<()> {
     // Type first: echo replies and the like end here.
     if read::<i32>(ctx, OFF_TYPE)? != ICMP_DEST_UNREACH {
+        return None;
+    }
+    // A UDP datagram's length: set only for UDP.
+    if read::<u16>(ctx, OFF_ULEN)? != 0 {
         return None;
     }
     let code: i32 = read(ctx, OFF_CODE)?;

@@ -23,16 +23,18 @@ const OFF_REASON: usize = 28;
 const OFF_SADDR: usize = 32;
 const OFF_DADDR: usize = 60;
 
-/// One end from a sockaddr: (family, port, address).
+/// One end from a sockaddr read whole (one helper call): (family, port,
+/// address).
 #[inline(always)]
 fn end(ctx: &TracePointContext, off: usize) -> Option<(u8, u16, [u8; 16])> {
-    let family = read::<u16>(ctx, off)? as u8;
-    let port = u16::from_be(read::<u16>(ctx, off + 2)?);
+    let sa: [u8; 28] = read(ctx, off)?;
+    let family = u16::from_ne_bytes([sa[0], sa[1]]) as u8;
+    let port = u16::from_be_bytes([sa[2], sa[3]]);
     let mut addr = [0u8; 16];
     match family {
-        AF_INET => addr[..4].copy_from_slice(&read::<[u8; 4]>(ctx, off + 4)?),
+        AF_INET => addr[..4].copy_from_slice(&sa[4..8]),
         // sin6_flowinfo comes first.
-        AF_INET6 => addr = read(ctx, off + 8)?,
+        AF_INET6 => addr.copy_from_slice(&sa[8..24]),
         // Neither a full socket nor a packet to take them from.
         _ => return None,
     }

@@ -54,7 +54,12 @@ pub const EXPECTED: &[(&str, &[Field])] = &[
     ),
     (
         "icmp/icmp_send",
-        &[("skbaddr", 8, 8), ("type", 16, 4), ("code", 20, 4)],
+        &[
+            ("skbaddr", 8, 8),
+            ("type", 16, 4),
+            ("code", 20, 4),
+            ("ulen", 36, 2),
+        ],
     ),
     (
         "tcp/tcp_send_reset",
