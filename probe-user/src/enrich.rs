@@ -279,31 +279,23 @@ impl Enricher {
     }
 
     fn drop(&self, r: &probe_common::DropRecord) -> EventBody {
-        let f = &r.key.flow;
+        let (src, dst) = flow_addrs(&r.key.flow);
         EventBody::Drop(event::Drop {
-            src: socket_addr(f.family, &f.saddr, f.sport),
-            dst: socket_addr(f.family, &f.daddr, f.dport),
-            reason: self
-                .drop_reasons
-                .get(&r.key.reason)
-                .cloned()
-                .unwrap_or_else(|| format!("REASON_{}", r.key.reason)),
+            src,
+            dst,
+            reason: reason_name(&self.drop_reasons, r.key.reason),
             count: r.count,
             location: format!("0x{:x}", r.location),
         })
     }
 
     fn reset_sent(&self, r: &probe_common::ResetRecord) -> EventBody {
-        let f = &r.key.flow;
+        let (src, dst) = flow_addrs(&r.key.flow);
         EventBody::ResetSent(event::ResetSent {
-            src: socket_addr(f.family, &f.saddr, f.sport),
-            dst: socket_addr(f.family, &f.daddr, f.dport),
+            src,
+            dst,
             state: (r.key.state != 0).then(|| names::tcp_state(r.key.state).to_string()),
-            reason: self
-                .reset_reasons
-                .get(&r.key.reason)
-                .cloned()
-                .unwrap_or_else(|| format!("REASON_{}", r.key.reason)),
+            reason: reason_name(&self.reset_reasons, r.key.reason),
             count: r.count,
         })
     }
@@ -403,11 +395,27 @@ impl Enricher {
     }
 }
 
+/// A kernel flow key's two ends.
+fn flow_addrs(f: &probe_common::FlowKey) -> (SocketAddr, SocketAddr) {
+    (
+        socket_addr(f.family, &f.saddr, f.sport),
+        socket_addr(f.family, &f.daddr, f.dport),
+    )
+}
+
+/// A kernel enum value by the name tracefs prints, or `REASON_N`.
+fn reason_name(names: &HashMap<u32, String>, value: u32) -> String {
+    names
+        .get(&value)
+        .cloned()
+        .unwrap_or_else(|| format!("REASON_{value}"))
+}
+
 fn icmp_sent(r: &probe_common::IcmpRecord) -> EventBody {
-    let f = &r.key.flow;
+    let (src, dst) = flow_addrs(&r.key.flow);
     EventBody::IcmpSent(event::IcmpSent {
-        src: socket_addr(f.family, &f.saddr, f.sport),
-        dst: socket_addr(f.family, &f.daddr, f.dport),
+        src,
+        dst,
         icmp_type: r.key.icmp_type,
         code: r.key.code,
         message: event::unreach_name(r.key.code),

@@ -237,3 +237,57 @@ fn a_storm_whose_syns_the_node_answers_with_rst_names_the_rst_in_the_evidence() 
     drop(client);
     trace.stop();
 }
+
+#[test]
+fn the_node_sending_fragmentation_needed_is_icmp_sent_and_pmtud_works() {
+    require_root();
+    let l = PodLab::build("ir-frag");
+    let (lab, node, pod) = (&l.lab, &l.node, &l.pod);
+    // The node's side of the pod's veth gets a lower MTU than both ends:
+    // the server's full-size segments toward the pod do not fit, and the
+    // node answers them with "fragmentation needed" (PMTUD working).
+    let route = node.ns.ip_json(["route", "get", &pod.ipv4.to_string()]);
+    let dev = route[0]["dev"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no route to the pod: {route}"))
+        .to_string();
+    node.ns.ip(["link", "set", &dev, "mtu", "1400"]);
+    let api_port = 6443;
+    let _tls = netprobe_tests::peers::TlsServer::start_with_chain(
+        &l.server.ns,
+        l.server.ipv4.into(),
+        api_port,
+        6,
+    );
+    let server = SocketAddr::new(l.server.ipv4.into(), api_port);
+    let trace = Trace::start(lab, &node.ns, None);
+    let r =
+        netprobe_tests::peers::curl_https(&pod.ns, server.ip(), api_port, "kubernetes", secs(8.0));
+    assert_eq!(r.http_code, Some(200), "PMTUD works: {}", r.report);
+    let v = trace.expect(
+        "icmp_sent frag_needed toward the server",
+        |v| is_type(v, "icmp_sent") && ep(&v["src"]) == Some(server),
+        secs(5.0),
+    );
+    let node_ns = netns_inode(&node.ns);
+    assert_eq!(v["message"], "frag_needed", "{v}");
+    assert_eq!(
+        (v["icmp_type"].as_u64(), v["code"].as_u64()),
+        (Some(3), Some(4)),
+        "{v}"
+    );
+    assert!(
+        v["dst"]
+            .as_str()
+            .is_some_and(|d| d.starts_with(&format!("{}:", pod.ipv4))),
+        "{v}"
+    );
+    only_from(lab, &trace, node_ns);
+    std::thread::sleep(secs(1.0));
+    assert!(
+        trace.lab_diagnoses().is_empty(),
+        "PMTUD works: no verdict\n{}",
+        trace.report()
+    );
+    trace.stop();
+}
