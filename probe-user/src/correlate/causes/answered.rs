@@ -60,13 +60,11 @@ pub fn apply(answers: &[Answered], drops: &[Seen], d: &mut Diagnosis) {
                 );
             }
         }
-        Cause::MtuBlackhole => {
-            if answers.iter().any(Answered::is_frag_needed) {
-                d.summary = format!(
-                    "{}; this node itself sends \"fragmentation needed\" for the flow, so the ICMP is lost between this node and the sender",
-                    d.summary
-                );
-            }
+        Cause::MtuBlackhole if answers.iter().any(Answered::is_frag_needed) => {
+            d.summary = format!(
+                "{}; this node itself sends \"fragmentation needed\" for the flow, so the ICMP is lost between this node and the sender",
+                d.summary
+            );
         }
         Cause::Unknown => {
             if let Some(a) = answers.iter().find(|a| a.is_no_listener()) {
@@ -185,10 +183,10 @@ mod tests {
         let rst = no_listener();
         // Control: the drop is of the client's SYNs, not of the RSTs.
         let mut d = diagnosis("kernel_drop");
-        apply(&[rst.clone()], &[dropped(flow())], &mut d);
+        apply(std::slice::from_ref(&rst), &[dropped(flow())], &mut d);
         assert_eq!(d.summary, "base");
         let mut d = diagnosis("kernel_drop");
-        apply(&[rst.clone()], &[dropped(rst.flow)], &mut d);
+        apply(std::slice::from_ref(&rst), &[dropped(rst.flow)], &mut d);
         assert!(
             d.summary
                 .contains("the RSTs its own stack sends because nothing listens on port 9443"),
