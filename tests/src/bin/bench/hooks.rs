@@ -14,7 +14,8 @@
 //! unwatched port (parsed, one map look-up) and to a watched one (counted,
 //! reported); the receiver's ICMP rate limits are lifted in its namespace
 //! so every datagram is answered. `tcp/tcp_send_reset`: SYNs to a closed
-//! port, unwatched and watched (443, a new flow each).
+//! port, unwatched (connect() refused, one after the other) and watched
+//! (443, a new flow each, sent as fast as the ICMP loads).
 //! Other drops on the machine in the same window count too (noted).
 
 use std::os::fd::AsFd;
@@ -142,7 +143,7 @@ const LOADS: [Load; 11] = [
         name: "tcp_send_reset: TCP SYN to a closed watched port (443), a new flow each",
         program: "tcp_send_reset",
         tracepoint: ("tcp", "tcp_send_reset"),
-        mode: "tcp",
+        mode: "syn",
         port: 443,
     },
     Load {
