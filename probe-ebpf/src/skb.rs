@@ -24,8 +24,8 @@ pub fn kread<T>(addr: u64) -> Option<T> {
 }
 
 /// The TCP flow of the packet in `skb` (`protocol`: ETH_P_IP or
-/// ETH_P_IPV6, host order); `None` for anything else, or IPv6 with
-/// extension headers.
+/// ETH_P_IPV6, host order); `None` for anything else, an IPv4 fragment
+/// after the first, or IPv6 with extension headers.
 #[inline(always)]
 pub fn tcp_flow(skb: u64, protocol: u16) -> Option<FlowKey> {
     let offs = kernel_offsets();
@@ -40,7 +40,8 @@ pub fn tcp_flow(skb: u64, protocol: u16) -> Option<FlowKey> {
     let l4 = match protocol {
         ETH_P_IP => {
             let h: [u8; 20] = kread(ip)?;
-            if h[9] != IPPROTO_TCP {
+            // Not TCP, or a later fragment (no TCP header to read ports from).
+            if h[9] != IPPROTO_TCP || (h[6] & 0x1f) | h[7] != 0 {
                 return None;
             }
             flow.family = AF_INET;
