@@ -373,14 +373,18 @@ fn replayed_elsewhere(name: &str, kind: &str) -> Vec<Diagnosis> {
         .collect()
 }
 
+/// The storm verdict of a replay.
+fn storm<'a>(name: &str, got: &'a [Diagnosis]) -> &'a Diagnosis {
+    got.iter()
+        .find(|d| d.symptom == "retransmit_storm")
+        .unwrap_or_else(|| panic!("{name}: no storm verdict: {got:#?}"))
+}
+
 #[test]
 fn reject_rule_replays_to_kernel_drop_naming_the_icmp_answer() {
     let name = "icmp_reject";
     let (got, recorded) = replayed(name);
-    let d = got
-        .iter()
-        .find(|d| d.symptom == "retransmit_storm")
-        .unwrap_or_else(|| panic!("{name}: no storm verdict: {got:#?}"));
+    let d = storm(name, &got);
     assert_eq!(d.cause, "kernel_drop", "{d:#?}");
     assert!(d.rule.as_deref().is_some_and(|r| r.contains("rejects")));
     assert!(
@@ -397,10 +401,7 @@ fn reject_rule_replays_to_kernel_drop_naming_the_icmp_answer() {
     // Control: the same ICMP errors sent from another namespace are not
     // this node's answer.
     let other = replayed_elsewhere(name, "icmp_sent");
-    let d = other
-        .iter()
-        .find(|d| d.symptom == "retransmit_storm")
-        .unwrap_or_else(|| panic!("{name}: no storm verdict: {other:#?}"));
+    let d = storm(name, &other);
     assert_eq!(d.cause, "kernel_drop", "{d:#?}");
     assert!(!d.summary.contains("ICMP"), "{d:#?}");
     assert!(!d.evidence.iter().any(|e| e.contains("ICMP")), "{d:#?}");
@@ -410,10 +411,7 @@ fn reject_rule_replays_to_kernel_drop_naming_the_icmp_answer() {
 fn dropped_rsts_replay_to_kernel_drop_naming_the_closed_port() {
     let name = "rst_dropped";
     let (got, recorded) = replayed(name);
-    let d = got
-        .iter()
-        .find(|d| d.symptom == "retransmit_storm")
-        .unwrap_or_else(|| panic!("{name}: no storm verdict: {got:#?}"));
+    let d = storm(name, &got);
     assert_eq!(d.cause, "kernel_drop", "{d:#?}");
     let port = d.flow.dst.port();
     assert!(
@@ -424,10 +422,7 @@ fn dropped_rsts_replay_to_kernel_drop_naming_the_closed_port() {
     );
     assert_same_as_live(name, &got, &recorded);
     let other = replayed_elsewhere(name, "reset_sent");
-    let d = other
-        .iter()
-        .find(|d| d.symptom == "retransmit_storm")
-        .unwrap_or_else(|| panic!("{name}: no storm verdict: {other:#?}"));
+    let d = storm(name, &other);
     assert!(!d.summary.contains("RST"), "{d:#?}");
 }
 
