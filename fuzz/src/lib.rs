@@ -98,6 +98,8 @@ fn check_decoded(bytes: &[u8], record: &Record) {
         Record::Arp(r) => decode::to_bytes(r),
         Record::Packet(r) => decode::to_bytes(&**r),
         Record::Drop(r) => decode::to_bytes(r),
+        Record::IcmpSent(r) => decode::to_bytes(r),
+        Record::ResetSent(r) => decode::to_bytes(r),
     };
     assert_eq!(
         usize::from(record.header().size),
@@ -144,6 +146,8 @@ fn event_name(body: &EventBody) -> String {
         EventBody::Recovered(r) => format!("recovered {}", r.cause),
         EventBody::Drop(d) => format!("drop {}", d.reason),
         EventBody::TlsClientFlight(f) => format!("tls_client_flight {}", f.record),
+        EventBody::IcmpSent(i) => format!("icmp_sent {}", i.message),
+        EventBody::ResetSent(r) => format!("reset_sent {}", r.reason),
     }
 }
 

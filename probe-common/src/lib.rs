@@ -21,8 +21,14 @@ pub mod kind {
     /// Drops of an armed flow's packets (`skb/kfree_skb`), aggregated in the
     /// kernel: one [`super::DropRecord`] at counts 1, 2, 4, 8, ...
     pub const DROP: u16 = 7;
+    /// ICMP errors this node sent about an armed or watched flow's packets
+    /// (`icmp/icmp_send`), aggregated like drops: a [`super::IcmpRecord`].
+    pub const ICMP_SENT: u16 = 8;
+    /// RSTs this node's stack sent on an armed or watched flow
+    /// (`tcp/tcp_send_reset`), aggregated like drops: a [`super::ResetRecord`].
+    pub const RESET_SENT: u16 = 9;
     /// One past the highest kind: sizes the per-kind loss counters.
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 10;
 }
 
 /// Packet direction on a TC hook.
@@ -277,6 +283,61 @@ pub struct DropRecord {
     pub _pad: u32,
 }
 
+/// (flow, type, code, netns) counters of ICMP errors sent, kept in the kernel.
+pub const MAX_ICMP_KEYS: u32 = 4096;
+/// (flow, state, reason, netns) counters of RSTs sent, kept in the kernel.
+pub const MAX_RESET_KEYS: u32 = 4096;
+
+/// Key of the in-kernel counters of ICMP errors this node sent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IcmpKey {
+    /// The offending packet's flow, in its own direction.
+    pub flow: FlowKey,
+    /// Inode of the namespace of the offending packet's device (or socket).
+    pub netns: u32,
+    /// ICMP type and code (3/1 host unreachable, 3/3 port unreachable,
+    /// 3/4 fragmentation needed, 3/13 administratively prohibited).
+    pub icmp_type: u8,
+    pub code: u8,
+    pub _pad: [u8; 2],
+}
+
+/// ICMP errors sent about one flow: the count so far for its key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IcmpRecord {
+    pub header: RecordHeader,
+    pub key: IcmpKey,
+    pub count: u32,
+    pub _pad: u32,
+}
+
+/// Key of the in-kernel counters of RSTs this node's stack sent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResetKey {
+    /// The RST's direction: this node's end is `saddr`/`sport`.
+    pub flow: FlowKey,
+    /// enum sk_rst_reason (`NO_SOCKET` = 1 on this kernel; names from tracefs).
+    pub reason: u32,
+    /// Inode of the socket's namespace, else of the device the packet
+    /// that was answered came in on.
+    pub netns: u32,
+    /// Kernel TCP state of the socket; 0 when there was none.
+    pub state: u8,
+    pub _pad: [u8; 3],
+}
+
+/// RSTs sent on one flow: the count so far for its key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResetRecord {
+    pub header: RecordHeader,
+    pub key: ResetKey,
+    pub count: u32,
+}
+
 /// Byte range of a handshake record still to come on a flow.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -324,6 +385,10 @@ const _: () = assert!(size_of::<FlowKey>() == 40);
 const _: () = assert!(size_of::<KernelOffsets>() == 44);
 const _: () = assert!(size_of::<DropKey>() == 48);
 const _: () = assert!(size_of::<DropRecord>() == 80);
+const _: () = assert!(size_of::<IcmpKey>() == 48);
+const _: () = assert!(size_of::<IcmpRecord>() == 72);
+const _: () = assert!(size_of::<ResetKey>() == 52);
+const _: () = assert!(size_of::<ResetRecord>() == 72);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -332,6 +397,8 @@ mod pod {
     unsafe impl aya::Pod for super::FollowState {}
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::DropKey {}
+    unsafe impl aya::Pod for super::IcmpKey {}
+    unsafe impl aya::Pod for super::ResetKey {}
 }
 
 #[cfg(test)]

@@ -1,7 +1,10 @@
 //! Ring-buffer reservation with loss accounting: a full buffer is counted,
 //! never silent.
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::ring_buf::RingBufEntry};
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    maps::{LruHashMap, ring_buf::RingBufEntry},
+};
 use probe_common::RecordHeader;
 
 use crate::maps::{EVENTS, LOST};
@@ -25,4 +28,14 @@ pub fn reserve<T: 'static>(kind: u16) -> Option<RingBufEntry<T>> {
 pub fn header(kind: u16, size: usize) -> RecordHeader {
     // SAFETY: helper without preconditions.
     RecordHeader::new(kind, size, unsafe { bpf_ktime_get_ns() })
+}
+
+/// Adds one to `key`'s counter in an aggregation map and returns the new
+/// count; the callers report at counts 1, 2, 4, 8, ...
+#[inline(always)]
+pub fn bump<K>(map: &LruHashMap<K, u32>, key: &K) -> u32 {
+    // SAFETY: the value is copied out at once.
+    let count = unsafe { map.get(key) }.map_or(1, |c| c.saturating_add(1));
+    let _ = map.insert(key, &count, 0);
+    count
 }

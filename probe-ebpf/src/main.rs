@@ -7,11 +7,14 @@ mod capture;
 mod classifier;
 mod drop;
 mod emit;
+mod icmp_sent;
 mod maps;
 mod neigh;
 mod packet;
 mod reset;
+mod reset_sent;
 mod retransmit;
+mod skb;
 mod sockstate;
 mod tcp_tracepoint;
 mod tls;
@@ -57,6 +60,18 @@ pub fn sock_state(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn skb_kfree(ctx: TracePointContext) -> u32 {
     drop::handle(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn icmp_send(ctx: TracePointContext) -> u32 {
+    icmp_sent::handle(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
+    reset_sent::handle(&ctx);
     0
 }
 

@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
 };
 use probe_common::{
-    DropKey, FlowKey, FollowState, KernelOffsets, MAX_ARMED, MAX_DROP_KEYS, MAX_OWNERS, Owner,
-    PORT_WORDS, REASON_WORDS, kind,
+    DropKey, FlowKey, FollowState, IcmpKey, KernelOffsets, MAX_ARMED, MAX_DROP_KEYS, MAX_ICMP_KEYS,
+    MAX_OWNERS, MAX_RESET_KEYS, Owner, PORT_WORDS, REASON_WORDS, ResetKey, kind,
 };
 
 /// Every record goes through this one buffer; userspace may resize it.
@@ -90,6 +90,18 @@ const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
 #[map]
 pub static DROPS: LruHashMap<DropKey, u32> =
     LruHashMap::with_max_entries(MAX_DROP_KEYS, BPF_F_NO_COMMON_LRU);
+
+/// ICMP errors this node sent about armed or watched flows, by
+/// (flow, type, code, netns).
+#[map]
+pub static ICMP_SENT: LruHashMap<IcmpKey, u32> =
+    LruHashMap::with_max_entries(MAX_ICMP_KEYS, BPF_F_NO_COMMON_LRU);
+
+/// RSTs this node's stack sent on armed or watched flows, by
+/// (flow, state, reason, netns).
+#[map]
+pub static RESET_SENT: LruHashMap<ResetKey, u32> =
+    LruHashMap::with_max_entries(MAX_RESET_KEYS, BPF_F_NO_COMMON_LRU);
 
 /// Who connected each socket, by socket address (LRU: sockets that closed
 /// without being seen are forgotten by themselves).

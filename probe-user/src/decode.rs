@@ -8,7 +8,8 @@
 use std::mem::size_of;
 
 use probe_common::{
-    ArpRecord, DropRecord, NeighRecord, PacketRecord, RecordHeader, TcpRecord, TlsRecord, kind,
+    ArpRecord, DropRecord, IcmpRecord, NeighRecord, PacketRecord, RecordHeader, ResetRecord,
+    TcpRecord, TlsRecord, kind,
 };
 use thiserror::Error;
 
@@ -22,6 +23,8 @@ pub enum Record {
     Arp(ArpRecord),
     Packet(Box<PacketRecord>),
     Drop(DropRecord),
+    IcmpSent(IcmpRecord),
+    ResetSent(ResetRecord),
 }
 
 impl Record {
@@ -33,6 +36,8 @@ impl Record {
             Record::Arp(r) => &r.header,
             Record::Packet(r) => &r.header,
             Record::Drop(r) => &r.header,
+            Record::IcmpSent(r) => &r.header,
+            Record::ResetSent(r) => &r.header,
         }
     }
 }
@@ -66,6 +71,8 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         kind::ARP => size_of::<ArpRecord>(),
         kind::PACKET => size_of::<PacketRecord>(),
         kind::DROP => size_of::<DropRecord>(),
+        kind::ICMP_SENT => size_of::<IcmpRecord>(),
+        kind::RESET_SENT => size_of::<ResetRecord>(),
         other => return Err(DecodeError::UnknownKind(other)),
     };
     // The ring buffer may round up; the header must still agree with the type.
@@ -88,6 +95,8 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         kind::TLS => Record::Tls(Box::new(read(bytes).ok_or_else(mismatch)?)),
         kind::PACKET => Record::Packet(Box::new(read(bytes).ok_or_else(mismatch)?)),
         kind::DROP => Record::Drop(read(bytes).ok_or_else(mismatch)?),
+        kind::ICMP_SENT => Record::IcmpSent(read(bytes).ok_or_else(mismatch)?),
+        kind::RESET_SENT => Record::ResetSent(read(bytes).ok_or_else(mismatch)?),
         _ => Record::Arp(read(bytes).ok_or_else(mismatch)?),
     })
 }
@@ -134,6 +143,32 @@ mod tests {
             }
             other => panic!("wrong record {other:?}"),
         }
+    }
+
+    #[test]
+    fn decodes_icmp_and_reset_records() {
+        let mut icmp = IcmpRecord {
+            header: RecordHeader::new(kind::ICMP_SENT, size_of::<IcmpRecord>(), 7),
+            ..Default::default()
+        };
+        icmp.key.code = 13;
+        icmp.count = 4;
+        match decode(&to_bytes(&icmp)).unwrap() {
+            Record::IcmpSent(r) => assert_eq!((r.key.code, r.count), (13, 4)),
+            other => panic!("wrong record {other:?}"),
+        }
+        let mut rst = ResetRecord {
+            header: RecordHeader::new(kind::RESET_SENT, size_of::<ResetRecord>(), 8),
+            ..Default::default()
+        };
+        rst.key.reason = 1;
+        match decode(&to_bytes(&rst)).unwrap() {
+            Record::ResetSent(r) => assert_eq!(r.key.reason, 1),
+            other => panic!("wrong record {other:?}"),
+        }
+        // A reset record claiming a drop's size is refused.
+        rst.header.size = size_of::<DropRecord>() as u16;
+        assert!(decode(&to_bytes(&rst)).is_err());
     }
 
     #[test]

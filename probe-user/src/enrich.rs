@@ -112,6 +112,8 @@ pub struct Enricher {
     tls: Reassembler,
     /// skb drop reason names of this kernel, by value.
     drop_reasons: HashMap<u32, String>,
+    /// `tcp_send_reset` reason names of this kernel, by value.
+    reset_reasons: HashMap<u32, String>,
     /// Where each unfinished hello's first segment was seen, to report it
     /// if its continuation never comes.
     starts: HashMap<FlowId, HelloSeen>,
@@ -174,6 +176,7 @@ impl Enricher {
             retransmits: FlowCounts::new(100_000),
             tls: Reassembler::default(),
             drop_reasons: HashMap::new(),
+            reset_reasons: HashMap::new(),
             starts: HashMap::new(),
             identities: Default::default(),
         }
@@ -237,6 +240,12 @@ impl Enricher {
         self
     }
 
+    /// Names for `reset_sent` events' reasons (see `tracefs::reset_reasons`).
+    pub fn with_reset_reasons(mut self, names: HashMap<u32, String>) -> Self {
+        self.reset_reasons = names;
+        self
+    }
+
     /// Wall-clock time of a kernel timestamp.
     pub fn wall(&self, mono_ns: u64) -> DateTime<Utc> {
         self.clock.wall(mono_ns)
@@ -272,6 +281,11 @@ impl Enricher {
             Record::Arp(r) => (arp(r, ifaces), self.tc_netns),
             Record::Tls(r) => (self.tls(r, ifaces)?, self.tc_netns),
             Record::Drop(r) => (self.drop(r), (r.key.netns != 0).then_some(r.key.netns)),
+            Record::IcmpSent(r) => (icmp_sent(r), (r.key.netns != 0).then_some(r.key.netns)),
+            Record::ResetSent(r) => (
+                self.reset_sent(r),
+                (r.key.netns != 0).then_some(r.key.netns),
+            ),
             // Packet copies are not events; the pipeline hands them out.
             Record::Packet(_) => return None,
         };
@@ -283,22 +297,29 @@ impl Enricher {
     }
 
     fn drop(&mut self, r: &probe_common::DropRecord) -> EventBody {
-        let f = &r.key.flow;
+        let (src, dst) = flow_addrs(&r.key.flow);
         let pod = self
             .identities
             .of_socket(None, (r.key.netns != 0).then_some(r.key.netns))
             .map(|id| Box::new(id.pod));
         EventBody::Drop(event::Drop {
-            src: socket_addr(f.family, &f.saddr, f.sport),
-            dst: socket_addr(f.family, &f.daddr, f.dport),
-            reason: self
-                .drop_reasons
-                .get(&r.key.reason)
-                .cloned()
-                .unwrap_or_else(|| format!("REASON_{}", r.key.reason)),
+            src,
+            dst,
+            reason: reason_name(&self.drop_reasons, r.key.reason),
             count: r.count,
             location: format!("0x{:x}", r.location),
             pod,
+        })
+    }
+
+    fn reset_sent(&self, r: &probe_common::ResetRecord) -> EventBody {
+        let (src, dst) = flow_addrs(&r.key.flow);
+        EventBody::ResetSent(event::ResetSent {
+            src,
+            dst,
+            state: (r.key.state != 0).then(|| names::tcp_state(r.key.state).to_string()),
+            reason: reason_name(&self.reset_reasons, r.key.reason),
+            count: r.count,
         })
     }
 
@@ -407,6 +428,34 @@ impl Enricher {
             }),
         })
     }
+}
+
+/// A kernel flow key's two ends.
+fn flow_addrs(f: &probe_common::FlowKey) -> (SocketAddr, SocketAddr) {
+    (
+        socket_addr(f.family, &f.saddr, f.sport),
+        socket_addr(f.family, &f.daddr, f.dport),
+    )
+}
+
+/// A kernel enum value by the name tracefs prints, or `REASON_N`.
+fn reason_name(names: &HashMap<u32, String>, value: u32) -> String {
+    names
+        .get(&value)
+        .cloned()
+        .unwrap_or_else(|| format!("REASON_{value}"))
+}
+
+fn icmp_sent(r: &probe_common::IcmpRecord) -> EventBody {
+    let (src, dst) = flow_addrs(&r.key.flow);
+    EventBody::IcmpSent(event::IcmpSent {
+        src,
+        dst,
+        icmp_type: r.key.icmp_type,
+        code: r.key.code,
+        message: event::unreach_name(r.key.code),
+        count: r.count,
+    })
 }
 
 fn neighbour(r: &NeighRecord) -> EventBody {

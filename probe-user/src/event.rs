@@ -45,6 +45,10 @@ pub enum EventBody {
     /// flight reached it and the handshake went on (`record` says with
     /// what: an alert means the client refused it).
     TlsClientFlight(TlsClientFlight),
+    /// This node answered a packet of a flow with an ICMP error.
+    IcmpSent(IcmpSent),
+    /// This node's TCP stack sent a RST on a flow.
+    ResetSent(ResetSent),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -67,6 +71,56 @@ pub fn tls_content_type(b: Option<u8>) -> String {
         Some(other) => format!("0x{other:02x}"),
         None => "unknown".into(),
     }
+}
+
+/// ICMP destination-unreachable errors this node sent about one flow's
+/// packets, counted in the kernel; an `icmp_sent` event is written at
+/// counts 1, 2, 4, 8, ...
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IcmpSent {
+    /// The offending packet's source and destination.
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub icmp_type: u8,
+    pub code: u8,
+    /// `host_unreachable`, `port_unreachable`, `frag_needed`,
+    /// `admin_prohibited`, ... (`code_N` for others).
+    pub message: String,
+    pub count: u32,
+}
+
+/// RSTs this node's TCP stack sent on one flow, counted in the kernel; a
+/// `reset_sent` event is written at counts 1, 2, 4, 8, ...
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResetSent {
+    /// This node's end (the RST's source).
+    pub src: SocketAddr,
+    /// The peer the RST goes to.
+    pub dst: SocketAddr,
+    /// The socket's TCP state; null when no socket matched (nothing listens).
+    pub state: Option<String>,
+    /// The kernel's reset reason as tracefs prints it (`NO_SOCKET`).
+    pub reason: String,
+    pub count: u32,
+}
+
+/// Name of an ICMP destination-unreachable code (RFC 792, 1812).
+pub fn unreach_name(code: u8) -> String {
+    match code {
+        0 => "net_unreachable",
+        1 => "host_unreachable",
+        2 => "protocol_unreachable",
+        3 => "port_unreachable",
+        4 => "frag_needed",
+        5 => "source_route_failed",
+        6 => "net_unknown",
+        7 => "host_unknown",
+        9 => "net_prohibited",
+        10 => "host_prohibited",
+        13 => "admin_prohibited",
+        c => return format!("code_{c}"),
+    }
+    .to_string()
 }
 
 /// Drops of one flow direction for one reason, counted in the kernel; a

@@ -47,6 +47,8 @@ pub const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("neigh_update", "neigh", "neigh_update"),
     ("sock_state", "sock", "inet_sock_set_state"),
     ("skb_kfree", "skb", "kfree_skb"),
+    ("icmp_send", "icmp", "icmp_send"),
+    ("tcp_send_reset", "tcp", "tcp_send_reset"),
 ];
 pub const CLASSIFIERS: &[(&str, TcAttachType)] = &[
     ("tc_ingress", TcAttachType::Ingress),

@@ -63,6 +63,8 @@ pub const KIND_NAMES: [&str; kind::COUNT as usize] = [
     "reset",
     "packet",
     "drop",
+    "icmp_sent",
+    "reset_sent",
 ];
 
 /// The record kind a tracepoint program writes; `None` for one that only
@@ -73,6 +75,8 @@ fn skipped_kind(prog: &str) -> Option<u16> {
         "tcp_receive_reset" => Some(kind::RESET),
         "neigh_update" => Some(kind::NEIGHBOUR),
         "skb_kfree" => Some(kind::DROP),
+        "icmp_send" => Some(kind::ICMP_SENT),
+        "tcp_send_reset" => Some(kind::RESET_SENT),
         _ => None,
     }
 }
@@ -464,7 +468,8 @@ pub async fn session(
         pipeline: Pipeline::new(
             Enricher::new(Clock::system(), tc_netns)
                 .with_drop_reasons(crate::tracefs::drop_reasons())
-                .with_identities(identities(args, tc_netns)),
+                .with_identities(identities(args, tc_netns))
+                .with_reset_reasons(crate::tracefs::reset_reasons()),
         ),
         sink: consumer,
         correlator: Correlator::new(correlate::Config {

@@ -53,6 +53,26 @@ pub const EXPECTED: &[(&str, &[Field])] = &[
         ],
     ),
     (
+        "icmp/icmp_send",
+        &[
+            ("skbaddr", 8, 8),
+            ("type", 16, 4),
+            ("code", 20, 4),
+            ("ulen", 36, 2),
+        ],
+    ),
+    (
+        "tcp/tcp_send_reset",
+        &[
+            ("skbaddr", 8, 8),
+            ("skaddr", 16, 8),
+            ("state", 24, 4),
+            ("reason", 28, 4),
+            ("saddr", 32, 28),
+            ("daddr", 60, 28),
+        ],
+    ),
+    (
         "neigh/neigh_update",
         &[
             ("family", 8, 4),
@@ -216,6 +236,31 @@ pub fn symbolic_names(format: &str) -> std::collections::HashMap<u32, String> {
     out
 }
 
+/// The names of one field's `__print_symbolic` list (`REC->reason`), when a
+/// format prints several.
+pub fn symbolic_names_of(format: &str, field: &str) -> std::collections::HashMap<u32, String> {
+    let marker = format!("__print_symbolic({field}");
+    match format.find(&marker) {
+        Some(at) => {
+            let rest = &format[at..];
+            // Up to the next list, if any.
+            let end = rest[1..]
+                .find("__print_symbolic(")
+                .map_or(rest.len(), |e| e + 1);
+            symbolic_names(&rest[..end])
+        }
+        None => Default::default(),
+    }
+}
+
+/// `tcp_send_reset` reason names of this kernel (`enum sk_rst_reason`;
+/// empty when tracefs is unreadable).
+pub fn reset_reasons() -> std::collections::HashMap<u32, String> {
+    std::fs::read_to_string(format!("{ROOT}/events/tcp/tcp_send_reset/format"))
+        .map(|f| symbolic_names_of(&f, "REC->reason"))
+        .unwrap_or_default()
+}
+
 /// Drop reason names of this kernel (empty when tracefs is unreadable).
 pub fn drop_reasons() -> std::collections::HashMap<u32, String> {
     std::fs::read_to_string(format!("{ROOT}/events/skb/kfree_skb/format"))
@@ -249,6 +294,15 @@ mod symbolic_tests {
         assert_eq!(m.get(&12).map(String::as_str), Some("NETFILTER_DROP"));
         assert_eq!(m.len(), 3);
         assert!(super::symbolic_names("no list").is_empty());
+    }
+
+    #[test]
+    fn reset_reasons_come_from_their_own_list() {
+        let f = r#"print fmt: "state=%s reason=%s", REC->state ? __print_symbolic(REC->state, { TCP_ESTABLISHED, "TCP_ESTABLISHED" }, { 7, "TCP_CLOSE" }) : "UNKNOWN", __print_symbolic(REC->reason, { 0, "NOT_SPECIFIED" }, { 1, "NO_SOCKET" })"#;
+        let m = super::symbolic_names_of(f, "REC->reason");
+        assert_eq!(m.get(&1).map(String::as_str), Some("NO_SOCKET"));
+        assert_eq!(m.len(), 2);
+        assert!(super::symbolic_names_of(f, "REC->nope").is_empty());
     }
 
     #[test]

@@ -25,6 +25,10 @@
 //!   routers drop "fragmentation needed".
 //! - `mtu_blackhole_server.jsonl`: the same path seen from the server's
 //!   namespace: its own socket's full-size segments retransmit.
+//! - `icmp_reject.jsonl` (tests/tests/icmp_reset.rs): a `reject with icmp
+//!   type host-unreachable` rule on the node hits a pod's established flow.
+//! - `rst_dropped.jsonl`: a pod's SYNs to a port nothing listens on at the
+//!   node, the node's firewall dropping the RSTs its stack sends.
 //!
 //! Replaying each must give the verdict the live run gave. The expected
 //! values are read from the wire facts in the stream (ClientHellos,
@@ -346,6 +350,82 @@ fn mtu_black_hole_from_the_servers_node_replays_to_mtu_blackhole() {
 // ---------------------------------------------------------------------------
 
 /// Every IP address written anywhere in `v`, fields and sentences alike.
+/// Replays `name` with the `netns` of its events of type `kind` moved to
+/// another namespace (as a lab's other "machine" would report them).
+fn replayed_elsewhere(name: &str, kind: &str) -> Vec<Diagnosis> {
+    let text: String = lines(name)
+        .into_iter()
+        .map(|mut v| {
+            if v["type"] == kind {
+                v["netns"] = Value::from(1u32);
+            }
+            format!("{v}\n")
+        })
+        .collect();
+    let r = replay(std::io::Cursor::new(text), Config::default())
+        .unwrap_or_else(|e| panic!("replaying {name}: {e:#}"));
+    r.diagnoses
+        .into_iter()
+        .filter_map(|e| match e.body {
+            EventBody::Diagnosis(d) => Some(*d),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The storm verdict of a replay.
+fn storm<'a>(name: &str, got: &'a [Diagnosis]) -> &'a Diagnosis {
+    got.iter()
+        .find(|d| d.symptom == "retransmit_storm")
+        .unwrap_or_else(|| panic!("{name}: no storm verdict: {got:#?}"))
+}
+
+#[test]
+fn reject_rule_replays_to_kernel_drop_naming_the_icmp_answer() {
+    let name = "icmp_reject";
+    let (got, recorded) = replayed(name);
+    let d = storm(name, &got);
+    assert_eq!(d.cause, "kernel_drop", "{d:#?}");
+    assert!(d.rule.as_deref().is_some_and(|r| r.contains("rejects")));
+    assert!(
+        d.summary
+            .contains("this node answers with ICMP host unreachable"),
+        "{d:#?}"
+    );
+    assert!(
+        d.evidence
+            .iter()
+            .any(|e| e.contains("with ICMP host unreachable"))
+    );
+    assert_same_as_live(name, &got, &recorded);
+    // Control: the same ICMP errors sent from another namespace are not
+    // this node's answer.
+    let other = replayed_elsewhere(name, "icmp_sent");
+    let d = storm(name, &other);
+    assert_eq!(d.cause, "kernel_drop", "{d:#?}");
+    assert!(!d.summary.contains("ICMP"), "{d:#?}");
+    assert!(!d.evidence.iter().any(|e| e.contains("ICMP")), "{d:#?}");
+}
+
+#[test]
+fn dropped_rsts_replay_to_kernel_drop_naming_the_closed_port() {
+    let name = "rst_dropped";
+    let (got, recorded) = replayed(name);
+    let d = storm(name, &got);
+    assert_eq!(d.cause, "kernel_drop", "{d:#?}");
+    let port = d.flow.dst.port();
+    assert!(
+        d.summary.contains(&format!(
+            "RSTs its own stack sends because nothing listens on port {port}"
+        )),
+        "{d:#?}"
+    );
+    assert_same_as_live(name, &got, &recorded);
+    let other = replayed_elsewhere(name, "reset_sent");
+    let d = storm(name, &other);
+    assert!(!d.summary.contains("RST"), "{d:#?}");
+}
+
 fn addresses_in(v: &Value, out: &mut Vec<IpAddr>) {
     match v {
         Value::String(s) => {
@@ -394,6 +474,8 @@ fn fixtures_name_only_lab_addresses() {
         "conntrack_table_full",
         "mtu_blackhole",
         "mtu_blackhole_server",
+        "icmp_reject",
+        "rst_dropped",
     ] {
         let mut ips = Vec::new();
         for v in lines(name) {

@@ -161,6 +161,8 @@ impl Correlator {
                 );
             }
             EventBody::Drop(d) => self.drops.drop(t, event.netns, d),
+            EventBody::IcmpSent(i) => self.drops.icmp(t, event.netns, i),
+            EventBody::ResetSent(r) => self.drops.reset(t, event.netns, r),
             EventBody::Neighbour(n) => self.history.neighbour(t, n),
             EventBody::Arp(a) => self.history.arp(t, a),
             EventBody::Retransmit(r) => {
@@ -351,7 +353,10 @@ impl Correlator {
                 .judge()
             }
             Symptom::RetransmitStorm => {
-                let dropped_here = !self.drops.of(flow, snap.node_netns).is_empty();
+                // Dropped or answered here: the flow's packets pass through
+                // this node.
+                let dropped_here = !self.drops.of(flow, snap.node_netns).is_empty()
+                    || !self.drops.answers(flow, snap.node_netns).is_empty();
                 if snap.foreign_netns.is_some() && !dropped_here {
                     // A socket in another namespace whose traffic does not
                     // pass through ours (no conntrack entry here): nothing
@@ -371,6 +376,11 @@ impl Correlator {
         if diagnosis.stage.is_none() {
             diagnosis.stage = self.handshake_stage(flow).map(str::to_string);
         }
+        causes::answered::apply(
+            &self.drops.answers(flow, snap.node_netns),
+            &self.drops.of(flow, snap.node_netns),
+            &mut diagnosis,
+        );
         let cause = Cause::parse(&diagnosis.cause).unwrap_or(Cause::Unknown);
         if let Some(v) = &previous {
             // Looked again: the same cause says nothing new, and a lack of

@@ -198,6 +198,8 @@ pub fn type_name(body: &EventBody) -> &'static str {
         EventBody::Recovered(_) => "recovered",
         EventBody::Drop(_) => "drop",
         EventBody::TlsClientFlight(_) => "tls_client_flight",
+        EventBody::IcmpSent(_) => "icmp_sent",
+        EventBody::ResetSent(_) => "reset_sent",
     }
 }
 
@@ -283,7 +285,9 @@ impl Recorder {
             | EventBody::TlsClientFlight(_)
             | EventBody::Recovered(_)
             // Written at counts 1, 2, 4, ...: a sample, not a drop count.
-            | EventBody::Drop(_) => {}
+            | EventBody::Drop(_)
+            | EventBody::IcmpSent(_)
+            | EventBody::ResetSent(_) => {}
         }
     }
 

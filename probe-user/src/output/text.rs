@@ -49,6 +49,31 @@ pub fn write_event(f: &mut fmt::Formatter<'_>, e: &Event) -> fmt::Result {
                 owner(d.pod.as_deref(), None)
             )
         }
+        EventBody::IcmpSent(i) => {
+            tag(f, "ICMP-OUT")?;
+            write!(
+                f,
+                "{} -> {} answered with ICMP {} (type {} code {}) x{}",
+                i.src,
+                i.dst,
+                Clean(&i.message),
+                i.icmp_type,
+                i.code,
+                i.count
+            )
+        }
+        EventBody::ResetSent(r) => {
+            tag(f, "RST-OUT")?;
+            write!(
+                f,
+                "{} -> {} RST sent ({}, socket {}) x{}",
+                r.src,
+                r.dst,
+                Clean(&r.reason),
+                Clean(r.state.as_deref().unwrap_or("none")),
+                r.count
+            )
+        }
     }?;
     if let Some(ns) = e.netns {
         write!(f, " netns={ns}")?;

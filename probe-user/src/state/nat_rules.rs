@@ -84,6 +84,8 @@ pub struct Rule {
     pub from_map: bool,
     /// The rule's verdict is drop.
     pub drops: bool,
+    /// The rule rejects (drops and answers: an ICMP error or a TCP RST).
+    pub rejects: bool,
 }
 
 /// Reads the ruleset of this thread's namespace. Blocking.
@@ -186,7 +188,8 @@ pub fn drop_rules(rules: &[Rule], src: SocketAddr, dst: SocketAddr) -> Vec<Strin
         if hits.is_empty() || out.len() >= 8 {
             continue;
         }
-        let line = format!("{}: drops what matches {}", r.location, hits.join(" and "));
+        let verb = if r.rejects { "rejects" } else { "drops" };
+        let line = format!("{}: {verb} what matches {}", r.location, hits.join(" and "));
         if !out.contains(&line) {
             out.push(line);
         }
@@ -283,6 +286,11 @@ pub fn parse_rule(payload: &[u8]) -> Option<Rule> {
                     .and_then(|c| c.get(..4))
                     .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]));
                 rule.drops |= verdict == Some(NF_DROP);
+            }
+            // `reject`: the packet is dropped (NF_DROP) after the answer.
+            "reject" => {
+                rule.drops = true;
+                rule.rejects = true;
             }
             "lookup" => rule.from_map |= attr(data, NFTA_LOOKUP_DREG).is_some(),
             "nat" => {

@@ -377,7 +377,9 @@ impl App {
             | EventBody::TlsHop(_)
             | EventBody::TlsClientFlight(_)
             | EventBody::Recovered(_)
-            | EventBody::Drop(_) => {}
+            | EventBody::Drop(_)
+            | EventBody::IcmpSent(_)
+            | EventBody::ResetSent(_) => {}
         }
     }
 

@@ -6,6 +6,7 @@
 //! the controls each module's tests hold are the situations that look the
 //! same and must not get it.
 
+pub mod answered;
 pub mod conntrack_table_full;
 pub mod endpoint_unreachable;
 pub mod kernel_drop;

@@ -8,7 +8,14 @@
 //! program stops at the reason), TCP SYNs a firewall rule drops
 //! (NETFILTER_DROP) to an unwatched port (parsed, one map look-up) and to a
 //! watched port (a new flow each: counted in the map and reported), and
-//! accepted connections for `sock/inet_sock_set_state`.
+//! accepted connections for `sock/inet_sock_set_state`. `icmp/icmp_send`:
+//! UDP to a closed port (port unreachable: not TCP, the program's first
+//! test after the type), TCP SYNs a `reject` rule answers with ICMP to an
+//! unwatched port (parsed, one map look-up) and to a watched one (counted,
+//! reported); the receiver's ICMP rate limits are lifted in its namespace
+//! so every datagram is answered. `tcp/tcp_send_reset`: SYNs to a closed
+//! port, unwatched (connect() refused, one after the other) and watched
+//! (443, a new flow each, sent as fast as the ICMP loads).
 //! Other drops on the machine in the same window count too (noted).
 
 use std::os::fd::AsFd;
@@ -63,8 +70,12 @@ struct Load {
 
 /// A port the peer's firewall drops (NETFILTER_DROP, a path reason).
 const FIREWALLED: u16 = 9998;
+/// Ports the peer's firewall rejects with ICMP admin-prohibited: one not
+/// watched, one watched (`--port`).
+const REJECTED: u16 = 9997;
+const REJECTED_WATCHED: u16 = 9996;
 
-const LOADS: [Load; 6] = [
+const LOADS: [Load; 11] = [
     Load {
         name: "skb_kfree: UDP to a closed port (not TCP)",
         program: "skb_kfree",
@@ -99,6 +110,41 @@ const LOADS: [Load; 6] = [
         tracepoint: ("skb", "kfree_skb"),
         mode: "syn",
         port: 6443,
+    },
+    Load {
+        name: "icmp_send: UDP to a closed port (port unreachable, not TCP)",
+        program: "icmp_send",
+        tracepoint: ("icmp", "icmp_send"),
+        mode: "udp",
+        port: 9999,
+    },
+    Load {
+        name: "icmp_send: TCP SYN rejected with ICMP, unwatched port",
+        program: "icmp_send",
+        tracepoint: ("icmp", "icmp_send"),
+        mode: "syn",
+        port: REJECTED,
+    },
+    Load {
+        name: "icmp_send: TCP SYN rejected with ICMP, watched port (9996), a new flow each",
+        program: "icmp_send",
+        tracepoint: ("icmp", "icmp_send"),
+        mode: "syn",
+        port: REJECTED_WATCHED,
+    },
+    Load {
+        name: "tcp_send_reset: TCP SYN to a closed port, unwatched",
+        program: "tcp_send_reset",
+        tracepoint: ("tcp", "tcp_send_reset"),
+        mode: "tcp",
+        port: 9999,
+    },
+    Load {
+        name: "tcp_send_reset: TCP SYN to a closed watched port (443), a new flow each",
+        program: "tcp_send_reset",
+        tracepoint: ("tcp", "tcp_send_reset"),
+        mode: "syn",
+        port: 443,
     },
     Load {
         name: "sock_state: connections accepted and closed",
@@ -164,17 +210,42 @@ fn one(count: u32) -> Run {
     ]);
     b.nft()
         .rule("input", &format!("tcp dport {{ {FIREWALLED}, 6443 }} drop"));
+    b.nft().rule(
+        "input",
+        &format!(
+            "tcp dport {{ {REJECTED}, {REJECTED_WATCHED} }} reject with icmp type admin-prohibited"
+        ),
+    );
+    // Every datagram and SYN answered: the ICMP rate limits (per
+    // namespace) lifted on the receiver.
+    for (k, v) in [
+        ("net.ipv4.icmp_ratelimit", "0"),
+        ("net.ipv4.icmp_msgs_per_sec", "1000000"),
+        ("net.ipv4.icmp_msgs_burst", "1000000"),
+    ] {
+        b.ns.sysctl(k, v);
+    }
     std::thread::sleep(Duration::from_millis(300));
-    let trace = np::trace(a.name(), &[]).np;
+    let watched = REJECTED_WATCHED.to_string();
+    let trace = np::trace(
+        a.name(),
+        &["--port", "443", "--port", "6443", "--port", &watched],
+    )
+    .np;
     let _stats = bpf::enable_run_time_stats().expect("BPF_ENABLE_STATS");
-    let empty: Vec<_> = [("skb", "kfree_skb"), ("sock", "inet_sock_set_state")]
-        .into_iter()
-        .map(|(c, n)| {
-            let (id, prog, perf) =
-                bpf::attach_empty_tracepoint(c, n).expect("attach the empty tracepoint program");
-            ((c, n), id, (prog, perf))
-        })
-        .collect();
+    let empty: Vec<_> = [
+        ("skb", "kfree_skb"),
+        ("sock", "inet_sock_set_state"),
+        ("icmp", "icmp_send"),
+        ("tcp", "tcp_send_reset"),
+    ]
+    .into_iter()
+    .map(|(c, n)| {
+        let (id, prog, perf) =
+            bpf::attach_empty_tracepoint(c, n).expect("attach the empty tracepoint program");
+        ((c, n), id, (prog, perf))
+    })
+    .collect();
     let info = |id: u32| {
         bpf::prog_fd(id)
             .and_then(|fd| bpf::prog_info(fd.as_fd()))
