@@ -162,7 +162,7 @@ type Run = Vec<(f64, f64, f64)>;
 pub fn bench(cfg: &Config) -> Vec<Row> {
     let count = cfg.pick(20_000, 5_000);
     let runs = repeat("tracepoint programs", cfg, |_| one(count));
-    let mut rows = Vec::new();
+    let mut rows = program_rows();
     for (i, l) in LOADS.iter().enumerate() {
         let ns = runs.each(|r| r[i].1);
         let floor = runs.each(|r| r[i].2);
@@ -305,4 +305,52 @@ fn one(count: u32) -> Run {
     }
     drop(trace);
     out
+}
+
+/// Every tracepoint program of netprobe's as loaded: instructions the
+/// verifier walked, size, and stack per function (one netprobe, one
+/// sample: these do not vary run to run).
+fn program_rows() -> Vec<Row> {
+    let mut lab = Lab::new("bench-progs");
+    let (a, _b) = lab.pair();
+    let trace = np::trace(a.name(), &[]).np;
+    let names = std::iter::once("tcp_retransmit")
+        .chain(probe_user::probes::TRACEPOINTS.iter().map(|(p, _, _)| *p));
+    let mut rows = Vec::new();
+    for name in names {
+        let id = np::program_id(&trace, name);
+        let Ok(info) = bpf::prog_fd(id).and_then(|fd| bpf::prog_info(fd.as_fd())) else {
+            rows.push(Row::not_measured(
+                SECTION,
+                format!("{name}: program"),
+                "no info",
+            ));
+            continue;
+        };
+        let stack = bpf::stack_per_function(id).unwrap_or_default();
+        rows.push(
+            Row::new(SECTION, format!("{name}: instructions verified"), "insns")
+                .samples([f64::from(info.verified_insns)])
+                .note(format!(
+                    "size {} insns, jited {} bytes",
+                    info.xlated_len / 8,
+                    info.jited_len
+                )),
+        );
+        rows.push(
+            Row::new(SECTION, format!("{name}: stack"), "bytes")
+                .samples([f64::from(stack.iter().sum::<u32>())])
+                .note(format!(
+                    "per function: {}",
+                    stack
+                        .iter()
+                        .map(u32::to_string)
+                        .collect::<Vec<_>>()
+                        .join("+")
+                ))
+                .reference("limit 512 per call chain"),
+        );
+    }
+    drop(trace);
+    rows
 }
