@@ -29,6 +29,12 @@ const MAX_CHUNKS: usize = (TLS_FOLLOW_MAX as usize).div_ceil(TLS_CAPTURE);
 /// Bits of the flow hash that pick a follow slot.
 const SLOT_BITS: u32 = FOLLOW_SLOTS.trailing_zeros();
 
+/// The follow and flight slot of a segment's flow (the top bits of its hash).
+#[inline(always)]
+fn slot_of(tcp: &Tcp) -> u32 {
+    tcp.flow_hash >> (32 - SLOT_BITS)
+}
+
 /// Who a record is about: the frame's MACs and the flow.
 struct Meta {
     direction: u8,
@@ -90,7 +96,7 @@ pub fn handle(ctx: &TcContext, direction: u8, ip: &Ip, tcp: &Tcp) -> bool {
 /// the hello ended: decided on the slot's sequence number first.
 #[inline(always)]
 fn flight(ctx: &TcContext, direction: u8, ip: &Ip, tcp: &Tcp) -> Option<()> {
-    let slot = FLIGHTS.get_ptr_mut(tcp.flow_hash >> (32 - SLOT_BITS))?;
+    let slot = FLIGHTS.get_ptr_mut(slot_of(tcp))?;
     // SAFETY: a slot of an array map (see `start`).
     if unsafe { (*slot).next_seq } != tcp.seq {
         return None;
@@ -132,7 +138,7 @@ fn start(ctx: &TcContext, direction: u8, ip: &Ip, tcp: &Tcp, hello: u32) -> Opti
         return emit_chunks(ctx, &m, tcp, tls_part::START, TLS_CAPTURE as u32);
     }
     let wire_len = u32::from(record_len) + 5;
-    if let Some(slot) = FLIGHTS.get_ptr_mut(tcp.flow_hash >> (32 - SLOT_BITS)) {
+    if let Some(slot) = FLIGHTS.get_ptr_mut(slot_of(tcp)) {
         // SAFETY: a slot of an array map (see below).
         unsafe {
             (*slot).key = m.key;
@@ -141,7 +147,7 @@ fn start(ctx: &TcContext, direction: u8, ip: &Ip, tcp: &Tcp, hello: u32) -> Opti
     }
     let followed = core::cmp::min(wire_len, TLS_FOLLOW_MAX);
     if followed > tcp.payload_len as u32
-        && let Some(slot) = FOLLOW.get_ptr_mut(tcp.flow_hash >> (32 - SLOT_BITS))
+        && let Some(slot) = FOLLOW.get_ptr_mut(slot_of(tcp))
     {
         // SAFETY: a slot of an array map; a concurrent writer at worst
         // makes this flow's follow-up segments go unnoticed.
@@ -161,7 +167,7 @@ fn start(ctx: &TcContext, direction: u8, ip: &Ip, tcp: &Tcp, hello: u32) -> Opti
 /// only for segments inside a live range.
 #[inline(always)]
 fn follow(ctx: &TcContext, direction: u8, ip: &Ip, tcp: &Tcp) -> Option<()> {
-    let slot = FOLLOW.get_ptr_mut(tcp.flow_hash >> (32 - SLOT_BITS))?;
+    let slot = FOLLOW.get_ptr_mut(slot_of(tcp))?;
     // SAFETY: a slot of an array map (see `start`).
     let state = unsafe { (*slot).state };
     let rel = tcp.seq.wrapping_sub(state.start_seq);

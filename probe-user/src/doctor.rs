@@ -109,12 +109,14 @@ pub fn run() -> Vec<Check> {
         checks.push(check("tcx hooks", Ok(tcx_neighbours())));
     }
     // The verifier prunes on load-time constants: verify both modes.
+    let path_reasons = crate::tracefs::path_reason_bitmap(&crate::tracefs::drop_reasons());
     for (name, capture_packets) in [("ebpf load", false), ("ebpf load (capture)", true)] {
         let load = probes::Probes::load(&probes::LoadOptions {
             ring_bytes: 64 * 1024,
             offsets: Default::default(),
             ports: vec![443],
             capture_packets,
+            path_reasons,
         });
         checks.push(check(
             name,

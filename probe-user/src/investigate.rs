@@ -133,15 +133,38 @@ fn remember_probe(dev: &str, ip: IpAddr, r: &ProbeResult) {
 /// How long the active probe listens for answers.
 pub const PROBE_WINDOW: Duration = Duration::from_millis(300);
 
-/// A conntrack table dump is reused this long: a storm over many flows asks
-/// "who else goes to this Service" once, not once per flow. The flow's own
-/// entry is always read live.
+/// A table dump (conntrack, the nftables ruleset) is reused this long: a
+/// storm over many flows reads it once, not once per flow. The flow's own
+/// conntrack entry is always read live.
 const DUMP_TTL: Duration = Duration::from_secs(1);
 
-type Dump = std::sync::Arc<Vec<crate::state::ConntrackEntry>>;
+/// The last dump of one kind, with what it was of and when.
+struct Recent<K, T>(Mutex<Option<(Instant, K, std::sync::Arc<T>)>>);
 
-static DUMP_CACHE: std::sync::Mutex<Option<(std::time::Instant, conntrack::Family, Dump)>> =
-    std::sync::Mutex::new(None);
+impl<K: PartialEq + Copy, T> Recent<K, T> {
+    const fn new() -> Self {
+        Self(Mutex::new(None))
+    }
+
+    /// The dump of `key`, if younger than `DUMP_TTL`.
+    fn get(&self, key: K) -> Option<std::sync::Arc<T>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .filter(|(at, k, _)| *k == key && at.elapsed() < DUMP_TTL)
+            .map(|(_, _, d)| d.clone())
+    }
+
+    fn put(&self, key: K, dump: T) -> std::sync::Arc<T> {
+        let dump = std::sync::Arc::new(dump);
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Instant::now(), key, dump.clone()));
+        dump
+    }
+}
+
+static CONNTRACK_DUMP: Recent<conntrack::Family, Vec<crate::state::ConntrackEntry>> = Recent::new();
 
 /// Entries whose original destination is `dst`, from a dump at most
 /// `DUMP_TTL` old. Blocking: call from spawn_blocking.
@@ -149,18 +172,9 @@ fn same_service(
     dst: std::net::SocketAddr,
 ) -> Result<Vec<crate::state::ConntrackEntry>, crate::state::ConntrackError> {
     let family = conntrack::Family::of(dst.ip());
-    let mut cache = DUMP_CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    let fresh = cache
-        .as_ref()
-        .filter(|(at, f, _)| *f == family && at.elapsed() < DUMP_TTL)
-        .map(|(_, _, d)| d.clone());
-    let dump = match fresh {
+    let dump = match CONNTRACK_DUMP.get(family) {
         Some(d) => d,
-        None => {
-            let d: Dump = std::sync::Arc::new(conntrack::dump(family)?);
-            *cache = Some((std::time::Instant::now(), family, d.clone()));
-            d
-        }
+        None => CONNTRACK_DUMP.put(family, conntrack::dump(family)?),
     };
     Ok(dump.iter().filter(|e| e.orig_dst == dst).cloned().collect())
 }
@@ -350,29 +364,18 @@ async fn storm(flow: FlowRef, socket_netns: Option<u32>) -> Snapshot {
 
 type Rules = std::sync::Arc<Vec<nat_rules::Rule>>;
 
-/// The last ruleset read and when: a storm of many flows, or a handshake
-/// and a storm at once, share one dump (kube-proxy's ruleset can be large).
-static RULES_CACHE: Mutex<Option<(Instant, Rules)>> = Mutex::new(None);
+/// The last ruleset read: a storm of many flows, or a handshake and a
+/// storm at once, share one dump (kube-proxy's ruleset can be large).
+static RULES_DUMP: Recent<(), Vec<nat_rules::Rule>> = Recent::new();
 
 /// This namespace's nftables rules, from a dump at most `DUMP_TTL` old;
 /// empty (and said) when unreadable.
 async fn read_rules(snap: &mut Snapshot) -> Rules {
-    let fresh = RULES_CACHE
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .as_ref()
-        .filter(|(at, _)| at.elapsed() < DUMP_TTL)
-        .map(|(_, r)| r.clone());
-    if let Some(rules) = fresh {
+    if let Some(rules) = RULES_DUMP.get(()) {
         return rules;
     }
     match tokio::task::spawn_blocking(nat_rules::read).await {
-        Ok(Ok(rules)) => {
-            let rules = Rules::new(rules);
-            *RULES_CACHE.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some((Instant::now(), rules.clone()));
-            rules
-        }
+        Ok(Ok(rules)) => RULES_DUMP.put((), rules),
         Ok(Err(e)) => {
             failed(snap, format!("nftables rules: {e}"));
             Rules::default()

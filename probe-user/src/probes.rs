@@ -61,6 +61,9 @@ pub struct LoadOptions {
     pub ports: Vec<u16>,
     /// Copy packets for a capture bundle.
     pub capture_packets: bool,
+    /// The drop reasons `kfree_skb` counts
+    /// ([`crate::tracefs::path_reason_bitmap`]).
+    pub path_reasons: [u64; probe_common::REASON_WORDS],
 }
 
 /// Loads and attaches the retransmit program: `tcp_retransmit_skb` as a
@@ -142,11 +145,7 @@ impl Probes {
                 &probe_common::port_bitmap(&opts.ports),
                 true,
             )
-            .override_global(
-                "PATH_REASONS",
-                &crate::tracefs::path_reason_bitmap(&crate::tracefs::drop_reasons()),
-                true,
-            )
+            .override_global("PATH_REASONS", &opts.path_reasons, true)
             .load(OBJECT)
             .map_err(|e| anyhow!("loading the eBPF object: {e}"))?;
         load_programs(&mut ebpf)?;

@@ -384,11 +384,15 @@ pub async fn session(
         peak_rss()
     );
     let ports = args.ports();
+    // Read once: the kernel program counts the path's reasons, the
+    // enricher names them all.
+    let drop_reasons = crate::tracefs::drop_reasons();
     let mut probes = Probes::load(&LoadOptions {
         ring_bytes: args.ring_kib * 1024,
         offsets,
         ports: ports.clone(),
         capture_packets: consumer.wants_packets(),
+        path_reasons: crate::tracefs::path_reason_bitmap(&drop_reasons),
     })?;
     log::debug!(
         "start-up: programs verified and tracepoints attached after {:?}{}",
@@ -467,7 +471,7 @@ pub async fn session(
         probes,
         pipeline: Pipeline::new(
             Enricher::new(Clock::system(), tc_netns)
-                .with_drop_reasons(crate::tracefs::drop_reasons())
+                .with_drop_reasons(drop_reasons)
                 .with_identities(identities(args, tc_netns))
                 .with_reset_reasons(crate::tracefs::reset_reasons()),
         ),

@@ -38,6 +38,16 @@ pub struct Hop {
 const MAX_HOPS: usize = 8;
 
 impl Pending {
+    /// The question a stall of this handshake raises: no ServerHello, or
+    /// no client flight after it.
+    pub fn symptom(&self) -> super::Symptom {
+        if self.server_hello.is_some() {
+            super::Symptom::HandshakeStalled
+        } else {
+            super::Symptom::HandshakeUnanswered
+        }
+    }
+
     /// The destination MAC the hello left `dev` with: the frame on the
     /// device toward the next hop, not the first hook that saw it.
     pub fn egress_mac(&self, dev: &str) -> Option<&str> {

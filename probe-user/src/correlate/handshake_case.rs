@@ -8,9 +8,7 @@ use std::net::IpAddr;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Cause,
-    cause::Symptom,
-    causes,
+    Cause, causes,
     evidence::{self, clock},
     handshake::Pending,
     history::History,
@@ -280,12 +278,7 @@ impl<'a> HandshakeCase<'a> {
     pub fn judge(&self) -> Diagnosis {
         let stalled = self.stage == Stage::ServerHello;
         let mut d = Diagnosis::new(
-            if stalled {
-                Symptom::HandshakeStalled
-            } else {
-                Symptom::HandshakeUnanswered
-            }
-            .as_str(),
+            self.pending.symptom().as_str(),
             Cause::Unknown.as_str(),
             self.flow,
             String::new(),

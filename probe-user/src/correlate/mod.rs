@@ -322,12 +322,9 @@ impl Correlator {
         // One investigation serves both handshake questions; which one it
         // answers depends on how far the handshake got meanwhile.
         if symptom == Symptom::HandshakeUnanswered
-            && self
-                .handshakes
-                .get(&flow)
-                .is_some_and(|p| p.server_hello.is_some())
+            && let Some(p) = self.handshakes.get(&flow)
         {
-            symptom = Symptom::HandshakeStalled;
+            symptom = p.symptom();
         }
         let key = (symptom, flow);
         let previous = self.verdicts.get(&key).cloned();
