@@ -361,6 +361,43 @@ fn the_same_lower_mtu_with_icmp_allowed_gets_no_verdict() {
     trace.stop();
 }
 
+/// The server-side view of the same control: its own socket's segments
+/// get through after PMTUD, so no storm and no verdict there either.
+#[test]
+fn the_same_lower_mtu_with_icmp_allowed_gets_no_verdict_on_the_servers_node() {
+    require_root();
+    let (lab, _node, pod, server) = mtu_lab("kd-pmtus", false);
+    let _tls = TlsServer::start_with_chain(&server.ns, server.ipv4.into(), API_PORT, 6);
+    let trace = Trace::start(&lab, &server.ns, None);
+    let r = curl_https(
+        &pod.ns,
+        server.ipv4.into(),
+        API_PORT,
+        "kubernetes",
+        secs(8.0),
+    );
+    assert_eq!(r.http_code, Some(200), "PMTUD works: {}", r.report);
+    std::thread::sleep(secs(4.0));
+    let diags: Vec<_> = trace
+        .events()
+        .into_iter()
+        .filter(|v| is_type(v, "diagnosis") && mentions_lab(&lab, &v["flow"]))
+        .collect();
+    assert!(diags.is_empty(), "PMTUD works: no verdict: {diags:#?}");
+    // netprobe watched the handshake from there: the client's next flight
+    // (after the server's whole flight) crossed the server's hooks.
+    let api = SocketAddr::new(server.ipv4.into(), API_PORT);
+    assert!(
+        trace
+            .events()
+            .iter()
+            .any(|v| is_type(v, "tls_client_flight") && ep(&v["dst"]) == Some(api)),
+        "{}",
+        trace.report()
+    );
+    trace.stop();
+}
+
 /// A server on the node that either listens with a backlog of 1 and never
 /// calls accept() (`never`: its accept queue fills and the kernel drops the
 /// rest), or accepts with a normal backlog and keeps each connection open
