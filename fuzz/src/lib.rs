@@ -48,6 +48,7 @@ pub const TARGETS: &[&str] = &[
     "netlink_conntrack",
     "netlink_route",
     "replay_jsonl",
+    "btf_parse",
 ];
 
 /// What one input produced: how many units (records, segments, messages,
@@ -68,6 +69,7 @@ pub fn run(target: &str, data: &[u8]) -> Option<Outcome> {
         "netlink_conntrack" => netlink_conntrack(data),
         "netlink_route" => netlink_route(data),
         "replay_jsonl" => replay_jsonl(data),
+        "btf_parse" => btf_parse(data),
         _ => return None,
     })
 }
@@ -852,4 +854,42 @@ pub fn rtnl_route(dst: Ipv4Addr, gw: Ipv4Addr, oif: u32) -> RouteNetlinkMessage 
         .push(RouteAttribute::Gateway(RouteAddress::Inet(gw)));
     m.attributes.push(RouteAttribute::Oif(oif));
     RouteNetlinkMessage::NewRoute(m)
+}
+
+// ---------------------------------------------------------------------------
+// btf_parse: raw BTF -> index -> struct and member look-ups
+// ---------------------------------------------------------------------------
+
+/// Indexes the input as BTF, reads every type and member it claims, and
+/// runs the kernel-offset look-ups over it.
+pub fn btf_parse(data: &[u8]) -> Outcome {
+    use probe_user::btf::{Btf, kind};
+    let mut out = Outcome::default();
+    let Ok(btf) = Btf::parse(data) else {
+        out.rejected += 1;
+        return out;
+    };
+    out.accepted += 1;
+    for id in 1..=btf.len() as u32 {
+        let t = btf.get(id).expect("an indexed id reads");
+        let _ = btf.name(t.name_off);
+        if let Ok(members) = btf.members(&t) {
+            let aggregate = t.kind == kind::STRUCT || t.kind == kind::UNION;
+            assert_eq!(members.len(), if aggregate { t.vlen as usize } else { 0 });
+        }
+    }
+    assert!(btf.get(btf.len() as u32 + 1).is_err());
+    // The nested look-up the retransmit program's layout check makes.
+    for field in ["skc_rcv_saddr", "skc_family"] {
+        let path = ["__sk_common", field];
+        let found = probe_user::btf_offsets::member_offset(&btf, "sock", &path);
+        out.found.push(match found {
+            Ok(off) => format!("sock.__sk_common.{field} at {off}"),
+            Err(e) => e.to_string(),
+        });
+    }
+    if let Ok(o) = probe_user::btf_offsets::from_btf(&btf) {
+        out.found.push(format!("{o:?}"));
+    }
+    out
 }

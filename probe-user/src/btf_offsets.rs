@@ -3,8 +3,9 @@
 //! and handed over as [`KernelOffsets`]. Any error means "netns/sequence
 //! enrichment unavailable": callers log it and carry on.
 
-use btf_rs::{Backend, Btf, Member, Result as BtfResult, Struct, Type};
 use probe_common::KernelOffsets;
+
+use crate::btf::{self, Btf, Member, Type, kind};
 
 /// The running kernel's BTF.
 pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
@@ -17,7 +18,7 @@ pub enum BtfError {
     #[error("cannot read {0}: {1}")]
     Read(String, #[source] std::io::Error),
     #[error("malformed BTF: {0}")]
-    Parse(#[from] btf_rs::Error),
+    Parse(#[from] btf::Error),
     #[error("BTF has no struct {0}")]
     NoStruct(String),
     /// Struct name, then the member path up to the failing step, as in C ("ns.inum").
@@ -29,36 +30,28 @@ pub enum BtfError {
     NotAggregate(String, String),
     #[error("struct {0} member {1} lies beyond 4 GiB")]
     TooFar(String, String),
+    #[error("{0}")]
+    Format(&'static str),
 }
 
-/// Offsets for the running kernel. The kernel's BTF is mapped, not parsed
-/// whole: four lookups do not need the type cache, which costs about 45 MiB
-/// of peak RSS on a 6.18 kernel for the whole run. Kernels that cannot map
-/// /sys/kernel/btf/vmlinux (before 6.16) get the parsed copy.
+/// Offsets for the running kernel.
 pub fn from_vmlinux() -> Result<KernelOffsets, BtfError> {
-    match Btf::from_file_with_backend(VMLINUX, Backend::Mmap) {
-        Ok(btf) => from_btf(&btf),
-        Err(e) => {
-            log::debug!("mapping {VMLINUX} failed ({e}); parsing it");
-            from_file(VMLINUX)
-        }
-    }
+    from_file(VMLINUX)
 }
 
 /// Offsets from a raw BTF file (such as `/sys/kernel/btf/vmlinux`).
 pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<KernelOffsets, BtfError> {
     let path = path.as_ref();
-    // Read it ourselves so a missing file is an io::Error we can report as such.
     let bytes = std::fs::read(path).map_err(|e| BtfError::Read(path.display().to_string(), e))?;
     from_bytes(&bytes)
 }
 
 /// Offsets from raw BTF bytes.
 pub fn from_bytes(bytes: &[u8]) -> Result<KernelOffsets, BtfError> {
-    from_btf(&Btf::from_bytes(bytes)?)
+    from_btf(&Btf::parse(bytes)?)
 }
 
-/// Offsets from already parsed BTF.
+/// Offsets from indexed BTF.
 pub fn from_btf(btf: &Btf) -> Result<KernelOffsets, BtfError> {
     Ok(KernelOffsets {
         // skc_net is possible_net_t, a struct wrapping the `struct net *`.
@@ -100,9 +93,8 @@ fn sock_v6_daddr(btf: &Btf) -> u32 {
 /// structs/unions at any depth the way C member access does.
 pub fn member_offset(btf: &Btf, struct_name: &str, path: &[&str]) -> Result<u32, BtfError> {
     // Several types may share the name (a fwd declaration, a typedef, a union);
-    // ids come in declaration order, so this is the first struct of that name.
-    let ts = btf.resolve_types_by_name(struct_name)?;
-    let Some(Type::Struct(mut cur)) = ts.into_iter().find(|t| matches!(t, Type::Struct(_))) else {
+    // this is the first struct of that name.
+    let Some(mut cur) = btf.find_struct(struct_name)? else {
         return Err(BtfError::NoStruct(struct_name.to_string()));
     };
     // u64: sums of u32 bit offsets cannot overflow it at any sane depth.
@@ -112,13 +104,13 @@ pub fn member_offset(btf: &Btf, struct_name: &str, path: &[&str]) -> Result<u32,
         let Some((off, member)) = find_member(btf, &cur, name, 0)? else {
             return Err(BtfError::NoMember(s, p));
         };
-        if member.bitfield_size().is_some_and(|b| b > 0) || off % 8 != 0 {
+        if member.bitfield_size > 0 || off % 8 != 0 {
             return Err(BtfError::Bitfield(s, p));
         }
         bits += off;
         if i + 1 < path.len() {
-            cur = match strip(btf, btf.resolve_chained_type(&member)?)? {
-                Type::Struct(s) | Type::Union(s) => s,
+            cur = match strip(btf, member.type_id)? {
+                t if t.kind == kind::STRUCT || t.kind == kind::UNION => t,
                 _ => return Err(BtfError::NotAggregate(s, p)),
             };
         }
@@ -128,54 +120,62 @@ pub fn member_offset(btf: &Btf, struct_name: &str, path: &[&str]) -> Result<u32,
 
 /// Finds `name` in `s` or, as C member access does, in its anonymous
 /// struct/union members; returns it with its bit offset from the start of `s`.
-fn find_member(btf: &Btf, s: &Struct, name: &str, depth: u32) -> BtfResult<Option<(u64, Member)>> {
+fn find_member(
+    btf: &Btf,
+    s: &Type,
+    name: &str,
+    depth: u32,
+) -> Result<Option<(u64, Member)>, BtfError> {
     if depth > MAX_DEPTH {
-        let why = "anonymous members nest too deeply";
-        return Err(btf_rs::Error::Format(why.into()));
+        return Err(BtfError::Format("anonymous members nest too deeply"));
     }
-    for m in &s.members {
-        let mname = btf.resolve_name(m)?;
+    for m in btf.members(s)? {
+        let mname = btf.name(m.name_off)?;
         if mname == name {
-            return Ok(Some((m.bit_offset().into(), m.clone())));
+            return Ok(Some((m.bit_offset.into(), m)));
         } else if !mname.is_empty() {
             continue;
         }
-        let inner = match strip(btf, btf.resolve_chained_type(m)?)? {
-            Type::Struct(inner) | Type::Union(inner) => inner,
-            _ => continue,
-        };
+        let inner = strip(btf, m.type_id)?;
+        if inner.kind != kind::STRUCT && inner.kind != kind::UNION {
+            continue;
+        }
         if let Some((off, found)) = find_member(btf, &inner, name, depth + 1)? {
-            return Ok(Some((u64::from(m.bit_offset()) + off, found)));
+            return Ok(Some((u64::from(m.bit_offset) + off, found)));
         }
     }
     Ok(None)
 }
 
 /// Follows typedef and qualifier links to the underlying type.
-fn strip(btf: &Btf, mut t: Type) -> BtfResult<Type> {
+fn strip(btf: &Btf, mut id: u32) -> Result<Type, BtfError> {
     for _ in 0..MAX_DEPTH {
-        t = match &t {
-            Type::Typedef(x) => btf.resolve_chained_type(x)?,
-            Type::Const(x) | Type::Volatile(x) | Type::Restrict(x) => {
-                btf.resolve_chained_type(x)?
+        let t = btf.get(id)?;
+        match t.kind {
+            kind::TYPEDEF | kind::VOLATILE | kind::CONST | kind::RESTRICT | kind::TYPE_TAG => {
+                id = t.size_or_type
             }
-            Type::TypeTag(x) => btf.resolve_chained_type(x)?,
             _ => return Ok(t),
-        };
+        }
     }
-    let why = "typedef/qualifier chain too long";
-    Err(btf_rs::Error::Format(why.into()))
+    Err(BtfError::Format("typedef/qualifier chain too long"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Parsed once: vmlinux BTF is several MB.
-    fn vmlinux() -> Option<&'static Btf> {
-        static BTF: std::sync::OnceLock<Option<Btf>> = std::sync::OnceLock::new();
-        let load = || Btf::from_file(VMLINUX).inspect_err(|e| eprintln!("note: {e}; skipping"));
-        BTF.get_or_init(|| load().ok()).as_ref()
+    /// Read and indexed once: vmlinux BTF is several MB.
+    fn vmlinux() -> Option<&'static Btf<'static>> {
+        static RAW: std::sync::OnceLock<Option<Vec<u8>>> = std::sync::OnceLock::new();
+        static BTF: std::sync::OnceLock<Option<Btf<'static>>> = std::sync::OnceLock::new();
+        let raw = RAW.get_or_init(|| {
+            std::fs::read(VMLINUX)
+                .inspect_err(|e| eprintln!("note: {e}; skipping"))
+                .ok()
+        });
+        BTF.get_or_init(|| Btf::parse(raw.as_deref()?).ok())
+            .as_ref()
     }
 
     #[test]

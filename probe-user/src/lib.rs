@@ -7,6 +7,7 @@
 //! and `output` writes them as text or JSON lines; `metrics` counts them
 //! for Prometheus.
 
+pub mod btf;
 pub mod btf_offsets;
 pub mod capture;
 pub mod cli;
@@ -20,6 +21,7 @@ pub mod facts;
 pub mod identity;
 pub mod investigate;
 pub mod links;
+pub mod loader;
 pub mod metrics;
 pub mod names;
 pub mod netns;

@@ -40,7 +40,7 @@ fn flow_key(src: std::net::SocketAddr, dst: std::net::SocketAddr) -> FlowKey {
 }
 
 /// The compiled eBPF object, built by build.rs.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe"));
+pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe"));
 
 pub const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("tcp_receive_reset", "tcp", "tcp_receive_reset"),
@@ -133,10 +133,10 @@ pub struct Probes {
 
 impl Probes {
     pub fn load(opts: &LoadOptions) -> anyhow::Result<Self> {
-        // Note: aya 0.14's EbpfLoader::new() reads and parses the kernel's
-        // whole BTF (5.5 MB here) whatever is set afterwards: ~17 MiB of
-        // transient heap, most of netprobe's peak RSS.
-        let mut ebpf = EbpfLoader::new()
+        let (loader, btf_skipped) = crate::loader::without_kernel_btf();
+        debug!("loader without kernel BTF: {btf_skipped}");
+        let mut loader: EbpfLoader<'_> = loader;
+        let mut ebpf = loader
             .map_max_entries("EVENTS", opts.ring_bytes)
             .override_global("KERNEL_OFFSETS", &opts.offsets, true)
             .override_global("CAPTURE_PACKETS", &u8::from(opts.capture_packets), true)

@@ -106,6 +106,11 @@ fn every_corpus_input_replays_through_its_target() {
     has("netlink_route", "route unicast");
     has("replay_jsonl", "diagnosis stale_neighbour");
     has("replay_jsonl", "diagnosis stale_conntrack_nat");
+    has("btf_parse", "sock.__sk_common.skc_rcv_saddr at 4");
+    has(
+        "btf_parse",
+        "struct sock member __sk_common.skc_family is a bitfield",
+    );
 }
 
 /// The seeds' depth does not rest on luck: each generated seed on its own.

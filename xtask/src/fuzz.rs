@@ -26,6 +26,7 @@ pub const TARGETS: &[&str] = &[
     "netlink_conntrack",
     "netlink_route",
     "replay_jsonl",
+    "btf_parse",
 ];
 
 const TOOLCHAIN: &str = "nightly";
