@@ -128,6 +128,18 @@ static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
 #[unsafe(no_mangle)]
 static CAPTURE_PACKETS: u8 = 0;
 
+/// Non-zero when `tcp_retransmit_skb` passes the attempt's error (set by
+/// the loader from tracefs; the verifier drops the read where it is 0, so
+/// kernels without the argument still accept the programs).
+#[unsafe(no_mangle)]
+static RETRANSMIT_HAS_ERR: u8 = 0;
+
+#[inline(always)]
+pub fn retransmit_has_err() -> bool {
+    // SAFETY: as for KERNEL_OFFSETS.
+    unsafe { core::ptr::read_volatile(&RETRANSMIT_HAS_ERR) != 0 }
+}
+
 #[inline(always)]
 pub fn capture_packets() -> bool {
     // SAFETY: as for KERNEL_OFFSETS.

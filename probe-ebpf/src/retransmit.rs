@@ -5,6 +5,14 @@
 //! The formatted record's field offsets are those of the tracepoint's
 //! format file; the loader checks them against /sys/kernel/tracing before it
 //! attaches.
+//!
+//! Newer kernels fire the tracepoint for attempts that sent nothing too,
+//! with their error. -EBUSY means the original segment is still in this
+//! host's queue (a qdisc, the driver), so nothing was retransmitted: the
+//! kernel counts it as TcpExtTCPSpuriousRtxHostQueues, not in RetransSegs,
+//! and netprobe does not report it. Other errors (no route, a full qdisc)
+//! are reported: the socket is retransmitting, the packet just did not
+//! leave.
 
 use aya_ebpf::{
     helpers::bpf_probe_read_kernel,
@@ -14,13 +22,15 @@ use probe_common::{AF_INET, TcpRecord, kind};
 
 use crate::{
     emit,
-    maps::kernel_offsets,
+    maps::{kernel_offsets, retransmit_has_err},
     tcp_tracepoint::{self, AddrOffsets, read},
 };
 
 const OFF_SKADDR: usize = 16;
 const OFF_STATE: usize = 24;
 const OFF_SPORT: usize = 28;
+const OFF_ERR: usize = 76;
+const EBUSY: i32 = 16;
 const OFF_DPORT: usize = 30;
 const ADDRS: AddrOffsets = AddrOffsets {
     family: 32,
@@ -32,6 +42,9 @@ const ADDRS: AddrOffsets = AddrOffsets {
 
 #[inline(always)]
 pub fn handle(ctx: &TracePointContext) -> Option<()> {
+    if retransmit_has_err() && read::<i32>(ctx, OFF_ERR)? == -EBUSY {
+        return None;
+    }
     let skaddr: u64 = read(ctx, OFF_SKADDR)?;
     let (family, saddr, daddr) = tcp_tracepoint::addrs(ctx, &ADDRS)?;
     let head = SockHead {
@@ -53,6 +66,10 @@ pub fn handle(ctx: &TracePointContext) -> Option<()> {
 pub fn handle_raw(ctx: &RawTracePointContext) -> Option<()> {
     let sk: u64 = ctx.arg(0);
     if sk == 0 {
+        return None;
+    }
+    // tcp_retransmit_skb(sk, skb, err) where the tracepoint has `err`.
+    if retransmit_has_err() && ctx.arg::<u64>(2) as i32 == -EBUSY {
         return None;
     }
     let v6 = u64::from(kernel_offsets().sock_v6_daddr);

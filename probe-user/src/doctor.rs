@@ -117,6 +117,7 @@ pub fn run() -> Vec<Check> {
             ports: vec![443],
             capture_packets,
             path_reasons,
+            retransmit_err: crate::tracefs::retransmit_has_err(),
         });
         checks.push(check(
             name,

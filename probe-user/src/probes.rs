@@ -64,6 +64,9 @@ pub struct LoadOptions {
     /// The drop reasons `kfree_skb` counts
     /// ([`crate::tracefs::path_reason_bitmap`]).
     pub path_reasons: [u64; probe_common::REASON_WORDS],
+    /// `tcp_retransmit_skb` passes the attempt's error
+    /// ([`crate::tracefs::retransmit_has_err`]).
+    pub retransmit_err: bool,
 }
 
 /// Loads and attaches the retransmit program: `tcp_retransmit_skb` as a
@@ -146,6 +149,7 @@ impl Probes {
                 true,
             )
             .override_global("PATH_REASONS", &opts.path_reasons, true)
+            .override_global("RETRANSMIT_HAS_ERR", &u8::from(opts.retransmit_err), true)
             .load(OBJECT)
             .map_err(|e| anyhow!("loading the eBPF object: {e}"))?;
         load_programs(&mut ebpf)?;

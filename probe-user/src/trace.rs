@@ -393,6 +393,7 @@ pub async fn session(
         ports: ports.clone(),
         capture_packets: consumer.wants_packets(),
         path_reasons: crate::tracefs::path_reason_bitmap(&drop_reasons),
+        retransmit_err: crate::tracefs::retransmit_has_err(),
     })?;
     log::debug!(
         "start-up: programs verified and tracepoints attached after {:?}{}",

@@ -261,6 +261,26 @@ pub fn reset_reasons() -> std::collections::HashMap<u32, String> {
         .unwrap_or_default()
 }
 
+/// Where `tcp_retransmit_skb` carries the attempt's error: newer kernels
+/// fire it for attempts that sent nothing too, with `err` at this offset of
+/// the record and as the raw tracepoint's third argument.
+pub const RETRANSMIT_ERR: Field = ("err", 76, 4);
+
+/// Whether this kernel's `tcp_retransmit_skb` passes the attempt's error
+/// where the programs read it (false when tracefs is unreadable: then
+/// every attempt is reported, as on kernels without the field).
+pub fn retransmit_has_err() -> bool {
+    std::fs::read_to_string(format!("{ROOT}/events/tcp/tcp_retransmit_skb/format"))
+        .is_ok_and(|f| format_has(&f, RETRANSMIT_ERR))
+}
+
+/// The format has `field` at exactly its offset and size.
+pub fn format_has(format: &str, (name, off, size): Field) -> bool {
+    parse_format(format)
+        .iter()
+        .any(|(n, o, s)| n == name && *o == off && *s == size)
+}
+
 /// Drop reason names of this kernel (empty when tracefs is unreadable).
 pub fn drop_reasons() -> std::collections::HashMap<u32, String> {
     std::fs::read_to_string(format!("{ROOT}/events/skb/kfree_skb/format"))
@@ -287,6 +307,16 @@ pub fn path_reason_bitmap(
 
 #[cfg(test)]
 mod symbolic_tests {
+    #[test]
+    fn retransmit_err_field_is_found_only_where_expected() {
+        let with = "\tfield:__u8 daddr_v6[16];\toffset:58;\tsize:16;\tsigned:0;\n\tfield:int err;\toffset:76;\tsize:4;\tsigned:1;\n";
+        assert!(super::format_has(with, super::RETRANSMIT_ERR));
+        let moved = with.replace("offset:76", "offset:80");
+        assert!(!super::format_has(&moved, super::RETRANSMIT_ERR));
+        let without = "\tfield:__u8 daddr_v6[16];\toffset:58;\tsize:16;\tsigned:0;\n";
+        assert!(!super::format_has(without, super::RETRANSMIT_ERR));
+    }
+
     #[test]
     fn drop_reason_names_are_read_from_the_format() {
         let f = r#"print fmt: "reason: %s", __print_symbolic(REC->reason, { 2, "NOT_SPECIFIED" }, { 12, "NETFILTER_DROP" }, { 129, "MAX" })"#;

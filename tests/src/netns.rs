@@ -150,6 +150,13 @@ impl Netns {
             .unwrap_or_else(|| panic!("no Tcp RetransSegs in /proc/net/snmp of {}", self.name))
     }
 
+    /// A `TcpExt` counter of /proc/net/netstat (TCPSynRetrans, ...).
+    pub fn tcp_ext(&self, field: &str) -> u64 {
+        let netstat = self.exec(["cat", "/proc/net/netstat"]);
+        parse_snmp(&String::from_utf8_lossy(&netstat.stdout), "TcpExt", field)
+            .unwrap_or_else(|| panic!("no TcpExt {field} in /proc/net/netstat of {}", self.name))
+    }
+
     /// Pids of the processes whose network namespace this is.
     pub fn pids(&self) -> Vec<i32> {
         pids_in(&self.name)

@@ -716,6 +716,83 @@ fn silent_drop_gives_retransmits_with_tuple_state_growing_count_and_netns() {
     trace.stop();
 }
 
+/// A retransmit timer that fires while the original segment still waits
+/// in this host's queue sends nothing: the kernel returns -EBUSY, counts
+/// TcpExtTCPSpuriousRtxHostQueues and not RetransSegs. Kernels whose
+/// tracepoint carries `err` fire it for such attempts too; netprobe must
+/// report exactly the kernel's retransmits, not the attempts. A 1 kbit/s
+/// token bucket on the client's egress keeps each line in the queue for
+/// over half a second, past the 200 ms RTO.
+#[test]
+fn retransmit_attempts_held_in_the_host_queue_are_not_retransmits() {
+    require_root();
+    if !std::fs::read_to_string("/sys/kernel/tracing/events/tcp/tcp_retransmit_skb/format")
+        .is_ok_and(|f| f.contains("field:int err;"))
+    {
+        return eprintln!("note: tcp_retransmit_skb has no err field here; skipping");
+    }
+    let mut lab = Lab::new("rtxq");
+    let (cli, srv) = lab.pair();
+    let server = SocketAddr::new(srv.ipv4.into(), 8000);
+    let _echo = EchoServer::start(&srv, srv.ipv4.into(), 8000);
+    let trace = Trace::inside(&lab, &cli, &[]);
+    let (retrans0, held0) = (
+        cli.tcp_retrans_segs(),
+        cli.tcp_ext("TCPSpuriousRtxHostQueues"),
+    );
+    let out = cli.exec([
+        "tc",
+        "qdisc",
+        "add",
+        "dev",
+        &cli.ifname,
+        "root",
+        "tbf",
+        "rate",
+        "1kbit",
+        "burst",
+        "200",
+        "latency",
+        "30s",
+    ]);
+    assert!(out.status.success(), "tbf: {out:?}");
+    let client = LineClient::start(&cli, server, secs(0.05));
+    let local = client.local_addr();
+    let rtx_of_flow = |v: &Value| {
+        is_type(v, "retransmit") && ep(v, "src") == Some(local) && ep(v, "dst") == Some(server)
+    };
+    let held = || cli.tcp_ext("TCPSpuriousRtxHostQueues") - held0;
+    let _ = poll_until(secs(15.0), secs(0.2), || (held() >= 3).then_some(()));
+    assert!(
+        held() >= 3,
+        "no attempt was held in the host queue ({} echoes)\n{}",
+        client.echoes(),
+        trace.report()
+    );
+    // Compare at a quiet moment: the kernel's count unchanged across the
+    // wait that lets netprobe's events arrive.
+    let settled = poll_until(secs(10.0), secs(0.05), || {
+        let before = cli.tcp_retrans_segs();
+        std::thread::sleep(secs(0.5));
+        let seen = trace.matching(rtx_of_flow).len() as u64;
+        (cli.tcp_retrans_segs() == before).then_some((before - retrans0, seen))
+    });
+    let (kernel, seen) = settled.expect("the kernel's retransmit count never settled");
+    eprintln!(
+        "retransmits: kernel {kernel}, netprobe {seen}; held in the queue {}",
+        held()
+    );
+    assert_eq!(
+        seen,
+        kernel,
+        "netprobe reported {seen} retransmits, the kernel counted {kernel} ({} attempts held \
+         in the host queue)\n{}",
+        held(),
+        trace.report()
+    );
+    trace.stop();
+}
+
 // ---------------------------------------------------------------------------
 // 4. Neighbour entry changed on the wire and by `ip neigh replace`
 // ---------------------------------------------------------------------------

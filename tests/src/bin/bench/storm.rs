@@ -28,6 +28,13 @@ struct Run {
     skipped: f64,
     /// Runs of it (the kernel's run-time statistics, on for the run).
     ran: f64,
+    /// SYN and SYN-ACK retransmits (TcpExt TCPSynRetrans); SYN-ACKs are
+    /// counted in RetransSegs but reported by another tracepoint.
+    syn: f64,
+    /// netprobe's events of the lab's flows in SYN_SENT (SYN retransmits).
+    syn_seen: f64,
+    /// Retransmits the kernel counted but could not send (TCPRetransFail).
+    failed: f64,
     peak: f64,
 }
 
@@ -61,6 +68,12 @@ pub fn bench(cfg: &Config) -> Vec<Row> {
         Row::new(SECTION, "tcp_retransmit program runs", "runs")
             .samples(runs.each(|r| r.ran))
             .note("bpf_prog_info.run_cnt with BPF_ENABLE_STATS on: machine-wide"),
+        Row::new(SECTION, "kernel TCPSynRetrans (SYN and SYN-ACK)", "segs")
+            .samples(runs.each(|r| r.syn))
+            .note("SYN-ACK retransmits count in RetransSegs but fire tcp/tcp_retransmit_synack"),
+        Row::new(SECTION, "netprobe SYN_SENT retransmit events", "events")
+            .samples(runs.each(|r| r.syn_seen)),
+        Row::new(SECTION, "kernel TCPRetransFail", "segs").samples(runs.each(|r| r.failed)),
         Row::new(SECTION, "kernel − netprobe − lost", "segs")
             .samples(runs.each(|r| r.kernel - r.netprobe - r.lost.unwrap_or(0.0)))
             .reference("0, or at most the skipped runs"),
@@ -88,7 +101,8 @@ fn one(window: Duration) -> Run {
     let _stats = bpf::enable_run_time_stats().expect("BPF_ENABLE_STATS");
     let mut trace = np::trace(a.name(), &["--stats-interval", "1s"]).np;
     let kernel = || (a.tcp_retrans_segs() + b.tcp_retrans_segs()) as f64;
-    let k0 = kernel();
+    let ext = |field: &str| (a.tcp_ext(field) + b.tcp_ext(field)) as f64;
+    let (k0, syn0, fail0) = (kernel(), ext("TCPSynRetrans"), ext("TCPRetransFail"));
 
     let mut client = Client::connect(&a, b.ipv4, PORT, CONNS);
     b.nft().rule("input", &format!("tcp dport {PORT} drop"));
@@ -96,7 +110,7 @@ fn one(window: Duration) -> Run {
     std::thread::sleep(window);
     let peak = rss::peak_mib(trace.pid()).expect("netprobe exited during the storm");
     client.abort();
-    let k1 = kernel();
+    let (k1, syn1, fail1) = (kernel(), ext("TCPSynRetrans"), ext("TCPRetransFail"));
 
     // Let the last events through the ring buffer and the pipe (bounded).
     let count = |t: &netprobe_tests::Netprobe| {
@@ -129,10 +143,15 @@ fn one(window: Duration) -> Run {
             .any(|v| np::is(v, "stats") && v["final"] == true),
         "netprobe's output was not read to its final stats line"
     );
-    let seen = stopped
+    let lab_events: Vec<_> = stopped
         .events
         .iter()
         .filter(|v| np::lab_retransmit(&lab, v))
+        .collect();
+    let seen = lab_events.len();
+    let syn_seen = lab_events
+        .iter()
+        .filter(|v| v["state"] == "SYN_SENT")
         .count();
     Run {
         kernel: k1 - k0,
@@ -140,6 +159,9 @@ fn one(window: Duration) -> Run {
         lost: np::lost(&stopped.events).map(|l| l as f64),
         skipped: prog.recursion_misses as f64,
         ran: prog.run_cnt as f64,
+        syn: syn1 - syn0,
+        syn_seen: syn_seen as f64,
+        failed: fail1 - fail0,
         peak,
     }
 }
