@@ -127,7 +127,9 @@ pub struct TcpRecord {
     pub family: u8,
     /// 1 when `snd_una`/`snd_nxt` were read from the socket.
     pub has_seq: u8,
-    pub _pad: u8,
+    /// The errno (positive) when the kernel tried to retransmit and sent
+    /// nothing (no route, a full queue); 0 when the segment left.
+    pub not_sent: u8,
     pub sport: u16,
     pub dport: u16,
     pub snd_una: u32,

@@ -30,7 +30,7 @@ pub fn handle(ctx: &TracePointContext) -> Option<()> {
         state: 0,
         family,
         has_seq: 0,
-        _pad: 0,
+        not_sent: 0,
         sport: read(ctx, OFF_SPORT)?,
         dport: read(ctx, OFF_DPORT)?,
         snd_una: 0,

@@ -11,8 +11,8 @@
 //! host's queue (a qdisc, the driver), so nothing was retransmitted: the
 //! kernel counts it as TcpExtTCPSpuriousRtxHostQueues, not in RetransSegs,
 //! and netprobe does not report it. Other errors (no route, a full qdisc)
-//! are reported: the socket is retransmitting, the packet just did not
-//! leave.
+//! are reported with the errno: the socket is retransmitting, the packet
+//! just did not leave.
 
 use aya_ebpf::{
     helpers::bpf_probe_read_kernel,
@@ -42,7 +42,12 @@ const ADDRS: AddrOffsets = AddrOffsets {
 
 #[inline(always)]
 pub fn handle(ctx: &TracePointContext) -> Option<()> {
-    if retransmit_has_err() && read::<i32>(ctx, OFF_ERR)? == -EBUSY {
+    let err = if retransmit_has_err() {
+        read::<i32>(ctx, OFF_ERR)?
+    } else {
+        0
+    };
+    if err == -EBUSY {
         return None;
     }
     let skaddr: u64 = read(ctx, OFF_SKADDR)?;
@@ -55,7 +60,7 @@ pub fn handle(ctx: &TracePointContext) -> Option<()> {
         saddr,
         daddr,
     };
-    emit_record(skaddr, &head)
+    emit_record(skaddr, &head, err)
 }
 
 /// `tcp_retransmit_skb(sk, skb, ...)` as a raw tracepoint: the socket is
@@ -69,7 +74,12 @@ pub fn handle_raw(ctx: &RawTracePointContext) -> Option<()> {
         return None;
     }
     // tcp_retransmit_skb(sk, skb, err) where the tracepoint has `err`.
-    if retransmit_has_err() && ctx.arg::<u64>(2) as i32 == -EBUSY {
+    let err = if retransmit_has_err() {
+        ctx.arg::<u64>(2) as i32
+    } else {
+        0
+    };
+    if err == -EBUSY {
         return None;
     }
     let v6 = u64::from(kernel_offsets().sock_v6_daddr);
@@ -99,7 +109,7 @@ pub fn handle_raw(ctx: &RawTracePointContext) -> Option<()> {
         saddr,
         daddr,
     };
-    emit_record(sk, &head)
+    emit_record(sk, &head, err)
 }
 
 /// The flow and state of the retransmitting socket, however it was read.
@@ -113,7 +123,7 @@ struct SockHead {
 }
 
 #[inline(always)]
-fn emit_record(skaddr: u64, h: &SockHead) -> Option<()> {
+fn emit_record(skaddr: u64, h: &SockHead, err: i32) -> Option<()> {
     let sock = SockInfo::read(skaddr);
     let owner = crate::sockstate::owner(skaddr);
     let record = TcpRecord {
@@ -123,7 +133,12 @@ fn emit_record(skaddr: u64, h: &SockHead) -> Option<()> {
         state: h.state,
         family: h.family,
         has_seq: sock.has_seq,
-        _pad: 0,
+        // Errnos are small; anything else reads as "not sent" all the same.
+        not_sent: if err < 0 && err > -256 {
+            (-err) as u8
+        } else {
+            u8::from(err != 0)
+        },
         sport: h.sport,
         dport: h.dport,
         snd_una: sock.snd_una,

@@ -43,7 +43,7 @@ fn retransmit(flow: u32, ts: u64) -> Vec<u8> {
         state: 1,
         family: AF_INET,
         has_seq: 1,
-        _pad: 0,
+        not_sent: 0,
         sport: 10_000 + (flow % 50_000) as u16,
         dport: 8000,
         snd_una: 1000,

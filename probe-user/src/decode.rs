@@ -121,7 +121,7 @@ mod tests {
             state: 1,
             family: probe_common::AF_INET,
             has_seq: 0,
-            _pad: 0,
+            not_sent: 0,
             sport: 40000,
             dport: 8000,
             snd_una: 0,

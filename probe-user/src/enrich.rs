@@ -338,6 +338,7 @@ impl Enricher {
             count: self.retransmits.bump((src, dst)),
             snd_una: has_seq.then_some(r.snd_una),
             snd_nxt: has_seq.then_some(r.snd_nxt),
+            not_sent: (r.not_sent != 0).then(|| names::errno(r.not_sent).to_string()),
             process: (r.pid != 0).then(|| event::Process {
                 pid: r.pid,
                 comm: c_str(&r.comm),

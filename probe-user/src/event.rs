@@ -336,6 +336,10 @@ pub struct Retransmit {
     /// The process that connected the socket, when netprobe saw the connect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process: Option<Process>,
+    /// Why nothing left this host, when the kernel tried and failed
+    /// (`EHOSTUNREACH`: no route; `ENOBUFS`: a full queue...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_sent: Option<String>,
     /// The socket's pod (the runtime's sandbox owning its namespace, else
     /// the process's cgroup) and the process's container. Boxed: most
     /// retransmits have none, and events stay small.
@@ -529,6 +533,7 @@ mod tests {
                 count: 3,
                 snd_una: None,
                 snd_nxt: None,
+                not_sent: None,
                 process: None,
                 pod: None,
                 container: None,

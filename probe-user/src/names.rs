@@ -73,6 +73,24 @@ pub fn update_flags(flags: u32) -> Vec<String> {
         .collect()
 }
 
+/// Names of the errnos a failed retransmit reports (Linux values, the same
+/// on every architecture netprobe builds for); others as `errno N`.
+pub fn errno(e: u8) -> std::borrow::Cow<'static, str> {
+    let name = match e {
+        1 => "EPERM",
+        11 => "EAGAIN",
+        12 => "ENOMEM",
+        22 => "EINVAL",
+        90 => "EMSGSIZE",
+        101 => "ENETUNREACH",
+        105 => "ENOBUFS",
+        110 => "ETIMEDOUT",
+        113 => "EHOSTUNREACH",
+        _ => return format!("errno {e}").into(),
+    };
+    name.into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,5 +109,13 @@ mod tests {
             vec!["OVERRIDE", "OVERRIDE_ISROUTER", "ADMIN"]
         );
         assert_eq!(update_flags(0x8000_0001), vec!["OVERRIDE", "ADMIN"]);
+    }
+
+    #[test]
+    fn errno_names() {
+        assert_eq!(super::errno(113), "EHOSTUNREACH");
+        assert_eq!(super::errno(105), "ENOBUFS");
+        assert_eq!(super::errno(200), "errno 200");
+        assert_eq!(super::errno(libc::EHOSTUNREACH as u8), "EHOSTUNREACH");
     }
 }

@@ -183,7 +183,7 @@ fn tcp(k: u16, ts: u64, family: u8, saddr: [u8; 16], daddr: [u8; 16]) -> Vec<u8>
         state: 1,
         family,
         has_seq: 1,
-        _pad: 0,
+        not_sent: 0,
         sport: 40_000,
         dport: 8000,
         snd_una: 1000,

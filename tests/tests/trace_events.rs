@@ -793,6 +793,60 @@ fn retransmit_attempts_held_in_the_host_queue_are_not_retransmits() {
     trace.stop();
 }
 
+/// A retransmit whose route vanished leaves nothing on the wire: the kernel
+/// tries, fails with EHOSTUNREACH and (where the tracepoint carries `err`)
+/// says so; netprobe reports the attempt with why it was not sent, and
+/// only the segments that left as plain retransmits.
+#[test]
+fn retransmits_without_a_route_say_why_nothing_left() {
+    require_root();
+    if !std::fs::read_to_string("/sys/kernel/tracing/events/tcp/tcp_retransmit_skb/format")
+        .is_ok_and(|f| f.contains("field:int err;"))
+    {
+        return eprintln!("note: tcp_retransmit_skb has no err field here; skipping");
+    }
+    let mut lab = Lab::new("rtxnr");
+    let (cli, srv) = lab.pair();
+    let server = SocketAddr::new(srv.ipv4.into(), 8000);
+    let _echo = EchoServer::start(&srv, srv.ipv4.into(), 8000);
+    let trace = Trace::inside(&lab, &cli, &[]);
+    let client = LineClient::start(&cli, server, secs(0.1));
+    let local = client.local_addr();
+    assert!(client.wait_echoes(2, secs(5.0)), "echoes flow first");
+    let rtx_of_flow = |v: &Value| {
+        is_type(v, "retransmit") && ep(v, "src") == Some(local) && ep(v, "dst") == Some(server)
+    };
+    let retrans0 = cli.tcp_retrans_segs();
+    srv.nft().drop_tcp_port(8000);
+    // Let one retransmit leave, then take the route away.
+    let sent = trace.wait_count(rtx_of_flow, 1, secs(5.0));
+    assert!(
+        !sent.is_empty(),
+        "no retransmit before the route went\n{}",
+        trace.report()
+    );
+    let host = format!("{}/32", srv.ipv4);
+    cli.ip(["route", "add", "unreachable", &host]);
+    let not_sent = |v: &Value| rtx_of_flow(v) && v["not_sent"] == "EHOSTUNREACH";
+    let failed = trace.wait_count(not_sent, 2, secs(10.0));
+    assert!(
+        failed.len() >= 2,
+        "no retransmit reported as not sent for want of a route\n{}",
+        trace.report()
+    );
+    // The ones that left are the kernel's count; the failed ones are not in it.
+    let left = trace
+        .matching(|v| rtx_of_flow(v) && v.get("not_sent").is_none())
+        .len() as u64;
+    let kernel = cli.tcp_retrans_segs() - retrans0;
+    eprintln!(
+        "retransmits: {left} sent, {} not sent; kernel {kernel}",
+        failed.len()
+    );
+    assert_eq!(left, kernel, "\n{}", trace.report());
+    trace.stop();
+}
+
 // ---------------------------------------------------------------------------
 // 4. Neighbour entry changed on the wire and by `ip neigh replace`
 // ---------------------------------------------------------------------------

@@ -107,6 +107,7 @@ pub(crate) mod samples {
             count: 3,
             snd_una: None,
             snd_nxt: None,
+            not_sent: None,
             process: None,
             pod: None,
             container: None,

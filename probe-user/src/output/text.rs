@@ -91,6 +91,9 @@ fn retransmit(f: &mut fmt::Formatter<'_>, r: &Retransmit) -> fmt::Result {
     if let (Some(una), Some(nxt)) = (r.snd_una, r.snd_nxt) {
         write!(f, " inflight={}", nxt.wrapping_sub(una))?;
     }
+    if let Some(why) = &r.not_sent {
+        write!(f, " not sent: {}", Clean(why))?;
+    }
     if let Some(p) = &r.process {
         write!(f, " pid={} ({})", p.pid, Clean(&p.comm))?;
     }
@@ -294,6 +297,14 @@ mod tests {
             r.snd_nxt = Some(1348);
         }
         assert!(e.to_string().ends_with("#3 inflight=1448"), "{e}");
+        if let EventBody::Retransmit(r) = &mut e.body {
+            r.not_sent = Some("EHOSTUNREACH".into());
+        }
+        assert!(
+            e.to_string()
+                .ends_with("inflight=1448 not sent: EHOSTUNREACH"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -754,6 +754,7 @@ pub(crate) mod tests {
                 count,
                 snd_una: None,
                 snd_nxt: None,
+                not_sent: None,
                 process: None,
                 pod: None,
                 container: None,

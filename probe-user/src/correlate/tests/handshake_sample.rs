@@ -221,6 +221,7 @@ pub fn hello_not_acked() -> Sample {
                 count: i as u64 + 1,
                 snd_una: Some(1000),
                 snd_nxt: Some(1500),
+                not_sent: None,
                 process: None,
                 pod: None,
                 container: None,

@@ -51,6 +51,7 @@ pub fn nat_storm(in_rules: bool, liveness: Option<LivenessOutcome>) -> Sample {
                 count: i as u64 + 1,
                 snd_una: Some(7),
                 snd_nxt: Some(9),
+                not_sent: None,
                 process: None,
                 pod: None,
                 container: None,
