@@ -716,6 +716,17 @@ fn silent_drop_gives_retransmits_with_tuple_state_growing_count_and_netns() {
     trace.stop();
 }
 
+/// Whether this kernel's tcp_retransmit_skb carries the attempt's `err`
+/// (the two tests below need it; older kernels skip them, saying so).
+fn retransmit_has_err() -> bool {
+    let has = std::fs::read_to_string("/sys/kernel/tracing/events/tcp/tcp_retransmit_skb/format")
+        .is_ok_and(|f| f.contains("field:int err;"));
+    if !has {
+        eprintln!("note: tcp_retransmit_skb has no err field here; skipping");
+    }
+    has
+}
+
 /// A retransmit timer that fires while the original segment still waits
 /// in this host's queue sends nothing: the kernel returns -EBUSY, counts
 /// TcpExtTCPSpuriousRtxHostQueues and not RetransSegs. Kernels whose
@@ -726,10 +737,8 @@ fn silent_drop_gives_retransmits_with_tuple_state_growing_count_and_netns() {
 #[test]
 fn retransmit_attempts_held_in_the_host_queue_are_not_retransmits() {
     require_root();
-    if !std::fs::read_to_string("/sys/kernel/tracing/events/tcp/tcp_retransmit_skb/format")
-        .is_ok_and(|f| f.contains("field:int err;"))
-    {
-        return eprintln!("note: tcp_retransmit_skb has no err field here; skipping");
+    if !retransmit_has_err() {
+        return;
     }
     let mut lab = Lab::new("rtxq");
     let (cli, srv) = lab.pair();
@@ -800,10 +809,8 @@ fn retransmit_attempts_held_in_the_host_queue_are_not_retransmits() {
 #[test]
 fn retransmits_without_a_route_say_why_nothing_left() {
     require_root();
-    if !std::fs::read_to_string("/sys/kernel/tracing/events/tcp/tcp_retransmit_skb/format")
-        .is_ok_and(|f| f.contains("field:int err;"))
-    {
-        return eprintln!("note: tcp_retransmit_skb has no err field here; skipping");
+    if !retransmit_has_err() {
+        return;
     }
     let mut lab = Lab::new("rtxnr");
     let (cli, srv) = lab.pair();
