@@ -180,7 +180,11 @@ impl<'a> Btf<'a> {
         if t.kind != kind::STRUCT && t.kind != kind::UNION {
             return Ok(Vec::new());
         }
-        let at = self.starts[t.id as usize - 1] as usize + TYPE_LEN;
+        let start = (t.id as usize)
+            .checked_sub(1)
+            .and_then(|i| self.starts.get(i))
+            .ok_or(Error::NoType(t.id))?;
+        let at = *start as usize + TYPE_LEN;
         (0..t.vlen as usize)
             .map(|i| {
                 let m = at + 12 * i;
@@ -286,6 +290,9 @@ mod tests {
         assert_eq!((m[1].bit_offset, m[1].bitfield_size), (32, 3));
         assert_eq!(btf.find_struct("int").unwrap(), None);
         assert_eq!(btf.get(3), Err(Error::NoType(3)));
+        // A type made up by the caller is an error, not a panic.
+        let made_up = Type { id: 0, ..pair };
+        assert_eq!(btf.members(&made_up), Err(Error::NoType(0)));
         assert_eq!(btf.get(0), Err(Error::NoType(0)));
     }
 
