@@ -94,7 +94,9 @@ pub fn split_records(mut data: &[u8]) -> Vec<&[u8]> {
 /// The bytes `decode` accepted must be exactly the record it returned.
 fn check_decoded(bytes: &[u8], record: &Record) {
     let raw = match record {
-        Record::Retransmit(r) | Record::Reset(r) => decode::to_bytes(r),
+        Record::Retransmit(r) | Record::Reset(r) | Record::SynackRetransmit(r) => {
+            decode::to_bytes(r)
+        }
         Record::Neighbour(r) => decode::to_bytes(r),
         Record::Tls(r) => decode::to_bytes(&**r),
         Record::Arp(r) => decode::to_bytes(r),
@@ -135,6 +137,7 @@ fn event_name(body: &EventBody) -> String {
     match body {
         EventBody::Retransmit(_) => "retransmit".into(),
         EventBody::Reset(_) => "reset".into(),
+        EventBody::SynackRetransmit(_) => "synack_retransmit".into(),
         EventBody::TlsClientHello(ch) => {
             format!("tls_client_hello sni={}", ch.sni.as_deref().unwrap_or("-"))
         }

@@ -27,8 +27,11 @@ pub mod kind {
     /// RSTs this node's stack sent on an armed or watched flow
     /// (`tcp/tcp_send_reset`), aggregated like drops: a [`super::ResetRecord`].
     pub const RESET_SENT: u16 = 9;
+    /// A listener retransmitted its SYN-ACK (`tcp/tcp_retransmit_synack`):
+    /// a [`super::TcpRecord`] from the listening socket's side.
+    pub const SYNACK_RETRANSMIT: u16 = 10;
     /// One past the highest kind: sizes the per-kind loss counters.
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 11;
 }
 
 /// Packet direction on a TC hook.

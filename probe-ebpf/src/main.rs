@@ -16,6 +16,7 @@ mod reset_sent;
 mod retransmit;
 mod skb;
 mod sockstate;
+mod synack;
 mod tcp_tracepoint;
 mod tls;
 
@@ -66,6 +67,12 @@ pub fn skb_kfree(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn icmp_send(ctx: TracePointContext) -> u32 {
     icmp_sent::handle(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn synack_retrans(ctx: TracePointContext) -> u32 {
+    synack::handle(&ctx);
     0
 }
 

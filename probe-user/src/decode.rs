@@ -18,6 +18,7 @@ use thiserror::Error;
 pub enum Record {
     Retransmit(TcpRecord),
     Reset(TcpRecord),
+    SynackRetransmit(TcpRecord),
     Neighbour(NeighRecord),
     Tls(Box<TlsRecord>),
     Arp(ArpRecord),
@@ -30,7 +31,7 @@ pub enum Record {
 impl Record {
     pub fn header(&self) -> &RecordHeader {
         match self {
-            Record::Retransmit(r) | Record::Reset(r) => &r.header,
+            Record::Retransmit(r) | Record::Reset(r) | Record::SynackRetransmit(r) => &r.header,
             Record::Neighbour(r) => &r.header,
             Record::Tls(r) => &r.header,
             Record::Arp(r) => &r.header,
@@ -65,7 +66,7 @@ fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
 pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     let header: RecordHeader = read(bytes).ok_or(DecodeError::Short(bytes.len()))?;
     let expect = match header.kind {
-        kind::RETRANSMIT | kind::RESET => size_of::<TcpRecord>(),
+        kind::RETRANSMIT | kind::RESET | kind::SYNACK_RETRANSMIT => size_of::<TcpRecord>(),
         kind::NEIGHBOUR => size_of::<NeighRecord>(),
         kind::TLS => size_of::<TlsRecord>(),
         kind::ARP => size_of::<ArpRecord>(),
@@ -91,6 +92,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     Ok(match header.kind {
         kind::RETRANSMIT => Record::Retransmit(read(bytes).ok_or_else(mismatch)?),
         kind::RESET => Record::Reset(read(bytes).ok_or_else(mismatch)?),
+        kind::SYNACK_RETRANSMIT => Record::SynackRetransmit(read(bytes).ok_or_else(mismatch)?),
         kind::NEIGHBOUR => Record::Neighbour(read(bytes).ok_or_else(mismatch)?),
         kind::TLS => Record::Tls(Box::new(read(bytes).ok_or_else(mismatch)?)),
         kind::PACKET => Record::Packet(Box::new(read(bytes).ok_or_else(mismatch)?)),

@@ -109,6 +109,8 @@ pub struct Enricher {
     /// Namespace the TC hooks are in: TC events are attributed to it.
     tc_netns: Option<u32>,
     retransmits: FlowCounts,
+    /// SYN-ACK retransmits per (listener, client).
+    synacks: FlowCounts,
     tls: Reassembler,
     /// skb drop reason names of this kernel, by value.
     drop_reasons: HashMap<u32, String>,
@@ -174,6 +176,7 @@ impl Enricher {
             clock,
             tc_netns,
             retransmits: FlowCounts::new(100_000),
+            synacks: FlowCounts::new(100_000),
             tls: Reassembler::default(),
             drop_reasons: HashMap::new(),
             reset_reasons: HashMap::new(),
@@ -277,6 +280,20 @@ impl Enricher {
                 }),
                 None,
             ),
+            Record::SynackRetransmit(r) => {
+                let (src, dst) = (
+                    socket_addr(r.family, &r.saddr, r.sport),
+                    socket_addr(r.family, &r.daddr, r.dport),
+                );
+                (
+                    EventBody::SynackRetransmit(event::SynackRetransmit {
+                        src,
+                        dst,
+                        count: self.synacks.bump((src, dst)),
+                    }),
+                    (r.netns != 0).then_some(r.netns),
+                )
+            }
             Record::Neighbour(r) => (neighbour(r), None),
             Record::Arp(r) => (arp(r, ifaces), self.tc_netns),
             Record::Tls(r) => (self.tls(r, ifaces)?, self.tc_netns),

@@ -49,6 +49,17 @@ pub enum EventBody {
     IcmpSent(IcmpSent),
     /// This node's TCP stack sent a RST on a flow.
     ResetSent(ResetSent),
+    /// A listener on this node retransmitted its SYN-ACK: `src` is the
+    /// listener's address, `dst` the client's.
+    SynackRetransmit(SynackRetransmit),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SynackRetransmit {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    /// SYN-ACKs retransmitted to this client so far.
+    pub count: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

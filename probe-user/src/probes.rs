@@ -49,6 +49,7 @@ pub const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("skb_kfree", "skb", "kfree_skb"),
     ("icmp_send", "icmp", "icmp_send"),
     ("tcp_send_reset", "tcp", "tcp_send_reset"),
+    ("synack_retrans", "tcp", "tcp_retransmit_synack"),
 ];
 pub const CLASSIFIERS: &[(&str, TcAttachType)] = &[
     ("tc_ingress", TcAttachType::Ingress),

@@ -65,6 +65,7 @@ pub const KIND_NAMES: [&str; kind::COUNT as usize] = [
     "drop",
     "icmp_sent",
     "reset_sent",
+    "synack_retransmit",
 ];
 
 /// The record kind a tracepoint program writes; `None` for one that only
@@ -77,6 +78,7 @@ fn skipped_kind(prog: &str) -> Option<u16> {
         "skb_kfree" => Some(kind::DROP),
         "icmp_send" => Some(kind::ICMP_SENT),
         "tcp_send_reset" => Some(kind::RESET_SENT),
+        "synack_retrans" => Some(kind::SYNACK_RETRANSMIT),
         _ => None,
     }
 }

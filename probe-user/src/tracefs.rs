@@ -27,6 +27,19 @@ pub const EXPECTED: &[(&str, &[Field])] = &[
         ],
     ),
     (
+        "tcp/tcp_retransmit_synack",
+        &[
+            ("skaddr", 8, 8),
+            ("sport", 24, 2),
+            ("dport", 26, 2),
+            ("family", 28, 2),
+            ("saddr", 30, 4),
+            ("daddr", 34, 4),
+            ("saddr_v6", 38, 16),
+            ("daddr_v6", 54, 16),
+        ],
+    ),
+    (
         "tcp/tcp_receive_reset",
         &[
             ("skaddr", 8, 8),

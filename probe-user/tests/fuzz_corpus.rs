@@ -74,6 +74,7 @@ fn every_corpus_input_replays_through_its_target() {
     };
     has("decode_record", "retransmit");
     has("decode_record", "reset");
+    has("decode_record", "synack_retransmit");
     has("decode_record", "neighbour");
     has("decode_record", "arp gratuitous");
     has("decode_record", "packet");
@@ -323,6 +324,17 @@ fn seeds() -> Vec<Seed> {
             neighbour(4 * ms),
             gratuitous_arp(5 * ms),
         ]),
+    ));
+    out.push((
+        "decode_record",
+        "synack_retransmit_v4",
+        harness::frame_records(&[tcp(
+            kind::SYNACK_RETRANSMIT,
+            ms,
+            AF_INET,
+            v4([10, 96, 0, 10]),
+            v4([10, 0, 0, 1]),
+        )]),
     ));
     out.push((
         "decode_record",

@@ -61,6 +61,15 @@ impl Netns {
         Path::new("/run/netns").join(&self.name)
     }
 
+    /// Inode of the namespace, as netprobe's `netns` field reports it
+    /// (`stat -L -c %i /run/netns/NAME`).
+    pub fn inode(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(self.path())
+            .unwrap_or_else(|e| panic!("stat {}: {e}", self.path().display()))
+            .ino()
+    }
+
     /// A fresh interface name for this namespace: `eth0`, `eth1`, ...
     /// Interface names are per namespace, so short names never clash
     /// across labs (and stay under IFNAMSIZ).

@@ -11,13 +11,12 @@
 //!     cargo test -p netprobe-tests --test icmp_reset -- --test-threads=1 --nocapture
 //! ```
 
-use std::{net::SocketAddr, os::unix::fs::MetadataExt as _, time::Instant};
+use std::{net::SocketAddr, time::Instant};
 
 use serde_json::Value;
 
 use netprobe_tests::{
     Lab, PodLab,
-    netns::Netns,
     peers::{EchoServer, LineClient},
     require_root, secs,
     verdicts::{Trace, ep, event_time, is_type, str_list},
@@ -29,13 +28,6 @@ const PORT: u16 = 9443;
 const CLOSED_WATCHED: u16 = 6443;
 /// Not watched: only arming (a storm) makes its RSTs counted.
 const CLOSED: u16 = 9444;
-
-/// Inode of a named namespace, as netprobe's `netns` field reports it.
-fn netns_inode(ns: &Netns) -> u64 {
-    std::fs::metadata(ns.path())
-        .unwrap_or_else(|e| panic!("stat {}: {e}", ns.path().display()))
-        .ino()
-}
 
 /// Events of type `t` that `pred` accepts.
 fn events(trace: &Trace, t: &str, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
@@ -96,7 +88,7 @@ fn a_reject_rule_on_the_node_is_reported_as_icmp_sent_and_named_in_the_verdict()
         started.elapsed(),
         serde_json::to_string_pretty(&d).unwrap_or_default()
     );
-    let node_ns = netns_inode(&node.ns);
+    let node_ns = node.ns.inode();
     let icmp = events(&trace, "icmp_sent", |v| {
         ep(&v["src"]) == Some(client) && ep(&v["dst"]) == Some(dst)
     });
@@ -160,7 +152,7 @@ fn a_pod_connecting_to_a_closed_watched_port_on_the_node_is_reset_sent() {
         },
         secs(5.0),
     );
-    let node_ns = netns_inode(&node.ns);
+    let node_ns = node.ns.inode();
     assert_eq!(v["reason"], "NO_SOCKET", "{v}");
     assert!(v["state"].is_null(), "no socket, no state: {v}");
     assert_eq!(v["count"], 1, "{v}");
@@ -211,7 +203,7 @@ fn a_storm_whose_syns_the_node_answers_with_rst_names_the_rst_in_the_evidence() 
         started.elapsed(),
         serde_json::to_string_pretty(&d).unwrap_or_default()
     );
-    let node_ns = netns_inode(&node.ns);
+    let node_ns = node.ns.inode();
     let resets = events(&trace, "reset_sent", |v| ep(&v["src"]) == Some(dst));
     assert!(!resets.is_empty(), "no reset_sent\n{}", trace.report());
     assert!(
@@ -269,7 +261,7 @@ fn the_node_sending_fragmentation_needed_is_icmp_sent_and_pmtud_works() {
         |v| is_type(v, "icmp_sent") && ep(&v["src"]) == Some(server),
         secs(5.0),
     );
-    let node_ns = netns_inode(&node.ns);
+    let node_ns = node.ns.inode();
     assert_eq!(v["message"], "frag_needed", "{v}");
     assert_eq!(
         (v["icmp_type"].as_u64(), v["code"].as_u64()),

@@ -16,7 +16,6 @@
 
 use netprobe_tests::{require_root, secs};
 use std::net::{IpAddr, SocketAddr};
-use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 use std::time::Duration;
 
@@ -56,14 +55,6 @@ fn str_of<'a>(v: &'a Value, field: &str) -> Option<&'a str> {
 
 fn is_type(v: &Value, t: &str) -> bool {
     v["type"] == t
-}
-
-/// Inode of a named namespace, as netprobe's `netns` field reports it
-/// (`stat -L -c %i /run/netns/NAME`).
-fn netns_inode(ns: &Netns) -> u64 {
-    std::fs::metadata(ns.path())
-        .unwrap_or_else(|e| panic!("stat {}: {e}", ns.path().display()))
-        .ino()
 }
 
 /// The lab's share of a run, for failure messages: every event naming one
@@ -389,7 +380,7 @@ fn tls_handshake_is_reported(v6: bool, sni: &str) {
     assert_eq!(ch["segments"], 1, "{ch}\n{}", rep());
     assert_eq!(ch["record_version"], "0x0301", "{ch}");
     assert_eq!(ch["handshake_version"], "0x0303", "{ch}");
-    let inode = netns_inode(cli);
+    let inode = cli.inode();
     if let Some(n) = ch.get("netns") {
         assert_eq!(n.as_u64(), Some(inode), "netns of the ClientHello: {ch}");
     }
@@ -676,7 +667,7 @@ fn silent_drop_gives_retransmits_with_tuple_state_growing_count_and_netns() {
     );
     assert!(client.is_running() && client.error().is_none());
 
-    let inode = netns_inode(&cli);
+    let inode = cli.inode();
     let mut last = 0;
     for (i, v) in rtx.iter().enumerate() {
         assert_eq!(v["state"], "ESTABLISHED", "{v}\n{}", rep());
@@ -851,6 +842,71 @@ fn retransmits_without_a_route_say_why_nothing_left() {
         failed.len()
     );
     assert_eq!(left, kernel, "\n{}", trace.report());
+    trace.stop();
+}
+
+/// SYN-ACK retransmits count in the kernel's RetransSegs but do not fire
+/// `tcp_retransmit_skb`: netprobe reports them from
+/// `tcp_retransmit_synack`, one event each, in the listener's namespace.
+/// The server's node drops the client's final ACK (pure ACKs to the port),
+/// and the client sends nothing, so the listener keeps retransmitting.
+#[test]
+fn synack_retransmits_are_reported_as_the_listeners() {
+    require_root();
+    let mut lab = Lab::new("synack");
+    let (cli, srv) = lab.pair();
+    let server = SocketAddr::new(srv.ipv4.into(), 8000);
+    let _echo = EchoServer::start(&srv, srv.ipv4.into(), 8000);
+    srv.nft().rule(
+        "input",
+        "tcp dport 8000 tcp flags & (syn | ack | fin | rst | psh) == ack drop",
+    );
+    let trace = Trace::inside(&lab, &srv, &[]);
+    let synacks0 = srv.tcp_ext("TCPSynRetrans");
+    let connect = "import socket, sys, time\n\
+        s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)\n\
+        print('connected', flush=True)\n\
+        time.sleep(30)\n";
+    let args = [srv.ipv4.to_string(), "8000".to_string()];
+    let mut client = netprobe_tests::Background::spawn(
+        netprobe_tests::py::command(&cli, connect, &args),
+        "silent client",
+    );
+    let of_listener = |v: &Value| is_type(v, "synack_retransmit") && ep(v, "src") == Some(server);
+    let first = trace.wait_count(of_listener, 2, secs(10.0));
+    assert!(
+        first.len() >= 2,
+        "no SYN-ACK retransmits\n{}",
+        trace.report()
+    );
+    let settled = poll_until(secs(10.0), secs(0.05), || {
+        let before = srv.tcp_ext("TCPSynRetrans");
+        std::thread::sleep(secs(0.5));
+        let seen = trace.matching(of_listener);
+        (srv.tcp_ext("TCPSynRetrans") == before).then_some((before - synacks0, seen))
+    });
+    let (kernel, seen) = settled.expect("the kernel's count never settled");
+    eprintln!(
+        "SYN-ACK retransmits: kernel {kernel}, netprobe {}",
+        seen.len()
+    );
+    assert_eq!(seen.len() as u64, kernel, "\n{}", trace.report());
+    let inode = srv.inode();
+    for (i, v) in seen.iter().enumerate() {
+        assert_eq!(v["netns"].as_u64(), Some(inode), "{v}");
+        assert_eq!(v["count"].as_u64(), Some(i as u64 + 1), "{v}");
+        assert_eq!(
+            ep(v, "dst").map(|d| d.ip()),
+            Some(IpAddr::from(cli.ipv4)),
+            "{v}"
+        );
+    }
+    // Not a retransmit of the client's: it sent nothing to retransmit.
+    let of_flow = |v: &Value| {
+        is_type(v, "retransmit") && (ep(v, "src") == Some(server) || ep(v, "dst") == Some(server))
+    };
+    assert!(trace.matching(of_flow).is_empty(), "{}", trace.report());
+    client.kill();
     trace.stop();
 }
 

@@ -221,7 +221,12 @@ impl Correlator {
                 self.storms.forget(&flow);
             }
             EventBody::Snapshot(s) => out.diagnoses.extend(self.diagnose(s, t)),
-            EventBody::Stats(_) | EventBody::Diagnosis(_) | EventBody::Recovered(_) => {}
+            // SYN-ACK retransmits are reported, not judged: no rule uses
+            // them yet, and a listener's side is not a storm of its own.
+            EventBody::Stats(_)
+            | EventBody::Diagnosis(_)
+            | EventBody::Recovered(_)
+            | EventBody::SynackRetransmit(_) => {}
         }
         out
     }

@@ -200,6 +200,7 @@ pub fn type_name(body: &EventBody) -> &'static str {
         EventBody::TlsClientFlight(_) => "tls_client_flight",
         EventBody::IcmpSent(_) => "icmp_sent",
         EventBody::ResetSent(_) => "reset_sent",
+        EventBody::SynackRetransmit(_) => "synack_retransmit",
     }
 }
 
@@ -287,7 +288,8 @@ impl Recorder {
             // Written at counts 1, 2, 4, ...: a sample, not a drop count.
             | EventBody::Drop(_)
             | EventBody::IcmpSent(_)
-            | EventBody::ResetSent(_) => {}
+            | EventBody::ResetSent(_)
+            | EventBody::SynackRetransmit(_) => {}
         }
     }
 

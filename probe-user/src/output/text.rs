@@ -62,6 +62,14 @@ pub fn write_event(f: &mut fmt::Formatter<'_>, e: &Event) -> fmt::Result {
                 i.count
             )
         }
+        EventBody::SynackRetransmit(r) => {
+            tag(f, "SYNACK")?;
+            write!(
+                f,
+                "{} -> {} SYN-ACK retransmitted #{}",
+                r.src, r.dst, r.count
+            )
+        }
         EventBody::ResetSent(r) => {
             tag(f, "RST-OUT")?;
             write!(
@@ -284,6 +292,22 @@ impl Display for Clean<'_> {
 mod tests {
     use crate::event::EventBody;
     use crate::output::samples;
+
+    #[test]
+    fn synack_retransmit_line() {
+        let mut e = samples::retransmit();
+        e.body = EventBody::SynackRetransmit(crate::event::SynackRetransmit {
+            src: "10.0.0.2:6443".parse().unwrap(),
+            dst: "10.0.0.1:40000".parse().unwrap(),
+            count: 2,
+        });
+        assert_eq!(
+            e.to_string(),
+            "12:00:00.123456 SYNACK   10.0.0.2:6443 -> 10.0.0.1:40000 SYN-ACK retransmitted #2"
+        );
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["type"], "synack_retransmit");
+    }
 
     #[test]
     fn retransmit_line() {

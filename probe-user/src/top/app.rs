@@ -379,7 +379,8 @@ impl App {
             | EventBody::Recovered(_)
             | EventBody::Drop(_)
             | EventBody::IcmpSent(_)
-            | EventBody::ResetSent(_) => {}
+            | EventBody::ResetSent(_)
+            | EventBody::SynackRetransmit(_) => {}
         }
     }
 
