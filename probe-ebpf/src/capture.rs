@@ -43,5 +43,5 @@ pub fn frame(ctx: &TcContext, direction: u8, keep: usize) {
         );
         (*rec).captured = if rc == 0 { n } else { 0 };
     }
-    entry.submit(0);
+    emit::submit(entry);
 }

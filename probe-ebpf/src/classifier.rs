@@ -115,7 +115,7 @@ fn arp(ctx: &TcContext, direction: u8) -> i32 {
     rec.sender_ip[..4].copy_from_slice(&b[14..18]);
     rec.target_ip[..4].copy_from_slice(&b[24..28]);
     rec.flags = u8::from(b[14..18] == b[24..28]);
-    entry.submit(0);
+    emit::submit(entry);
     capture::frame(ctx, direction, ETH_LEN + 28);
     TCX_NEXT
 }
@@ -150,7 +150,7 @@ fn neighbour_advert(ctx: &TcContext, ip: &packet::Ip, direction: u8) -> i32 {
     {
         rec.sender_mac.copy_from_slice(&opt[2..8]);
     }
-    entry.submit(0);
+    emit::submit(entry);
     capture::frame(ctx, direction, ip.l4_off + 32);
     TCX_NEXT
 }

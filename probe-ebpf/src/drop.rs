@@ -65,6 +65,6 @@ pub fn handle(ctx: &TracePointContext) -> Option<()> {
         count,
         _pad: 0,
     });
-    entry.submit(0);
+    emit::submit(entry);
     Some(())
 }

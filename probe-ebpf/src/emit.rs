@@ -2,12 +2,13 @@
 //! never silent.
 
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_NO_WAKEUP},
     helpers::bpf_ktime_get_ns,
     maps::{LruHashMap, ring_buf::RingBufEntry},
 };
 use probe_common::RecordHeader;
 
-use crate::maps::{EVENTS, LOST};
+use crate::maps::{EVENTS, LOST, wake_bytes};
 
 /// Reserves a record of type `T`, or counts one loss for `kind`.
 #[inline(always)]
@@ -22,6 +23,22 @@ pub fn reserve<T: 'static>(kind: u16) -> Option<RingBufEntry<T>> {
             None
         }
     }
+}
+
+/// Submits a reserved record. The reader is woken only once
+/// [`wake_bytes`] are pending; below that it finds the record on its own
+/// timed drain (userspace `DRAIN_INTERVAL`). A wake-up per record cost the
+/// submitting program ~2.5 µs and the reader a whole cycle per record; a
+/// burst now costs one.
+#[inline(always)]
+pub fn submit<T>(entry: RingBufEntry<T>) {
+    let pending = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
+    let flags = if pending >= wake_bytes() {
+        0
+    } else {
+        u64::from(BPF_RB_NO_WAKEUP)
+    };
+    entry.submit(flags);
 }
 
 #[inline(always)]

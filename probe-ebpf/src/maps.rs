@@ -140,6 +140,17 @@ pub fn retransmit_has_err() -> bool {
     unsafe { core::ptr::read_volatile(&RETRANSMIT_HAS_ERR) != 0 }
 }
 
+/// Pending ring-buffer bytes at which a submit wakes the reader (set by
+/// the loader from the ring's size; 0 wakes it on every record).
+#[unsafe(no_mangle)]
+static WAKE_BYTES: u64 = 0;
+
+#[inline(always)]
+pub fn wake_bytes() -> u64 {
+    // SAFETY: as for KERNEL_OFFSETS.
+    unsafe { core::ptr::read_volatile(&WAKE_BYTES) }
+}
+
 #[inline(always)]
 pub fn capture_packets() -> bool {
     // SAFETY: as for KERNEL_OFFSETS.

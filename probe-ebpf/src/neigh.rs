@@ -56,6 +56,6 @@ pub fn handle(ctx: &TracePointContext) -> Option<()> {
     };
     let mut entry = emit::reserve::<NeighRecord>(kind::NEIGHBOUR)?;
     entry.write(record);
-    entry.submit(0);
+    emit::submit(entry);
     Some(())
 }

@@ -81,6 +81,6 @@ pub fn handle(ctx: &TracePointContext) -> Option<()> {
         key,
         count,
     });
-    entry.submit(0);
+    emit::submit(entry);
     Some(())
 }

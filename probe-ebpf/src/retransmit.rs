@@ -150,7 +150,7 @@ fn emit_record(skaddr: u64, h: &SockHead, err: i32) -> Option<()> {
     };
     let mut entry = emit::reserve::<TcpRecord>(kind::RETRANSMIT)?;
     entry.write(record);
-    entry.submit(0);
+    emit::submit(entry);
     Some(())
 }
 

@@ -79,6 +79,6 @@ pub fn emit_flow(
     };
     let mut entry = emit::reserve::<TcpRecord>(kind)?;
     entry.write(record);
-    entry.submit(0);
+    emit::submit(entry);
     Some(())
 }

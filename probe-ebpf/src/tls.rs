@@ -277,7 +277,7 @@ fn emit_segment(ctx: &TcContext, m: &Meta, tcp: &Tcp, part_chunk: u32, last: boo
         );
         (*rec).captured = captured as u16;
     }
-    entry.submit(0);
+    emit::submit(entry);
     Some(())
 }
 

@@ -70,6 +70,14 @@ pub struct LoadOptions {
     pub retransmit_err: bool,
 }
 
+/// Pending bytes at which the programs wake the reader: an eighth of the
+/// ring, at most 64 KiB. Below that the reader drains on its own timer
+/// ([`crate::trace::DRAIN_INTERVAL`]), so a burst costs one wake-up and a
+/// trickle none; the eighth leaves room for what comes while it wakes.
+pub fn wake_bytes(ring_bytes: u32) -> u64 {
+    (u64::from(ring_bytes) / 8).min(64 * 1024)
+}
+
 /// Loads and attaches the retransmit program: `tcp_retransmit_skb` as a
 /// raw tracepoint when BTF gave the socket's layout (it is guarded per
 /// program, so other BPF programs running on the CPU do not make it skip
@@ -151,6 +159,7 @@ impl Probes {
             )
             .override_global("PATH_REASONS", &opts.path_reasons, true)
             .override_global("RETRANSMIT_HAS_ERR", &u8::from(opts.retransmit_err), true)
+            .override_global("WAKE_BYTES", &wake_bytes(opts.ring_bytes), true)
             .load(OBJECT)
             .map_err(|e| anyhow!("loading the eBPF object: {e}"))?;
         load_programs(&mut ebpf)?;
@@ -528,5 +537,12 @@ mod tests {
             .as_deref(),
             Some("position 3 of 3 (before it, able to hide packets: cil id 3, tc_ingress id 5)")
         );
+    }
+
+    #[test]
+    fn wake_bytes_is_an_eighth_of_the_ring_at_most_64_kib() {
+        assert_eq!(wake_bytes(4 * 1024), 512);
+        assert_eq!(wake_bytes(256 * 1024), 32 * 1024);
+        assert_eq!(wake_bytes(4 * 1024 * 1024), 64 * 1024);
     }
 }

@@ -83,6 +83,11 @@ fn skipped_kind(prog: &str) -> Option<u16> {
     }
 }
 
+/// The ring buffer is drained this often besides its wake-ups: the programs
+/// wake the reader only once [`crate::probes::wake_bytes`] are pending, so
+/// a lone record waits for this tick (events carry the kernel's time).
+pub const DRAIN_INTERVAL: Duration = Duration::from_millis(20);
+
 /// Records read per wake-up at most: under a flood the loop still gets to
 /// its signals, timers and investigations between batches.
 const MAX_DRAIN: usize = 4096;
@@ -508,6 +513,8 @@ pub async fn session(
     // Handshake deadlines are checked this often: a diagnosis comes at most
     // this long after the timeout, plus the probe window.
     let mut correlate_tick = tokio::time::interval(Duration::from_millis(100));
+    let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
+    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result: std::io::Result<()> = loop {
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -517,6 +524,15 @@ pub async fn session(
                     // Still readable: the next turn of the loop comes back
                     // here, after the other branches had their chance.
                     Ok(Drained::More) => {}
+                    Ok(Drained::Stop) => break Ok(()),
+                    Err(e) => break Err(e),
+                }
+            }
+            _ = drain_tick.tick() => {
+                match tracer.drain(ring.get_mut()) {
+                    // More than a batch: the readiness branch (the
+                    // programs woke it) or the next tick takes the rest.
+                    Ok(Drained::Empty | Drained::More) => {}
                     Ok(Drained::Stop) => break Ok(()),
                     Err(e) => break Err(e),
                 }
