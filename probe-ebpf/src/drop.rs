@@ -57,14 +57,14 @@ pub fn handle(ctx: &TracePointContext) -> Option<()> {
     // Everything fallible comes before the reservation: a reserved entry
     // must be submitted on every path.
     let location: u64 = read(ctx, OFF_LOCATION).unwrap_or(0);
-    let mut entry = emit::reserve::<DropRecord>(kind::DROP)?;
-    entry.write(DropRecord {
-        header: emit::header(kind::DROP, size_of::<DropRecord>()),
-        location,
-        key,
-        count,
-        _pad: 0,
-    });
-    emit::submit(entry);
-    Some(())
+    emit::record(
+        kind::DROP,
+        DropRecord {
+            header: emit::header(kind::DROP, size_of::<DropRecord>()),
+            location,
+            key,
+            count,
+            _pad: 0,
+        },
+    )
 }

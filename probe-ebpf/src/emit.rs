@@ -25,6 +25,15 @@ pub fn reserve<T: 'static>(kind: u16) -> Option<RingBufEntry<T>> {
     }
 }
 
+/// Writes `record` of `kind` to the ring buffer (or counts it lost).
+#[inline(always)]
+pub fn record<T: 'static>(kind: u16, record: T) -> Option<()> {
+    let mut entry = reserve::<T>(kind)?;
+    entry.write(record);
+    submit(entry);
+    Some(())
+}
+
 /// Submits a reserved record. The reader is woken only once
 /// [`wake_bytes`] are pending; below that it finds the record on its own
 /// timed drain (userspace `DRAIN_INTERVAL`). A wake-up per record cost the

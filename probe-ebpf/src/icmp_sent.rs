@@ -54,13 +54,13 @@ pub fn handle(ctx: &TracePointContext) -> Option<()> {
     if !count.is_power_of_two() {
         return Some(());
     }
-    let mut entry = emit::reserve::<IcmpRecord>(kind::ICMP_SENT)?;
-    entry.write(IcmpRecord {
-        header: emit::header(kind::ICMP_SENT, size_of::<IcmpRecord>()),
-        key,
-        count,
-        _pad: 0,
-    });
-    emit::submit(entry);
-    Some(())
+    emit::record(
+        kind::ICMP_SENT,
+        IcmpRecord {
+            header: emit::header(kind::ICMP_SENT, size_of::<IcmpRecord>()),
+            key,
+            count,
+            _pad: 0,
+        },
+    )
 }

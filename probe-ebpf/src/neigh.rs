@@ -54,8 +54,5 @@ pub fn handle(ctx: &TracePointContext) -> Option<()> {
         new_mac: read(ctx, OFF_NEW_LLADDR)?,
         dev,
     };
-    let mut entry = emit::reserve::<NeighRecord>(kind::NEIGHBOUR)?;
-    entry.write(record);
-    emit::submit(entry);
-    Some(())
+    emit::record(kind::NEIGHBOUR, record)
 }

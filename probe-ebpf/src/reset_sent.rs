@@ -75,12 +75,12 @@ pub fn handle(ctx: &TracePointContext) -> Option<()> {
     if !count.is_power_of_two() {
         return Some(());
     }
-    let mut entry = emit::reserve::<ResetRecord>(kind::RESET_SENT)?;
-    entry.write(ResetRecord {
-        header: emit::header(kind::RESET_SENT, size_of::<ResetRecord>()),
-        key,
-        count,
-    });
-    emit::submit(entry);
-    Some(())
+    emit::record(
+        kind::RESET_SENT,
+        ResetRecord {
+            header: emit::header(kind::RESET_SENT, size_of::<ResetRecord>()),
+            key,
+            count,
+        },
+    )
 }

@@ -23,6 +23,7 @@ use probe_common::{AF_INET, TcpRecord, kind};
 use crate::{
     emit,
     maps::{kernel_offsets, retransmit_has_err},
+    skb::sock_netns,
     tcp_tracepoint::{self, AddrOffsets, read},
 };
 
@@ -148,28 +149,7 @@ fn emit_record(skaddr: u64, h: &SockHead, err: i32) -> Option<()> {
         daddr: h.daddr,
         comm: owner.comm,
     };
-    let mut entry = emit::reserve::<TcpRecord>(kind::RETRANSMIT)?;
-    entry.write(record);
-    emit::submit(entry);
-    Some(())
-}
-
-/// The inode of a socket's network namespace; 0 when unknown.
-#[inline(always)]
-pub fn netns_of(sk: u64) -> u32 {
-    let offs = kernel_offsets();
-    if sk == 0 || offs.sock_net == 0 || offs.net_inum == 0 {
-        return 0;
-    }
-    // SAFETY: bpf_probe_read_kernel tolerates bad pointers (returns an error).
-    let net = unsafe { bpf_probe_read_kernel((sk + u64::from(offs.sock_net)) as *const u64) };
-    match net {
-        Ok(net) if net != 0 => {
-            unsafe { bpf_probe_read_kernel((net + u64::from(offs.net_inum)) as *const u32) }
-                .unwrap_or(0)
-        }
-        _ => 0,
-    }
+    emit::record(kind::RETRANSMIT, record)
 }
 
 /// What the socket itself says, through offsets found in BTF by userspace.
@@ -189,7 +169,7 @@ impl SockInfo {
         if sk == 0 {
             return info;
         }
-        info.netns = netns_of(sk);
+        info.netns = sock_netns(sk);
         if offs.tcp_snd_una != 0 && offs.tcp_snd_nxt != 0 {
             let una =
                 unsafe { bpf_probe_read_kernel((sk + u64::from(offs.tcp_snd_una)) as *const u32) };

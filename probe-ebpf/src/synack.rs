@@ -7,7 +7,7 @@ use aya_ebpf::programs::TracePointContext;
 use probe_common::kind;
 
 use crate::{
-    retransmit::netns_of,
+    skb::sock_netns,
     tcp_tracepoint::{self, AddrOffsets, FlowOffsets},
 };
 
@@ -29,5 +29,5 @@ const SYN_RECV: u8 = 3;
 /// The listening socket's namespace is the request's.
 #[inline(always)]
 pub fn handle(ctx: &TracePointContext) -> Option<()> {
-    tcp_tracepoint::emit_flow(ctx, kind::SYNACK_RETRANSMIT, &FLOW, SYN_RECV, netns_of)
+    tcp_tracepoint::emit_flow(ctx, kind::SYNACK_RETRANSMIT, &FLOW, SYN_RECV, sock_netns)
 }

@@ -77,8 +77,5 @@ pub fn emit_flow(
         daddr,
         comm: [0; 16],
     };
-    let mut entry = emit::reserve::<TcpRecord>(kind)?;
-    entry.write(record);
-    emit::submit(entry);
-    Some(())
+    emit::record(kind, record)
 }
