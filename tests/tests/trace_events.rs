@@ -708,10 +708,10 @@ fn silent_drop_gives_retransmits_with_tuple_state_growing_count_and_netns() {
 }
 
 /// Whether this kernel's tcp_retransmit_skb carries the attempt's `err`
-/// (the two tests below need it; older kernels skip them, saying so).
+/// where netprobe reads it (the two tests below need it; older kernels
+/// skip them, saying so).
 fn retransmit_has_err() -> bool {
-    let has = std::fs::read_to_string("/sys/kernel/tracing/events/tcp/tcp_retransmit_skb/format")
-        .is_ok_and(|f| f.contains("field:int err;"));
+    let has = probe_user::tracefs::retransmit_has_err();
     if !has {
         eprintln!("note: tcp_retransmit_skb has no err field here; skipping");
     }

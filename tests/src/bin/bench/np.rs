@@ -43,9 +43,9 @@ pub fn is(v: &Value, kind: &str) -> bool {
     v["type"] == kind
 }
 
-/// A `retransmit` event of one of `lab`'s flows.
-pub fn lab_retransmit(lab: &Lab, v: &Value) -> bool {
-    is(v, "retransmit") && v["src"].as_str().is_some_and(|s| lab.contains_endpoint(s))
+/// An event of type `kind` sent from one of `lab`'s endpoints.
+pub fn lab_event(lab: &Lab, v: &Value, kind: &str) -> bool {
+    is(v, kind) && v["src"].as_str().is_some_and(|s| lab.contains_endpoint(s))
 }
 
 /// The largest `lost` of the `stats` lines (the counter only grows).

@@ -122,7 +122,7 @@ fn one(window: Duration) -> Run {
     let count = |t: &netprobe_tests::Netprobe| {
         t.events()
             .iter()
-            .filter(|v| np::lab_retransmit(&lab, v))
+            .filter(|v| np::lab_event(&lab, v, "retransmit"))
             .count()
     };
     let mut last = count(&trace);
@@ -152,7 +152,7 @@ fn one(window: Duration) -> Run {
     let lab_events: Vec<_> = stopped
         .events
         .iter()
-        .filter(|v| np::lab_retransmit(&lab, v))
+        .filter(|v| np::lab_event(&lab, v, "retransmit"))
         .collect();
     let seen = lab_events.len();
     let syn_seen = lab_events
@@ -162,10 +162,7 @@ fn one(window: Duration) -> Run {
     let synack_seen = stopped
         .events
         .iter()
-        .filter(|v| {
-            np::is(v, "synack_retransmit")
-                && v["src"].as_str().is_some_and(|s| lab.contains_endpoint(s))
-        })
+        .filter(|v| np::lab_event(&lab, v, "synack_retransmit"))
         .count();
     Run {
         kernel: k1 - k0,
