@@ -69,10 +69,7 @@ pub fn run() -> Vec<Check> {
         },
     ));
     for (tp, fields) in tracefs::EXPECTED {
-        let path = Path::new(tracefs::ROOT)
-            .join("events")
-            .join(tp)
-            .join("format");
+        let path = tracefs::format_path(tp);
         let result = std::fs::read_to_string(&path)
             .map_err(|e| {
                 format!(

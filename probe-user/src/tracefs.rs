@@ -187,10 +187,20 @@ pub fn check_layout(
     Ok(())
 }
 
+/// Where tracefs describes `tp` ("category/name").
+pub fn format_path(tp: &str) -> std::path::PathBuf {
+    Path::new(ROOT).join("events").join(tp).join("format")
+}
+
+/// `tp`'s format file ("category/name").
+pub fn format(tp: &str) -> std::io::Result<String> {
+    fs::read_to_string(format_path(tp))
+}
+
 /// Checks every tracepoint netprobe uses exists and has the expected layout.
 pub fn check_all() -> anyhow::Result<()> {
     for (tp, fields) in EXPECTED {
-        let path = Path::new(ROOT).join("events").join(tp).join("format");
+        let path = format_path(tp);
         let text = fs::read_to_string(&path).with_context(|| {
             format!("tracepoint {tp} is missing ({} unreadable)", path.display())
         })?;
@@ -269,7 +279,7 @@ pub fn symbolic_names_of(format: &str, field: &str) -> std::collections::HashMap
 /// `tcp_send_reset` reason names of this kernel (`enum sk_rst_reason`;
 /// empty when tracefs is unreadable).
 pub fn reset_reasons() -> std::collections::HashMap<u32, String> {
-    std::fs::read_to_string(format!("{ROOT}/events/tcp/tcp_send_reset/format"))
+    format("tcp/tcp_send_reset")
         .map(|f| symbolic_names_of(&f, "REC->reason"))
         .unwrap_or_default()
 }
@@ -283,8 +293,7 @@ pub const RETRANSMIT_ERR: Field = ("err", 76, 4);
 /// where the programs read it (false when tracefs is unreadable: then
 /// every attempt is reported, as on kernels without the field).
 pub fn retransmit_has_err() -> bool {
-    std::fs::read_to_string(format!("{ROOT}/events/tcp/tcp_retransmit_skb/format"))
-        .is_ok_and(|f| format_has(&f, RETRANSMIT_ERR))
+    format("tcp/tcp_retransmit_skb").is_ok_and(|f| format_has(&f, RETRANSMIT_ERR))
 }
 
 /// The format has `field` at exactly its offset and size.
@@ -296,7 +305,7 @@ pub fn format_has(format: &str, (name, off, size): Field) -> bool {
 
 /// Drop reason names of this kernel (empty when tracefs is unreadable).
 pub fn drop_reasons() -> std::collections::HashMap<u32, String> {
-    std::fs::read_to_string(format!("{ROOT}/events/skb/kfree_skb/format"))
+    format("skb/kfree_skb")
         .map(|f| symbolic_names(&f))
         .unwrap_or_default()
 }
