@@ -72,7 +72,7 @@ pub struct LoadOptions {
 
 /// Pending bytes at which the programs wake the reader: an eighth of the
 /// ring, at most 64 KiB. Below that the reader drains on its own timer
-/// ([`crate::trace::DRAIN_INTERVAL`]), so a burst costs one wake-up and a
+/// ([`crate::trace::DRAIN_INTERVAL`], the correlator's tick), so a burst costs one wake-up and a
 /// trickle none; the eighth leaves room for what comes while it wakes.
 pub fn wake_bytes(ring_bytes: u32) -> u64 {
     (u64::from(ring_bytes) / 8).min(64 * 1024)

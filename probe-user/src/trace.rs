@@ -83,10 +83,15 @@ fn skipped_kind(prog: &str) -> Option<u16> {
     }
 }
 
-/// The ring buffer is drained this often besides its wake-ups: the programs
-/// wake the reader only once [`crate::probes::wake_bytes`] are pending, so
-/// a lone record waits for this tick (events carry the kernel's time).
-pub const DRAIN_INTERVAL: Duration = Duration::from_millis(20);
+/// The correlator's tick: handshake deadlines are checked this often (a
+/// diagnosis comes at most this long after the timeout, plus the probe
+/// window). The ring buffer is drained at every tick before the deadlines
+/// are judged: the programs wake the reader only once
+/// [`crate::probes::wake_bytes`] are pending, so a lone record waits for
+/// the tick (events carry the kernel's time), and an answer already in the
+/// ring is not taken for a timeout (short of a backlog over one batch, which
+/// the programs will have woken the reader for).
+pub const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Records read per wake-up at most: under a flood the loop still gets to
 /// its signals, timers and investigations between batches.
@@ -510,11 +515,7 @@ pub async fn session(
     let mut stats_tick = tokio::time::interval(args.stats_interval);
     stats_tick.tick().await;
     let mut expire_tick = tokio::time::interval(Duration::from_secs(1));
-    // Handshake deadlines are checked this often: a diagnosis comes at most
-    // this long after the timeout, plus the probe window.
-    let mut correlate_tick = tokio::time::interval(Duration::from_millis(100));
-    let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
-    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut correlate_tick = tokio::time::interval(DRAIN_INTERVAL);
     let result: std::io::Result<()> = loop {
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -524,15 +525,6 @@ pub async fn session(
                     // Still readable: the next turn of the loop comes back
                     // here, after the other branches had their chance.
                     Ok(Drained::More) => {}
-                    Ok(Drained::Stop) => break Ok(()),
-                    Err(e) => break Err(e),
-                }
-            }
-            _ = drain_tick.tick() => {
-                match tracer.drain(ring.get_mut()) {
-                    // More than a batch: the readiness branch (the
-                    // programs woke it) or the next tick takes the rest.
-                    Ok(Drained::Empty | Drained::More) => {}
                     Ok(Drained::Stop) => break Ok(()),
                     Err(e) => break Err(e),
                 }
@@ -566,6 +558,13 @@ pub async fn session(
                 }
             }
             _ = correlate_tick.tick() => {
+                match tracer.drain(ring.get_mut()) {
+                    // More than a batch: the programs woke the readiness
+                    // branch, which takes the rest.
+                    Ok(Drained::Empty | Drained::More) => {}
+                    Ok(Drained::Stop) => break Ok(()),
+                    Err(e) => break Err(e),
+                }
                 let now = tracer.now();
                 for inv in tracer.correlator.tick(now) {
                     tracer.investigate(inv);
