@@ -2,7 +2,7 @@
 //! never silent.
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::bpf_ktime_get_ns,
     maps::{LruHashMap, ring_buf::RingBufEntry},
 };
@@ -38,12 +38,14 @@ pub fn record<T: 'static>(kind: u16, record: T) -> Option<()> {
 /// [`wake_bytes`] are pending; below that it finds the record on its own
 /// timed drain (userspace `DRAIN_INTERVAL`). A wake-up per record cost the
 /// submitting program ~2.5 µs and the reader a whole cycle per record; a
-/// burst now costs one.
+/// burst now costs one. The wake-up is forced: the kernel's default wakes
+/// the reader only for the first record after it caught up, which the
+/// records held back here would never be.
 #[inline(always)]
 pub fn submit<T>(entry: RingBufEntry<T>) {
     let pending = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
     let flags = if pending >= wake_bytes() {
-        0
+        u64::from(BPF_RB_FORCE_WAKEUP)
     } else {
         u64::from(BPF_RB_NO_WAKEUP)
     };
