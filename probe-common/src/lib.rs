@@ -36,9 +36,19 @@ pub mod kind {
 
 /// Packet direction on a TC hook.
 pub mod direction {
+    /// tc ingress on a device.
     pub const INGRESS: u8 = 0;
+    /// tc egress on a device.
     pub const EGRESS: u8 = 1;
+    /// Delivered to a local socket (`cgroup_skb` ingress): no link layer.
+    pub const SOCKET_INGRESS: u8 = 2;
+    /// Sent by a local socket (`cgroup_skb` egress): before the neighbour
+    /// layer, so no MACs.
+    pub const SOCKET_EGRESS: u8 = 3;
 }
+
+/// Most namespaces the socket hooks report for (this node's and its pods').
+pub const MAX_NODE_NETNS: u32 = 8192;
 
 /// `TlsRecord::part` values.
 pub mod tls_part {
@@ -224,6 +234,10 @@ pub struct TlsRecord {
     pub daddr: [u8; 16],
     pub src_mac: [u8; 6],
     pub dst_mac: [u8; 6],
+    /// The socket's namespace inode at a socket hook; 0 from tc, whose
+    /// records belong to the namespace its interfaces are in.
+    pub netns: u32,
+    pub _pad: u32,
     pub payload: [u8; TLS_CAPTURE],
 }
 
@@ -384,7 +398,7 @@ const _: () = assert!(size_of::<TcpRecord>() == 96);
 const _: () = assert!(size_of::<Owner>() == 20);
 const _: () = assert!(size_of::<NeighRecord>() == 80);
 const _: () = assert!(size_of::<ArpRecord>() == 80);
-const _: () = assert!(size_of::<TlsRecord>() == 80 + TLS_CAPTURE);
+const _: () = assert!(size_of::<TlsRecord>() == 88 + TLS_CAPTURE);
 const _: () = assert!(size_of::<PacketRecord>() == 32 + PACKET_CAPTURE);
 const _: () = assert!(size_of::<FlowKey>() == 40);
 const _: () = assert!(size_of::<KernelOffsets>() == 44);

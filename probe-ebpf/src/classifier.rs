@@ -1,8 +1,9 @@
-//! The TC classifier: dispatch by protocol. It runs on every packet of every
-//! attached interface, so the common case (TCP on a port nobody watches)
-//! reads three headers in place and one bitmap word, and calls no helper.
-//! Watched segments check the first payload byte and a hash bucket before
-//! anything costlier.
+//! The classifiers: dispatch by protocol. They run on every packet of every
+//! attached interface (tc on the node's uplinks) and of every local socket
+//! (`cgroup_skb` on the root cgroup: the node's and its pods'), so the
+//! common case (TCP on a port nobody watches) reads two or three headers in
+//! place and one bitmap word, and calls no helper. Watched segments check
+//! the first payload byte and a hash bucket before anything costlier.
 
 use aya_ebpf::{maps::ring_buf::RingBufEntry, programs::TcContext};
 use probe_common::{AF_INET, AF_INET6, ArpRecord, arp_op, kind};
@@ -11,7 +12,7 @@ use crate::{
     capture, emit,
     maps::watched,
     packet::{
-        self, ETH_LEN, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, Ethernet, IPPROTO_ICMPV6, IPPROTO_TCP,
+        self, ETH_LEN, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, Ethernet, IPPROTO_ICMPV6, IPPROTO_TCP, Pkt,
     },
     tls,
 };
@@ -40,25 +41,46 @@ pub fn handle(ctx: &TcContext, direction: u8) -> i32 {
         return TCX_NEXT;
     };
     match ip.proto {
-        IPPROTO_TCP => {
-            let Some((sport, dport)) = packet::tcp_ports(ctx, &ip) else {
-                return TCX_NEXT;
-            };
-            if !watched(dport) && !watched(sport) {
-                return TCX_NEXT;
-            }
-            watched_segment(ctx, direction, &ip, sport, dport)
-        }
+        IPPROTO_TCP => tcp(ctx, direction, &ip),
         IPPROTO_ICMPV6 if ip.family == AF_INET6 => neighbour_advert(ctx, &ip, direction),
         _ => TCX_NEXT,
     }
+}
+
+/// Packets that start at the network header: a local socket's (whose
+/// neighbour traffic is not its own) and tc's on devices without a link
+/// layer. Returns TCX_NEXT too; the socket programs allow the packet
+/// whatever this says.
+#[inline(always)]
+pub fn handle_l3<C: Pkt>(ctx: &C, direction: u8) -> i32 {
+    let ip = match packet::ip_version(ctx) {
+        Some(4) => packet::ipv4(ctx),
+        Some(6) => packet::ipv6(ctx),
+        _ => None,
+    };
+    match ip {
+        Some(ip) if ip.proto == IPPROTO_TCP => tcp(ctx, direction, &ip),
+        _ => TCX_NEXT,
+    }
+}
+
+/// A TCP segment: only watched ports go further.
+#[inline(always)]
+fn tcp<C: Pkt>(ctx: &C, direction: u8, ip: &packet::Ip) -> i32 {
+    let Some((sport, dport)) = packet::tcp_ports(ctx, ip) else {
+        return TCX_NEXT;
+    };
+    if !watched(dport) && !watched(sport) {
+        return TCX_NEXT;
+    }
+    watched_segment(ctx, direction, ip, sport, dport)
 }
 
 /// A segment on a watched port: handshake records are copied to userspace;
 /// in capture mode the frame too (whole for handshakes, else up to the TCP
 /// header).
 #[inline(always)]
-fn watched_segment(ctx: &TcContext, direction: u8, ip: &packet::Ip, sport: u16, dport: u16) -> i32 {
+fn watched_segment<C: Pkt>(ctx: &C, direction: u8, ip: &packet::Ip, sport: u16, dport: u16) -> i32 {
     let Some(tcp) = packet::tcp(ctx, ip, sport, dport) else {
         return TCX_NEXT;
     };
@@ -68,7 +90,7 @@ fn watched_segment(ctx: &TcContext, direction: u8, ip: &packet::Ip, sport: u16, 
     } else {
         tcp.payload_off
     };
-    capture::frame(ctx, direction, keep);
+    ctx.capture(direction, keep);
     TCX_NEXT
 }
 
@@ -96,7 +118,7 @@ fn start_arp(ctx: &TcContext, direction: u8, family: u8) -> Option<RingBufEntry<
 /// ARP for IPv4 over Ethernet: requests, replies and gratuitous announcements.
 #[inline(never)]
 fn arp(ctx: &TcContext, direction: u8) -> i32 {
-    let Some(b) = packet::load::<[u8; 28]>(ctx, ETH_LEN) else {
+    let Some(b) = packet::load::<[u8; 28], _>(ctx, ETH_LEN) else {
         return TCX_NEXT;
     };
     let op = packet::be16(&b, 6);
@@ -124,13 +146,13 @@ fn arp(ctx: &TcContext, direction: u8) -> i32 {
 #[inline(never)]
 fn neighbour_advert(ctx: &TcContext, ip: &packet::Ip, direction: u8) -> i32 {
     // type, code, csum, flags(4), target(16): 24 bytes, then maybe an option.
-    let Some(b) = packet::load::<[u8; 24]>(ctx, ip.l4_off) else {
+    let Some(b) = packet::load::<[u8; 24], _>(ctx, ip.l4_off) else {
         return TCX_NEXT;
     };
     if b[0] != ICMPV6_NEIGHBOUR_ADVERT {
         return TCX_NEXT;
     }
-    let opt = packet::load::<[u8; 8]>(ctx, ip.l4_off + 24);
+    let opt = packet::load::<[u8; 8], _>(ctx, ip.l4_off + 24);
     let Some((_, daddr)) = packet::addrs(ctx, AF_INET6) else {
         return TCX_NEXT;
     };

@@ -21,8 +21,8 @@ mod tcp_tracepoint;
 mod tls;
 
 use aya_ebpf::{
-    macros::{classifier, raw_tracepoint, tracepoint},
-    programs::{RawTracePointContext, TcContext, TracePointContext},
+    macros::{cgroup_skb, classifier, raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, SkBuffContext, TcContext, TracePointContext},
 };
 use probe_common::direction;
 
@@ -90,6 +90,21 @@ pub fn tc_ingress(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn tc_egress(ctx: TcContext) -> i32 {
     classifier::handle(&ctx, direction::EGRESS)
+}
+
+/// Every local socket's packets, pods' included, on the root cgroup: one
+/// attach for the node, whatever the CNI does below the socket. Always
+/// allows the packet.
+#[cgroup_skb(ingress)]
+pub fn sock_ingress(ctx: SkBuffContext) -> i32 {
+    classifier::handle_l3(&ctx, direction::SOCKET_INGRESS);
+    1
+}
+
+#[cgroup_skb(egress)]
+pub fn sock_egress(ctx: SkBuffContext) -> i32 {
+    classifier::handle_l3(&ctx, direction::SOCKET_EGRESS);
+    1
 }
 
 #[cfg(not(test))]

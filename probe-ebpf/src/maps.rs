@@ -2,11 +2,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use probe_common::{
     DropKey, FlowKey, FollowState, IcmpKey, KernelOffsets, MAX_ARMED, MAX_DROP_KEYS, MAX_ICMP_KEYS,
-    MAX_OWNERS, MAX_RESET_KEYS, Owner, PORT_WORDS, REASON_WORDS, ResetKey, kind,
+    MAX_NODE_NETNS, MAX_OWNERS, MAX_RESET_KEYS, Owner, PORT_WORDS, REASON_WORDS, ResetKey, kind,
 };
 
 /// Every record goes through this one buffer; userspace may resize it.
@@ -123,6 +123,33 @@ static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     netdev_net: 0,
     sock_v6_daddr: 0,
 };
+
+/// The namespaces whose sockets are this node's (its own and its pods'),
+/// by inode, kept by userspace. Read only when `NETNS_FILTER` is set:
+/// netprobe in a namespace other than the initial one (a lab's "node",
+/// `--netns`) must not report the sockets of the machine's other
+/// namespaces, which a real node could never see.
+#[map]
+pub static NODE_NETNS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_NODE_NETNS, 0);
+
+/// 1 when socket-hook records are limited to [`NODE_NETNS`].
+#[unsafe(no_mangle)]
+static NETNS_FILTER: u8 = 0;
+
+/// Whether a socket hook's record from namespace `netns` is this node's
+/// (always, for tc's `0`).
+#[inline(always)]
+pub fn node_netns(netns: u32) -> bool {
+    if netns == 0 {
+        return true;
+    }
+    // SAFETY: as for KERNEL_OFFSETS.
+    if unsafe { core::ptr::read_volatile(&NETNS_FILTER) } == 0 {
+        return true;
+    }
+    // SAFETY: a map lookup; the value is not used.
+    unsafe { NODE_NETNS.get(&netns) }.is_some()
+}
 
 /// 1 when the loader wants packet copies (`netprobe capture`).
 #[unsafe(no_mangle)]

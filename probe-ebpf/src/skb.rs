@@ -83,6 +83,16 @@ pub fn of_interest(flow: &FlowKey) -> bool {
     unsafe { crate::maps::ARMED.get(flow) }.is_some()
 }
 
+/// The kernel address of a program's `sk_buff` context as a plain number,
+/// so offsets found in BTF can be added to it (the verifier refuses
+/// arithmetic on a context pointer, not on a number read back from the
+/// stack).
+#[inline(always)]
+pub fn ctx_addr(ctx: *const core::ffi::c_void) -> u64 {
+    let slot = ctx as u64;
+    kread::<u64>(&slot as *const u64 as u64).unwrap_or(0)
+}
+
 /// Namespace of the device the packet was on, else of its socket.
 #[inline(always)]
 pub fn netns(skb: u64) -> u32 {

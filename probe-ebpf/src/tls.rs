@@ -6,13 +6,13 @@
 //! remembered in `FOLLOW` and the segments that carry the rest of that byte
 //! range are copied too, so userspace can reassemble it by sequence number.
 
-use aya_ebpf::{helpers::generated::bpf_skb_load_bytes, programs::TcContext};
+use aya_ebpf::helpers::generated::bpf_skb_load_bytes;
 use probe_common::{FlowKey, FollowState, TLS_CAPTURE, TLS_FOLLOW_MAX, TlsRecord, kind, tls_part};
 
 use crate::{
     emit,
     maps::{FLIGHTS, FOLLOW, FOLLOW_SLOTS, FlightSlot, FollowSlot},
-    packet::{self, Ethernet, Ip, Tcp},
+    packet::{self, Ethernet, Ip, Pkt, Tcp},
 };
 
 const CONTENT_HANDSHAKE: u8 = 0x16;
@@ -38,16 +38,23 @@ fn slot_of(tcp: &Tcp) -> u32 {
 /// Who a record is about: the frame's MACs and the flow.
 struct Meta {
     direction: u8,
+    /// The socket's namespace at a socket hook (0 on tc: the hook's own).
+    netns: u32,
     eth: Ethernet,
     key: FlowKey,
 }
 
 #[inline(always)]
-fn meta(ctx: &TcContext, direction: u8, ip: &Ip, tcp: &Tcp) -> Option<Meta> {
+fn meta<C: Pkt>(ctx: &C, direction: u8, ip: &Ip, tcp: &Tcp) -> Option<Meta> {
+    let netns = ctx.netns();
+    if !crate::maps::node_netns(netns) {
+        return None;
+    }
     let eth = packet::macs(ctx)?;
     let (saddr, daddr) = packet::addrs(ctx, ip.family)?;
     Some(Meta {
         direction,
+        netns,
         eth,
         key: FlowKey {
             saddr,
@@ -64,8 +71,8 @@ fn meta(ctx: &TcContext, direction: u8, ip: &Ip, tcp: &Tcp) -> Option<Meta> {
 /// costs a look at its first byte and at one follow slot (no helper call
 /// when the payload is in the linear data).
 #[inline(always)]
-pub fn handle(ctx: &TcContext, direction: u8, ip: &Ip, tcp: &Tcp) -> bool {
-    if let Some(head) = packet::payload_head::<6>(ctx, tcp.payload_off) {
+pub fn handle<C: Pkt>(ctx: &C, direction: u8, ip: &Ip, tcp: &Tcp) -> bool {
+    if let Some(head) = packet::payload_head::<6, _>(ctx, tcp.payload_off) {
         if head[0] == CONTENT_HANDSHAKE {
             let record_len = packet::be16(&head, 3);
             let is_start = head[1] == 3
@@ -95,7 +102,7 @@ pub fn handle(ctx: &TcContext, direction: u8, ip: &Ip, tcp: &Tcp) -> bool {
 /// The client's first segment after its ClientHello starts exactly where
 /// the hello ended: decided on the slot's sequence number first.
 #[inline(always)]
-fn flight(ctx: &TcContext, direction: u8, ip: &Ip, tcp: &Tcp) -> Option<()> {
+fn flight<C: Pkt>(ctx: &C, direction: u8, ip: &Ip, tcp: &Tcp) -> Option<()> {
     let slot = FLIGHTS.get_ptr_mut(slot_of(tcp))?;
     // SAFETY: a slot of an array map (see `start`).
     if unsafe { (*slot).next_seq } != tcp.seq {
@@ -107,8 +114,8 @@ fn flight(ctx: &TcContext, direction: u8, ip: &Ip, tcp: &Tcp) -> Option<()> {
 /// Reports the client's next flight once (the first hook that sees it
 /// frees the slot), with its first bytes.
 #[inline(never)]
-fn client_flight(
-    ctx: &TcContext,
+fn client_flight<C: Pkt>(
+    ctx: &C,
     direction: u8,
     ip: &Ip,
     tcp: &Tcp,
@@ -130,7 +137,7 @@ fn client_flight(
 /// are not) must not add to the ARP and NDP subprograms' in the verifier's
 /// combined-stack sum.
 #[inline(never)]
-fn start(ctx: &TcContext, direction: u8, ip: &Ip, tcp: &Tcp, hello: u32) -> Option<()> {
+fn start<C: Pkt>(ctx: &C, direction: u8, ip: &Ip, tcp: &Tcp, hello: u32) -> Option<()> {
     let record_len = hello as u16;
     let m = meta(ctx, direction, ip, tcp)?;
     if (hello >> 16) as u8 == SERVER_HELLO {
@@ -166,7 +173,7 @@ fn start(ctx: &TcContext, direction: u8, ip: &Ip, tcp: &Tcp, hello: u32) -> Opti
 /// sequence range first (scalars already loaded); the flow key is compared
 /// only for segments inside a live range.
 #[inline(always)]
-fn follow(ctx: &TcContext, direction: u8, ip: &Ip, tcp: &Tcp) -> Option<()> {
+fn follow<C: Pkt>(ctx: &C, direction: u8, ip: &Ip, tcp: &Tcp) -> Option<()> {
     let slot = FOLLOW.get_ptr_mut(slot_of(tcp))?;
     // SAFETY: a slot of an array map (see `start`).
     let state = unsafe { (*slot).state };
@@ -180,8 +187,8 @@ fn follow(ctx: &TcContext, direction: u8, ip: &Ip, tcp: &Tcp) -> Option<()> {
 
 /// A segment inside a live follow range: copied if it is that flow's.
 #[inline(never)]
-fn continuation(
-    ctx: &TcContext,
+fn continuation<C: Pkt>(
+    ctx: &C,
     direction: u8,
     ip: &Ip,
     tcp: &Tcp,
@@ -221,7 +228,7 @@ fn same_flow(a: &FlowKey, b: &FlowKey) -> bool {
 /// (about 1.5 KB, e.g. Go's X25519MLKEM768) arrives whole. `wanted` bounds
 /// how many bytes of the segment belong to the followed record.
 #[inline(always)]
-fn emit_chunks(ctx: &TcContext, m: &Meta, tcp: &Tcp, first: u8, wanted: u32) -> Option<()> {
+fn emit_chunks<C: Pkt>(ctx: &C, m: &Meta, tcp: &Tcp, first: u8, wanted: u32) -> Option<()> {
     let limit = core::cmp::min(tcp.payload_len, wanted as usize);
     let mut part = first;
     for k in 0..MAX_CHUNKS {
@@ -242,7 +249,7 @@ fn emit_chunks(ctx: &TcContext, m: &Meta, tcp: &Tcp, first: u8, wanted: u32) -> 
 /// Not inlined, for the verifier's stack sum (see `start`); `part_chunk`
 /// is the record's part << 8 | its chunk index (five arguments at most).
 #[inline(never)]
-fn emit_segment(ctx: &TcContext, m: &Meta, tcp: &Tcp, part_chunk: u32, last: bool) -> Option<()> {
+fn emit_segment<C: Pkt>(ctx: &C, m: &Meta, tcp: &Tcp, part_chunk: u32, last: bool) -> Option<()> {
     let part = (part_chunk >> 8) as u8;
     let chunk = (part_chunk & 0xff) as usize;
     let skip = chunk * TLS_CAPTURE;
@@ -256,7 +263,9 @@ fn emit_segment(ctx: &TcContext, m: &Meta, tcp: &Tcp, part_chunk: u32, last: boo
     // 512-byte eBPF stack, so it is filled in place.
     unsafe {
         (*rec).header = emit::header(kind::TLS, size_of::<TlsRecord>());
-        (*rec).ifindex = (*ctx.skb.skb).ifindex;
+        (*rec).ifindex = ctx.ifindex();
+        (*rec).netns = m.netns;
+        (*rec)._pad = 0;
         (*rec).direction = m.direction;
         (*rec).family = m.key.family;
         (*rec).part = part;
@@ -286,7 +295,7 @@ fn emit_segment(ctx: &TcContext, m: &Meta, tcp: &Tcp, part_chunk: u32, last: boo
 /// the verifier sees a size in [1, TLS_CAPTURE]; a ladder of constant-size
 /// loads would do too, but multiplies verifier states per chunk.
 #[inline(always)]
-unsafe fn copy_payload(ctx: &TcContext, off: usize, len: usize, dst: *mut u8) -> usize {
+unsafe fn copy_payload<C: Pkt>(ctx: &C, off: usize, len: usize, dst: *mut u8) -> usize {
     let n = len as u32;
     if n == 0 || n > TLS_CAPTURE as u32 {
         return 0;
@@ -299,6 +308,6 @@ unsafe fn copy_payload(ctx: &TcContext, off: usize, len: usize, dst: *mut u8) ->
     let n = unsafe { core::ptr::read_volatile(&n) };
     let n = (n.wrapping_sub(1) & (TLS_CAPTURE as u32 - 1)) + 1;
     // SAFETY: `dst` has room for TLS_CAPTURE >= n bytes.
-    let rc = unsafe { bpf_skb_load_bytes(ctx.skb.skb as *const _, off as u32, dst.cast(), n) };
+    let rc = unsafe { bpf_skb_load_bytes(ctx.skb() as *const _, off as u32, dst.cast(), n) };
     if rc == 0 { n as usize } else { 0 }
 }

@@ -92,6 +92,8 @@ fn client_hello(flow: u32, ts: u64, hello: &[u8]) -> Vec<u8> {
         daddr: v4(0x0a02_ff64),
         src_mac: [2, 0, 0, 0, 0, 1],
         dst_mac: [2, 0, 0, 0, 0, 2],
+        netns: 0,
+        _pad: 0,
         payload,
     })
 }

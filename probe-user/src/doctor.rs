@@ -114,6 +114,7 @@ pub fn run() -> Vec<Check> {
             ports: vec![443],
             capture_packets,
             path_reasons,
+            netns_filter: false,
             retransmit_err: crate::tracefs::retransmit_has_err(),
         });
         checks.push(check(

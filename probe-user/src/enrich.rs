@@ -147,13 +147,22 @@ pub fn ip_addr(family: u8, addr: &[u8; 16]) -> IpAddr {
     }
 }
 
+/// `egress` and `ingress` for tc on a device; `socket_egress` (sent by a
+/// local socket) and `socket_ingress` (delivered to one) at the root
+/// cgroup's socket hooks, which see no link layer.
 pub fn direction_name(d: u8) -> String {
-    if d == direction::EGRESS {
-        "egress"
-    } else {
-        "ingress"
+    match d {
+        direction::EGRESS => "egress",
+        direction::SOCKET_EGRESS => "socket_egress",
+        direction::SOCKET_INGRESS => "socket_ingress",
+        _ => "ingress",
     }
     .to_string()
+}
+
+/// Whether a record came from a socket hook.
+pub fn at_socket(d: u8) -> bool {
+    d == direction::SOCKET_EGRESS || d == direction::SOCKET_INGRESS
 }
 
 /// NUL-padded kernel string to `String`.
@@ -296,7 +305,14 @@ impl Enricher {
             }
             Record::Neighbour(r) => (neighbour(r), None),
             Record::Arp(r) => (arp(r, ifaces), self.tc_netns),
-            Record::Tls(r) => (self.tls(r, ifaces)?, self.tc_netns),
+            Record::Tls(r) => {
+                let netns = if r.netns != 0 {
+                    Some(r.netns)
+                } else {
+                    self.tc_netns
+                };
+                (self.tls(r, ifaces)?, netns)
+            }
             Record::Drop(r) => (self.drop(r), (r.key.netns != 0).then_some(r.key.netns)),
             Record::IcmpSent(r) => (icmp_sent(r), (r.key.netns != 0).then_some(r.key.netns)),
             Record::ResetSent(r) => (
@@ -365,15 +381,25 @@ impl Enricher {
         })
     }
 
+    /// The device a TLS record's packet was on: by name in this namespace;
+    /// in a pod's (a socket hook's record), `ifN@netns:INODE`.
+    pub fn iface_of(&self, r: &TlsRecord, ifaces: &impl IfaceNames) -> String {
+        if r.netns != 0 && Some(r.netns) != self.tc_netns {
+            return format!("if{}@netns:{}", r.ifindex, r.netns);
+        }
+        ifaces.name(r.ifindex)
+    }
+
     fn tls(&mut self, r: &TlsRecord, ifaces: &impl IfaceNames) -> Option<EventBody> {
         let src = socket_addr(r.family, &r.saddr, r.sport);
         let dst = socket_addr(r.family, &r.daddr, r.dport);
+        let iface = self.iface_of(r, ifaces);
         if r.part == tls_part::FLIGHT {
             let captured = usize::from(r.captured).min(r.payload.len());
             return Some(EventBody::TlsClientFlight(TlsClientFlight {
                 src,
                 dst,
-                iface: ifaces.name(r.ifindex),
+                iface,
                 direction: direction_name(r.direction),
                 record: event::tls_content_type(r.payload[..captured].first().copied()),
             }));
@@ -387,9 +413,12 @@ impl Enricher {
             payload_len: r.payload_len,
             chunk: r.chunk,
         };
-        let iface = ifaces.name(r.ifindex);
-        let src_mac = event::format_mac(&r.src_mac);
-        let dst_mac = event::format_mac(&r.dst_mac);
+        // A socket hook is above the link layer: no MACs to report.
+        let (src_mac, dst_mac) = if at_socket(r.direction) {
+            (String::new(), String::new())
+        } else {
+            (event::format_mac(&r.src_mac), event::format_mac(&r.dst_mac))
+        };
         let direction = direction_name(r.direction);
         let flow = FlowId { src, dst };
         if r.part == tls_part::START && r.chunk == 0 {

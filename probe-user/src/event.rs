@@ -9,6 +9,24 @@ use std::net::SocketAddr;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+/// A MAC that may be unknown: `null` in JSON, empty in memory (a socket
+/// hook's record is above the link layer).
+mod mac_or_null {
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(mac: &str, s: S) -> Result<S::Ok, S::Error> {
+        if mac.is_empty() {
+            s.serialize_none()
+        } else {
+            s.serialize_str(mac)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+    }
+}
+
 /// One line of the stream: a timestamp, the namespace it came from where the
 /// kernel tells it, and the payload.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -157,7 +175,9 @@ pub struct TlsHop {
     pub dst: SocketAddr,
     pub iface: String,
     pub direction: String,
+    #[serde(with = "mac_or_null", default)]
     pub src_mac: String,
+    #[serde(with = "mac_or_null", default)]
     pub dst_mac: String,
 }
 
@@ -379,7 +399,9 @@ pub struct TlsClientHello {
     pub src: SocketAddr,
     pub dst: SocketAddr,
     pub iface: String,
+    #[serde(with = "mac_or_null", default)]
     pub src_mac: String,
+    #[serde(with = "mac_or_null", default)]
     pub dst_mac: String,
     pub sni: Option<String>,
     /// Record-layer version, e.g. `0x0301`.
@@ -401,7 +423,9 @@ pub struct TlsServerHello {
     pub src: SocketAddr,
     pub dst: SocketAddr,
     pub iface: String,
+    #[serde(with = "mac_or_null", default)]
     pub src_mac: String,
+    #[serde(with = "mac_or_null", default)]
     pub dst_mac: String,
     pub record_version: String,
     /// Version in the ServerHello body (TLS 1.3 still says `0x0303` here).

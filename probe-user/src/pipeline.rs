@@ -107,16 +107,21 @@ impl Pipeline {
             // evidence (the egress toward the next hop carries the MAC that
             // matters), so the first piece of each segment says so.
             if t.part == probe_common::tls_part::START && t.chunk == 0 {
+                let (src_mac, dst_mac) = if crate::enrich::at_socket(t.direction) {
+                    (String::new(), String::new())
+                } else {
+                    (format_mac(&t.src_mac), format_mac(&t.dst_mac))
+                };
                 return Fed::Event(Event {
                     time: self.enricher.wall(t.header.ts_ns),
                     netns: None,
                     body: EventBody::TlsHop(TlsHop {
                         src: socket_addr(t.family, &t.saddr, t.sport),
                         dst: socket_addr(t.family, &t.daddr, t.dport),
-                        iface: ifaces.name(t.ifindex),
+                        iface: self.enricher.iface_of(t, ifaces),
                         direction: direction_name(t.direction),
-                        src_mac: format_mac(&t.src_mac),
-                        dst_mac: format_mac(&t.dst_mac),
+                        src_mac,
+                        dst_mac,
                     }),
                 });
             }

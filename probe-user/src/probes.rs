@@ -68,6 +68,9 @@ pub struct LoadOptions {
     /// `tcp_retransmit_skb` passes the attempt's error
     /// ([`crate::tracefs::retransmit_has_err`]).
     pub retransmit_err: bool,
+    /// Socket-hook records only from the namespaces in `NODE_NETNS`
+    /// (see [`crate::sockets`]).
+    pub netns_filter: bool,
 }
 
 /// Pending bytes at which the programs wake the reader: an eighth of the
@@ -160,6 +163,7 @@ impl Probes {
             .override_global("PATH_REASONS", &opts.path_reasons, true)
             .override_global("RETRANSMIT_HAS_ERR", &u8::from(opts.retransmit_err), true)
             .override_global("WAKE_BYTES", &wake_bytes(opts.ring_bytes), true)
+            .override_global("NETNS_FILTER", &u8::from(opts.netns_filter), true)
             .load(OBJECT)
             .map_err(|e| anyhow!("loading the eBPF object: {e}"))?;
         load_programs(&mut ebpf)?;
@@ -211,6 +215,18 @@ impl Probes {
             crate::tcx::Attacher::start(hooks, done).context("starting the attach thread")?;
         self.linker = Some(Linker::Tcx(attacher));
         Ok(())
+    }
+
+    /// Attaches the socket programs to the root cgroup (see
+    /// [`crate::sockets`]); returns the cgroup's path.
+    pub fn attach_sockets(&mut self) -> anyhow::Result<std::path::PathBuf> {
+        crate::sockets::attach(&mut self.ebpf)
+    }
+
+    /// Makes the kernel report socket-hook records for exactly these
+    /// namespaces (when it filters at all).
+    pub fn set_node_netns(&mut self, inodes: &HashSet<u32>) -> anyhow::Result<()> {
+        crate::sockets::sync_map(&mut self.ebpf, inodes)
     }
 
     /// Counts this flow's drops from now on, both directions (an LRU map:
@@ -365,6 +381,7 @@ fn load_programs(ebpf: &mut Ebpf) -> anyhow::Result<()> {
     let ours = |name: &str| {
         TRACEPOINTS.iter().any(|(p, _, _)| *p == name)
             || CLASSIFIERS.iter().any(|(p, _)| *p == name)
+            || crate::sockets::PROGRAMS.iter().any(|(p, _)| *p == name)
     };
     let mut progs: Vec<(&str, &mut Program)> =
         ebpf.programs_mut().filter(|(n, _)| ours(n)).collect();
@@ -373,7 +390,11 @@ fn load_programs(ebpf: &mut Ebpf) -> anyhow::Result<()> {
             bail!("program {prog} missing");
         }
     }
-    for (prog, _) in CLASSIFIERS {
+    for prog in CLASSIFIERS
+        .iter()
+        .map(|(p, _)| p)
+        .chain(crate::sockets::PROGRAMS.iter().map(|(p, _)| p))
+    {
         if !progs.iter().any(|(n, _)| n == prog) {
             bail!("program {prog} missing");
         }
@@ -389,6 +410,7 @@ fn load_programs(ebpf: &mut Ebpf) -> anyhow::Result<()> {
             let loaded = match prog {
                 Program::TracePoint(p) => p.load(),
                 Program::SchedClassifier(p) => p.load(),
+                Program::CgroupSkb(p) => p.load(),
                 _ => bail!("program {name} is of an unexpected type"),
             };
             loaded.map_err(|e| anyhow!("loading {name} (verifier): {e}"))?;

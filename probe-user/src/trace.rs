@@ -2,7 +2,11 @@
 //! the ring buffer, correlate, investigate, hand every event to a
 //! [`Consumer`] until it says stop or Ctrl-C/SIGTERM arrives, then detach.
 
-use std::{collections::HashMap, sync::atomic::Ordering, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::atomic::Ordering,
+    time::Duration,
+};
 
 use anyhow::{Context as _, bail};
 use aya::maps::{MapData, RingBuf};
@@ -32,12 +36,17 @@ use crate::{
 pub const READY: &str = "netprobe: ready";
 
 /// Interfaces to attach to at start: the named ones (each must exist), or
-/// every Ethernet-framed interface that is up.
-pub fn select_targets(wanted: &[String], links: &[Link]) -> anyhow::Result<Vec<Link>> {
+/// every uplink-class interface (see [`Link::uplink_class`]; `addressed`
+/// holds the interfaces with a global address).
+pub fn select_targets(
+    wanted: &[String],
+    links: &[Link],
+    addressed: &HashSet<u32>,
+) -> anyhow::Result<Vec<Link>> {
     if wanted.is_empty() {
         return Ok(links
             .iter()
-            .filter(|l| l.up && l.ethernet)
+            .filter(|l| l.uplink_class(addressed.contains(&l.index)))
             .cloned()
             .collect());
     }
@@ -157,8 +166,15 @@ struct Tracer<'c> {
     probes: Probes,
     pipeline: Pipeline,
     names: HashMap<u32, String>,
-    /// Interfaces named with --iface (empty: every one that comes up).
+    /// Interfaces named with --iface (empty: every uplink that comes up).
     wanted: Vec<String>,
+    /// Interfaces with a global address at start (veths among them are
+    /// uplinks, not pods').
+    addressed: HashSet<u32>,
+    /// This node's namespaces, for the socket hooks' filter.
+    node_ns: crate::sockets::NodeNamespaces,
+    /// Pod veths whose peer namespace is still to be found: (ifindex, nsid).
+    unresolved: Vec<(u32, i32)>,
     sink: &'c mut dyn Consumer,
     correlator: Correlator,
     /// Snapshots come back here from investigation tasks.
@@ -311,17 +327,64 @@ impl Tracer<'_> {
         match change {
             LinkChange::New(link) => {
                 self.names.insert(link.index, link.name.clone());
-                let wanted = self.wanted.is_empty() || self.wanted.contains(&link.name);
-                if wanted && link.up && link.ethernet {
+                let addressed = self.addressed.contains(&link.index);
+                let wanted = if self.wanted.is_empty() {
+                    link.uplink_class(addressed)
+                } else {
+                    self.wanted.contains(&link.name) && link.up && link.ethernet
+                };
+                if wanted {
                     self.probes.attach(link.index, &link.name);
-                } else if !link.up {
+                } else if !link.up || self.probes.is_requested(link.index) {
                     self.probes.detach(link.index);
+                }
+                if self.node_ns.filter
+                    && link.pod_veth(addressed)
+                    && let Some(nsid) = link.peer_netnsid
+                    && !self.node_ns.pods.contains_key(&link.index)
+                    && !self.unresolved.iter().any(|(i, _)| *i == link.index)
+                {
+                    self.unresolved.push((link.index, nsid));
                 }
             }
             LinkChange::Gone(index) => {
                 self.probes.detach(index);
                 self.names.remove(&index);
+                self.unresolved.retain(|(i, _)| *i != index);
+                if self.node_ns.pods.remove(&index).is_some() {
+                    self.sync_node_netns();
+                }
             }
+        }
+    }
+
+    /// Finds the namespaces of pod veths that appeared (batched: called on
+    /// the correlator's tick, not per link message).
+    async fn resolve_pods(&mut self) {
+        if self.unresolved.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.unresolved);
+        let wanted: HashSet<i32> = batch.iter().map(|(_, id)| *id).collect();
+        match crate::sockets::resolve_nsids(&wanted).await {
+            Ok(found) => {
+                for (index, id) in batch {
+                    if let Some(inode) = found.get(&id) {
+                        self.node_ns.pods.insert(index, *inode);
+                    }
+                }
+                self.sync_node_netns();
+            }
+            Err(e) => log::debug!("resolving pod namespaces: {e:#}"),
+        }
+    }
+
+    fn sync_node_netns(&mut self) {
+        if !self.node_ns.filter {
+            return;
+        }
+        if let Err(e) = self.probes.set_node_netns(&self.node_ns.inodes()) {
+            warn!("updating this node's namespaces for the socket hooks: {e:#}");
         }
     }
 
@@ -380,7 +443,10 @@ pub async fn session(
     // the watch (attaching twice is attaching once).
     let mut watch = Some(links::watch().context("watching interfaces")?);
     let all_links = links::list().await.context("listing interfaces")?;
-    let targets = select_targets(&args.ifaces, &all_links)?;
+    let addressed = links::addressed()
+        .await
+        .context("listing interface addresses")?;
+    let targets = select_targets(&args.ifaces, &all_links, &addressed)?;
     log::debug!(
         "start-up: interfaces listed after {:?}{}",
         started.elapsed(),
@@ -406,7 +472,40 @@ pub async fn session(
         capture_packets: consumer.wants_packets(),
         path_reasons: crate::tracefs::path_reason_bitmap(&drop_reasons),
         retransmit_err: crate::tracefs::retransmit_has_err(),
+        netns_filter: !crate::sockets::in_initial_netns(),
     })?;
+    // This node's namespaces first, then the hooks: no record of theirs
+    // is dropped for want of its namespace.
+    let mut node_ns = crate::sockets::NodeNamespaces {
+        filter: !crate::sockets::in_initial_netns(),
+        own: crate::netns::current_inode(),
+        pods: HashMap::new(),
+    };
+    if node_ns.filter {
+        let pods = crate::sockets::pod_veth_nsids(&all_links, &addressed);
+        let wanted: HashSet<i32> = pods.iter().map(|(_, id)| *id).collect();
+        match crate::sockets::resolve_nsids(&wanted).await {
+            Ok(found) => {
+                for (index, id) in pods {
+                    if let Some(inode) = found.get(&id) {
+                        node_ns.pods.insert(index, *inode);
+                    }
+                }
+            }
+            Err(e) => warn!("finding the pods' namespaces: {e:#}"),
+        }
+        probes.set_node_netns(&node_ns.inodes())?;
+    }
+    let sockets = match probes.attach_sockets() {
+        Ok(root) => {
+            info!("socket hooks on cgroup {}", root.display());
+            true
+        }
+        Err(e) => {
+            warn!("socket hooks off: {e:#}; TLS handshakes are seen on the uplinks only");
+            false
+        }
+    };
     log::debug!(
         "start-up: programs verified and tracepoints attached after {:?}{}",
         started.elapsed(),
@@ -481,6 +580,9 @@ pub async fn session(
             .map(|l| (l.index, l.name.clone()))
             .collect(),
         wanted: args.ifaces.clone(),
+        addressed,
+        node_ns,
+        unresolved: Vec::new(),
         probes,
         pipeline: Pipeline::new(
             Enricher::new(Clock::system(), tc_netns)
@@ -505,8 +607,20 @@ pub async fn session(
     );
     let port_list: Vec<String> = ports.iter().map(u16::to_string).collect();
     eprintln!(
-        "{READY}: {} interface(s), TLS ports {}, tracepoints tcp_retransmit_skb and neigh_update; Ctrl-C to stop",
+        "{READY}: {} interface(s), {}TLS ports {}, tracepoints tcp_retransmit_skb and neigh_update; Ctrl-C to stop",
         tracer.probes.attached_count(),
+        if sockets {
+            format!(
+                "every socket of {} namespace(s), ",
+                if tracer.node_ns.filter {
+                    tracer.node_ns.inodes().len().to_string()
+                } else {
+                    "all".to_string()
+                }
+            )
+        } else {
+            String::new()
+        },
         port_list.join(",")
     );
 
@@ -565,6 +679,7 @@ pub async fn session(
                     Ok(Drained::Stop) => break Ok(()),
                     Err(e) => break Err(e),
                 }
+                tracer.resolve_pods().await;
                 let now = tracer.now();
                 for inv in tracer.correlator.tick(now) {
                     tracer.investigate(inv);
@@ -669,32 +784,52 @@ fn monotonic_ns() -> u64 {
 mod tests {
     use super::*;
 
-    fn link(index: u32, name: &str, up: bool, ethernet: bool) -> Link {
+    fn link(index: u32, name: &str, up: bool, ethernet: bool, kind: &str) -> Link {
         Link {
             index,
             name: name.into(),
             up,
             ethernet,
+            kind: kind.into(),
+            controller: None,
+            peer_netnsid: (kind == "veth").then_some(index as i32),
+            loopback: name == "lo",
         }
     }
 
     #[test]
-    fn targets() {
+    fn targets_are_the_uplinks_by_kind() {
+        let mut port = link(9, "eth2", true, true, "");
+        port.controller = Some(10);
         let links = [
-            link(1, "lo", true, true),
-            link(2, "eth0", true, true),
-            link(3, "eth1", false, true),
-            link(4, "wg0", true, false),
+            link(1, "lo", true, true, ""),
+            link(2, "eth0", true, true, ""),
+            link(3, "eth1", false, true, ""),
+            link(4, "wg0", true, false, "wireguard"),
+            link(5, "cali1234", true, true, "veth"),
+            link(6, "node0", true, true, "veth"),
+            link(7, "flannel.1", true, true, "vxlan"),
+            link(8, "kube-ipvs0", true, true, "dummy"),
+            port,
+            link(10, "br0", true, true, "bridge"),
+            link(11, "bond0.169", true, true, "vlan"),
         ];
+        let addressed: HashSet<u32> = [2, 6, 8, 10].into();
         let names = |v: Vec<Link>| v.into_iter().map(|l| l.name).collect::<Vec<_>>();
-        assert_eq!(names(select_targets(&[], &links).unwrap()), ["lo", "eth0"]);
         assert_eq!(
-            names(select_targets(&["eth1".into()], &links).unwrap()),
-            ["eth1"]
+            names(select_targets(&[], &links, &addressed).unwrap()),
+            ["eth0", "node0", "flannel.1", "br0", "bond0.169"]
         );
-        let err = select_targets(&["nope0".into()], &links)
+        // Named interfaces are taken as they are, pod veths included.
+        assert_eq!(
+            names(select_targets(&["eth1".into(), "cali1234".into()], &links, &addressed).unwrap()),
+            ["eth1", "cali1234"]
+        );
+        let err = select_targets(&["nope0".into()], &links, &addressed)
             .unwrap_err()
             .to_string();
         assert_eq!(err, "unknown interface nope0");
+        assert!(links[4].pod_veth(false));
+        assert!(!links[5].pod_veth(true));
     }
 }

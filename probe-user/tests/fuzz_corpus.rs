@@ -283,6 +283,8 @@ fn tls(ts: u64, part: u8, chunk: u8, seq: u32, wire: &[u8], from_client: bool) -
         daddr,
         src_mac,
         dst_mac,
+        netns: 0,
+        _pad: 0,
         payload,
     })
 }

@@ -221,15 +221,59 @@ impl Lab {
         host
     }
 
-    /// A pod behind a node, Calico-style: the node's end of the pod's veth
-    /// has the MAC ee:ee:ee:ee:ee:ee and routes for the pod; the pod's
-    /// default route points at it; the node forwards. Returns the pod's host.
+    /// A pod behind a node, as Calico plumbs it: the node's end of the
+    /// pod's veth has the MAC ee:ee:ee:ee:ee:ee, no address, proxy ARP, and
+    /// a host route to the pod; the pod's default route is 169.254.1.1 on
+    /// its eth0 (answered by proxy ARP); the node forwards. Returns the
+    /// pod's host.
     pub fn pod_behind(&mut self, node: &Host, pod: &Arc<Netns>) -> Host {
         let (node_side, pod_host) = self.connect(&node.ns, pod);
+        let dev = node_side.ifname.as_str();
+        node.ns.ip(["link", "set", dev, "address", CALICO_MAC]);
+        node.ns.ip(["addr", "flush", "dev", dev]);
         node.ns
-            .ip(["link", "set", &node_side.ifname, "address", CALICO_MAC]);
+            .sysctl(&format!("net.ipv4.conf.{dev}.proxy_arp"), "1");
         node.ns.sysctl("net.ipv4.ip_forward", "1");
-        pod_host.route("default", node_side.ipv4.into());
+        node.ns.ip([
+            "route",
+            "add",
+            &format!("{}/32", pod_host.ipv4),
+            "dev",
+            dev,
+            "scope",
+            "link",
+        ]);
+        pod_host.ns.ip([
+            "route",
+            "add",
+            CALICO_GATEWAY,
+            "dev",
+            &pod_host.ifname,
+            "scope",
+            "link",
+        ]);
+        // The node has no default route in a lab, which proxy ARP would
+        // need to answer for the gateway: the pod knows its MAC.
+        pod_host.ns.ip([
+            "neigh",
+            "replace",
+            CALICO_GATEWAY,
+            "lladdr",
+            CALICO_MAC,
+            "dev",
+            &pod_host.ifname,
+            "nud",
+            "permanent",
+        ]);
+        pod_host.ns.ip([
+            "route",
+            "add",
+            "default",
+            "via",
+            CALICO_GATEWAY,
+            "dev",
+            &pod_host.ifname,
+        ]);
         pod_host
     }
 
@@ -244,6 +288,8 @@ impl Lab {
 
 /// Calico's gateway MAC on every pod veth of a node.
 pub const CALICO_MAC: &str = "ee:ee:ee:ee:ee:ee";
+/// The gateway every Calico pod routes through (answered by proxy ARP).
+pub const CALICO_GATEWAY: &str = "169.254.1.1";
 
 impl Drop for Lab {
     fn drop(&mut self) {

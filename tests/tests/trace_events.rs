@@ -357,25 +357,45 @@ fn tls_handshake_is_reported(v6: bool, sni: &str) {
     );
     assert_ne!(client.port(), 0, "{ch}");
     assert_eq!(ch["sni"], sni, "SNI: {ch}\n{}", rep());
-    assert_eq!(
-        str_of(&ch, "dst_mac"),
-        Some(srv.mac.as_str()),
-        "dst_mac must be the server host's MAC: {ch}\n{}",
-        rep()
-    );
-    assert_eq!(
-        str_of(&ch, "src_mac"),
-        Some(cli.mac.as_str()),
-        "{ch}\n{}",
-        rep()
-    );
+    // First seen at the client's socket (the root cgroup's hook: no link
+    // layer, so no MACs), in the client's namespace...
+    assert_eq!(ch["direction"], "socket_egress", "{ch}\n{}", rep());
+    assert!(ch["dst_mac"].is_null(), "{ch}\n{}", rep());
     assert_eq!(
         str_of(&ch, "iface"),
         Some(cli.ifname.as_str()),
         "{ch}\n{}",
         rep()
     );
-    assert_eq!(ch["direction"], "egress", "{ch}\n{}", rep());
+    // ...then on the uplink's tc egress, toward the server's MAC.
+    let hop = trace.expect(
+        "tls_hop of that ClientHello on the uplink's egress",
+        |v: &Value| {
+            is_type(v, "tls_hop")
+                && ep(v, "src") == Some(client)
+                && ep(v, "dst") == Some(server)
+                && v["direction"] == "egress"
+        },
+        EVENT_TIMEOUT,
+    );
+    assert_eq!(
+        str_of(&hop, "dst_mac"),
+        Some(srv.mac.as_str()),
+        "dst_mac must be the server host's MAC: {hop}\n{}",
+        rep()
+    );
+    assert_eq!(
+        str_of(&hop, "src_mac"),
+        Some(cli.mac.as_str()),
+        "{hop}\n{}",
+        rep()
+    );
+    assert_eq!(
+        str_of(&hop, "iface"),
+        Some(cli.ifname.as_str()),
+        "{hop}\n{}",
+        rep()
+    );
     // openssl 3.0's ClientHello is a few hundred bytes: one segment.
     assert_eq!(ch["segments"], 1, "{ch}\n{}", rep());
     assert_eq!(ch["record_version"], "0x0301", "{ch}");

@@ -160,13 +160,23 @@ impl<'a> HandshakeCase<'a> {
             .as_deref()
             .map(|s| format!(" (SNI {s})"))
             .unwrap_or_default();
+        // Where it left the node: the egress hook of the route's device,
+        // whose frame carries the MAC that matters; else the first hook
+        // (a socket hook has no link layer, hence no MAC).
+        let (left, mac) = match self.egress_mac.as_deref() {
+            Some(mac) => (self.dev.as_str(), mac),
+            None => (hello.iface.as_str(), hello.dst_mac.as_str()),
+        };
+        let toward = if mac.is_empty() {
+            String::new()
+        } else {
+            format!(" toward MAC {mac}")
+        };
         let mut ev = vec![format!(
-            "ClientHello {} -> {}{sni} left {} at {} toward MAC {}; no ServerHello after {:.1} s",
+            "ClientHello {} -> {}{sni} left {left} at {}{toward}; no ServerHello after {:.1} s",
             hello.src,
             hello.dst,
-            hello.iface,
             clock(self.pending.time),
-            hello.dst_mac,
             self.waited_s()
         )];
         if self.pending.hops.len() > 1 {
@@ -174,7 +184,13 @@ impl<'a> HandshakeCase<'a> {
                 .pending
                 .hops
                 .iter()
-                .map(|h| format!("{} {} to {}", h.iface, h.direction, h.dst_mac))
+                .map(|h| {
+                    if h.dst_mac.is_empty() {
+                        format!("{} {}", h.iface, h.direction)
+                    } else {
+                        format!("{} {} to {}", h.iface, h.direction, h.dst_mac)
+                    }
+                })
                 .collect();
             ev.push(format!("path through this node: {}", path.join(", ")));
         }
