@@ -188,8 +188,9 @@ pub struct NodeNamespaces {
     /// Filtering at all (netprobe is not in the initial namespace).
     pub filter: bool,
     pub own: Option<u32>,
-    /// Pods' namespaces, by the ifindex of the veth that leads there.
-    pub pods: HashMap<u32, u32>,
+    /// Pods' namespaces, by the ifindex of the veth that leads there:
+    /// (the namespace's id here, its inode).
+    pub pods: HashMap<u32, (i32, u32)>,
 }
 
 impl NodeNamespaces {
@@ -197,8 +198,18 @@ impl NodeNamespaces {
     pub fn inodes(&self) -> HashSet<u32> {
         self.own
             .into_iter()
-            .chain(self.pods.values().copied())
+            .chain(self.pods.values().map(|(_, inode)| *inode))
             .collect()
+    }
+
+    /// The inode of namespace id `nsid` if a live pod veth leads there
+    /// already (an id is only reused once its namespace, and so every veth
+    /// into it, is gone).
+    pub fn known(&self, nsid: i32) -> Option<u32> {
+        self.pods
+            .values()
+            .find(|(id, _)| *id == nsid)
+            .map(|(_, inode)| *inode)
     }
 }
 

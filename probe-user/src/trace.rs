@@ -342,9 +342,13 @@ impl Tracer<'_> {
                     && link.pod_veth(addressed)
                     && let Some(nsid) = link.peer_netnsid
                     && !self.node_ns.pods.contains_key(&link.index)
-                    && !self.unresolved.iter().any(|(i, _)| *i == link.index)
                 {
-                    self.unresolved.push((link.index, nsid));
+                    // Another veth into the same pod: nothing to look up.
+                    if let Some(inode) = self.node_ns.known(nsid) {
+                        self.node_ns.pods.insert(link.index, (nsid, inode));
+                    } else if !self.unresolved.iter().any(|(i, _)| *i == link.index) {
+                        self.unresolved.push((link.index, nsid));
+                    }
                 }
             }
             LinkChange::Gone(index) => {
@@ -370,7 +374,7 @@ impl Tracer<'_> {
             Ok(found) => {
                 for (index, id) in batch {
                     if let Some(inode) = found.get(&id) {
-                        self.node_ns.pods.insert(index, *inode);
+                        self.node_ns.pods.insert(index, (id, *inode));
                     }
                 }
                 self.sync_node_netns();
@@ -488,7 +492,7 @@ pub async fn session(
             Ok(found) => {
                 for (index, id) in pods {
                     if let Some(inode) = found.get(&id) {
-                        node_ns.pods.insert(index, *inode);
+                        node_ns.pods.insert(index, (id, *inode));
                     }
                 }
             }

@@ -1,8 +1,10 @@
-//! First in line on every hook (issue 10, part 6): a CNI's programs sit on
-//! the pod veths and uplinks before netprobe starts, and one that ends the
-//! tcx chain (a redirect, or any verdict but TCX_NEXT) hides the packets
-//! from every program after it. netprobe attaches at the head of the chain,
-//! says who else is on the hook, and still sees the handshake. Root only.
+//! First in line on every hook (issue 10, part 6), and hooks nothing can
+//! hide (issue 16): a CNI's programs sit on the pod veths and uplinks before
+//! netprobe starts, and one that ends the tcx chain (a redirect, or any
+//! verdict but TCX_NEXT) hides the packets from every tc program after it.
+//! netprobe attaches at the head of the chain and says who else is on the
+//! hook; and its socket hooks (the root cgroup's) see the handshake at the
+//! socket whatever happens on tc. Root only.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -66,21 +68,44 @@ fn handshake_seen_through_a_chain_ending_program_attached_before_netprobe() {
         );
     }
 
-    // Control: a program linked ahead of netprobe now does hide the
-    // packets (so the first handshake was seen because of the order).
+    // A program linked ahead of netprobe now hides the packets from its tc
+    // hooks (so the first handshake's hop was seen because of the order),
+    // but not from its socket hooks: the second handshake is still
+    // reported, from the client's socket, and has no hop on the uplink.
+    let on_uplink = |np: &Netprobe, sni_flow: &Value| {
+        np.events_of_type("tls_hop")
+            .into_iter()
+            .filter(|h| h["src"] == sni_flow["src"] && h["iface"] == cli.ifname.as_str())
+            .count()
+    };
+    let first = hellos(&np, "tls_client_hello")[0].clone();
+    assert_eq!(first["direction"], "socket_egress", "{first}");
     let _late_in = HeadProgram::attach_first(cli, &cli.ifname, true);
     let _late_out = HeadProgram::attach_first(cli, &cli.ifname, false);
     let hs = tls_client(cli, server.ip(), 6443, Some("second.lab"), secs(5.0));
     assert!(hs.handshake_done, "{}", hs.report);
     std::thread::sleep(secs(1.0));
-    for t in ["tls_client_hello", "tls_server_hello"] {
-        let got = hellos(&np, t);
-        assert_eq!(
-            got.len(),
-            1,
-            "{t}: the program ahead must hide the second handshake: {got:?}"
-        );
-    }
+    let got = hellos(&np, "tls_client_hello");
+    assert_eq!(
+        got.len(),
+        2,
+        "both handshakes seen at the socket: {got:?}\n{}",
+        np.stderr()
+    );
+    assert_eq!(got[1]["sni"], "second.lab", "{got:?}");
+    assert_eq!(on_uplink(&np, &first), 1, "{:?}", np.events());
+    assert_eq!(
+        on_uplink(&np, &got[1]),
+        0,
+        "the program ahead must hide the second handshake from tc: {:?}",
+        np.events()
+    );
+    assert_eq!(
+        hellos(&np, "tls_server_hello").len(),
+        2,
+        "{:?}",
+        np.events()
+    );
 
     // doctor names the programs sharing the hooks.
     let done = Netprobe::run(["doctor", "--netns", cli.name()], secs(60.0));
@@ -111,8 +136,10 @@ fn handshake_seen_through_a_chain_ending_program_attached_before_netprobe() {
 
 /// Cilium's way: on the switch's ports, a program redirects every packet
 /// straight into the other host's interface (`bpf_redirect_peer`), past the
-/// bridge. netprobe, on the switch, attached after it was there, still sees
-/// both hellos on the ports' ingress hooks.
+/// bridge. The switch is a node whose "pods" are the two hosts (their veths
+/// end on it, unaddressed). netprobe on it, started after the redirect and
+/// asked for the ports' own hooks, heads their chains and sees the hello on
+/// the client's port; its socket hooks see both hellos at the pods' sockets.
 #[test]
 fn handshake_seen_through_a_redirect_peer_program_attached_before_netprobe() {
     require_root();
@@ -129,7 +156,12 @@ fn handshake_seen_through_a_redirect_peer_program_attached_before_netprobe() {
     let hs = tls_client(cli, server.ip(), 6443, Some("redirect.lab"), secs(5.0));
     assert!(hs.handshake_done, "through the redirect: {}", hs.report);
 
-    let mut np = Netprobe::start_in(sw, ["trace", "--json", "--port", "6443"]);
+    let mut np = Netprobe::start_in(
+        sw,
+        [
+            "trace", "--json", "--port", "6443", "--iface", "p0", "--iface", "p1",
+        ],
+    );
     np.wait_ready(READY_TIMEOUT)
         .unwrap_or_else(|e| panic!("netprobe did not get ready: {e:#}"));
     let want = format!(
@@ -149,24 +181,36 @@ fn handshake_seen_through_a_redirect_peer_program_attached_before_netprobe() {
         EVENT_TIMEOUT,
     );
     let ch = ch.unwrap_or_else(|| panic!("no ClientHello past the redirect\n{}", np.stderr()));
-    assert_eq!(ch["iface"], "p1", "{ch}");
-    assert_eq!(ch["direction"], "ingress", "{ch}");
+    // At the client pod's socket first, in its namespace.
+    assert_eq!(ch["direction"], "socket_egress", "{ch}");
+    assert_eq!(ch["netns"], cli.inode(), "{ch}");
     let sh = np.wait_for(
         |v| v["type"] == "tls_server_hello" && v["src"] == server.to_string(),
         EVENT_TIMEOUT,
     );
-    let sh = sh.unwrap_or_else(|| panic!("no ServerHello past the redirect\n{}", np.stderr()));
-    assert_eq!(sh["iface"], "p0", "{sh}");
-    // Redirected past the bridge: the hellos never cross another hook (a
-    // second crossing would be a `tls_hop`, e.g. on p0's egress).
-    let hops = |np: &Netprobe| np.events_of_type("tls_hop");
+    assert!(
+        sh.is_some(),
+        "no ServerHello past the redirect\n{}",
+        np.stderr()
+    );
+    let hop_on = |np: &Netprobe, iface: &str, dir: &str| {
+        np.events_of_type("tls_hop")
+            .into_iter()
+            .any(|v| v["iface"] == iface && v["direction"] == dir && v["src"] == ch["src"])
+    };
+    // netprobe heads p1's ingress chain: the hello's hop there is seen.
+    let seen = poll_until(EVENT_TIMEOUT, secs(0.05), || {
+        hop_on(&np, "p1", "ingress").then_some(())
+    });
+    assert!(seen.is_some(), "no hop on p1 ingress: {:?}", np.events());
+    // Redirected past the bridge: it never crosses p0's egress.
     std::thread::sleep(secs(0.5));
     assert!(
-        hops(&np).is_empty(),
-        "hops despite the redirect: {:?}",
-        hops(&np)
+        !hop_on(&np, "p0", "egress"),
+        "a p0 egress hop despite the redirect: {:?}",
+        np.events()
     );
-    // Control: without the redirect, the same handshake crosses the bridge
+    // Control: without the redirect, the next handshake crosses the bridge
     // and shows up on the other port's egress too.
     drop((to_srv, to_cli));
     let hs = tls_client(cli, server.ip(), 6443, Some("bridged.lab"), secs(5.0));

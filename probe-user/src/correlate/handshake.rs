@@ -58,9 +58,20 @@ impl Pending {
     }
 }
 
+/// Hops kept for hellos not complete yet, at most: a hello in several
+/// segments is complete only on its last, after the first segment's copies
+/// on later hooks (the uplink's, with the MAC that matters) came by.
+const MAX_EARLY: usize = 4096;
+/// An early hop's hello completes within the reassembler's patience
+/// (`pipeline::PARTIAL_AFTER_NS`, 1 s), or never.
+const EARLY_FOR: Duration = Duration::from_secs(2);
+
 #[derive(Default)]
 pub struct Handshakes {
     pending: HashMap<FlowRef, Pending>,
+    /// Hops of hellos still being reassembled, by flow, with when the
+    /// first came (a ServerHello's copies come here too, and age out).
+    early: HashMap<FlowRef, (DateTime<Utc>, Vec<Hop>)>,
     pub answered: u64,
     pub dropped: u64,
 }
@@ -86,6 +97,20 @@ impl Handshakes {
                 self.dropped += 1;
             }
         }
+        let mut hops = vec![Hop {
+            iface: hello.iface.clone(),
+            direction: hello.direction.clone(),
+            dst_mac: hello.dst_mac.clone(),
+        }];
+        for h in self.early.remove(&flow).map(|(_, h)| h).unwrap_or_default() {
+            if hops.len() < MAX_HOPS
+                && !hops
+                    .iter()
+                    .any(|x| x.iface == h.iface && x.direction == h.direction)
+            {
+                hops.push(h);
+            }
+        }
         self.pending.insert(
             flow,
             Pending {
@@ -93,33 +118,44 @@ impl Handshakes {
                 time,
                 server_hello: None,
                 investigating: false,
-                hops: vec![Hop {
-                    iface: hello.iface.clone(),
-                    direction: hello.direction.clone(),
-                    dst_mac: hello.dst_mac.clone(),
-                }],
+                hops,
             },
         );
     }
 
     /// The hello's segment seen again on another hook.
-    pub fn hop(&mut self, h: &TlsHop) {
+    pub fn hop(&mut self, time: DateTime<Utc>, h: &TlsHop) {
         let flow = FlowRef {
             src: h.src,
             dst: h.dst,
         };
-        if let Some(p) = self.pending.get_mut(&flow)
-            && p.hops.len() < MAX_HOPS
+        let hop = Hop {
+            iface: h.iface.clone(),
+            direction: h.direction.clone(),
+            dst_mac: h.dst_mac.clone(),
+        };
+        let Some(p) = self.pending.get_mut(&flow) else {
+            // Its hello is not complete yet: keep the hop for it.
+            if self.early.len() >= MAX_EARLY && !self.early.contains_key(&flow) {
+                self.early
+                    .retain(|_, (t, _)| (time - *t).to_std().is_ok_and(|age| age < EARLY_FOR));
+                if self.early.len() >= MAX_EARLY {
+                    self.early.clear();
+                }
+            }
+            let (_, early) = self.early.entry(flow).or_insert((time, Vec::new()));
+            if early.len() < MAX_HOPS {
+                early.push(hop);
+            }
+            return;
+        };
+        if p.hops.len() < MAX_HOPS
             && !p
                 .hops
                 .iter()
                 .any(|x| x.iface == h.iface && x.direction == h.direction)
         {
-            p.hops.push(Hop {
-                iface: h.iface.clone(),
-                direction: h.direction.clone(),
-                dst_mac: h.dst_mac.clone(),
-            });
+            p.hops.push(hop);
         }
     }
 
@@ -185,5 +221,77 @@ impl Handshakes {
 
     pub fn get(&self, flow: &FlowRef) -> Option<&Pending> {
         self.pending.get(flow)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(1_800_000_000_000 + ms).unwrap()
+    }
+
+    fn flow() -> (std::net::SocketAddr, std::net::SocketAddr) {
+        (
+            "10.0.0.2:40000".parse().unwrap(),
+            "10.0.0.100:6443".parse().unwrap(),
+        )
+    }
+
+    fn socket_hello() -> TlsClientHello {
+        let (src, dst) = flow();
+        TlsClientHello {
+            src,
+            dst,
+            iface: "eth0".into(),
+            src_mac: String::new(),
+            dst_mac: String::new(),
+            sni: Some("api".into()),
+            record_version: "0x0301".into(),
+            handshake_version: "0x0303".into(),
+            segments: 2,
+            direction: "socket_egress".into(),
+            partial: false,
+        }
+    }
+
+    fn uplink_hop(mac: &str) -> TlsHop {
+        let (src, dst) = flow();
+        TlsHop {
+            src,
+            dst,
+            iface: "eth0".into(),
+            direction: "egress".into(),
+            src_mac: "02:00:00:00:00:02".into(),
+            dst_mac: mac.into(),
+        }
+    }
+
+    #[test]
+    fn a_hop_seen_before_its_split_hello_completes_is_kept_for_it() {
+        let mut hs = Handshakes::default();
+        // The first segment crossed the uplink before the second segment
+        // completed the hello at the socket.
+        hs.hop(at(0), &uplink_hop("02:00:00:00:00:64"));
+        hs.client_hello(at(300), &socket_hello());
+        let (src, dst) = flow();
+        let p = hs.get(&FlowRef { src, dst }).expect("pending");
+        assert_eq!(p.hops.len(), 2, "{:?}", p.hops);
+        assert_eq!(p.egress_mac("eth0"), Some("02:00:00:00:00:64"));
+    }
+
+    #[test]
+    fn early_hops_of_hellos_that_never_complete_age_out() {
+        let mut hs = Handshakes::default();
+        for i in 0..MAX_EARLY as u16 {
+            let mut h = uplink_hop("02:00:00:00:00:64");
+            h.src.set_port(1000 + i);
+            hs.hop(at(0), &h);
+        }
+        assert_eq!(hs.early.len(), MAX_EARLY);
+        // Three seconds on, a new one makes room by dropping the old.
+        hs.hop(at(3000), &uplink_hop("02:00:00:00:00:64"));
+        assert_eq!(hs.early.len(), 1);
     }
 }

@@ -123,7 +123,7 @@ impl Correlator {
         let t = event.time;
         match &event.body {
             EventBody::TlsClientHello(h) => self.handshakes.client_hello(t, h),
-            EventBody::TlsHop(h) => self.handshakes.hop(h),
+            EventBody::TlsHop(h) => self.handshakes.hop(t, h),
             EventBody::TlsServerHello(h) => {
                 let flow = FlowRef {
                     src: h.dst,
