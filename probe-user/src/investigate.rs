@@ -164,19 +164,20 @@ impl<K: PartialEq + Copy, T> Recent<K, T> {
     }
 }
 
-static CONNTRACK_DUMP: Recent<conntrack::Family, Vec<crate::state::ConntrackEntry>> = Recent::new();
+static SAME_SERVICE: Recent<std::net::SocketAddr, Vec<crate::state::ConntrackEntry>> =
+    Recent::new();
 
-/// Entries whose original destination is `dst`, from a dump at most
-/// `DUMP_TTL` old. Blocking: call from spawn_blocking.
+/// Entries whose original destination is `dst`, from a streamed dump at
+/// most `DUMP_TTL` old that kept only those (bounded whatever the table
+/// holds). Blocking: call from spawn_blocking.
 fn same_service(
     dst: std::net::SocketAddr,
 ) -> Result<Vec<crate::state::ConntrackEntry>, crate::state::ConntrackError> {
-    let family = conntrack::Family::of(dst.ip());
-    let dump = match CONNTRACK_DUMP.get(family) {
+    let found = match SAME_SERVICE.get(dst) {
         Some(d) => d,
-        None => CONNTRACK_DUMP.put(family, conntrack::dump(family)?),
+        None => SAME_SERVICE.put(dst, conntrack::by_orig_dst(dst)?),
     };
-    Ok(dump.iter().filter(|e| e.orig_dst == dst).cloned().collect())
+    Ok(found.as_ref().clone())
 }
 
 pub async fn run(inv: Investigation) -> Event {

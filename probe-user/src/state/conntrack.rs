@@ -169,12 +169,35 @@ pub fn get(proto: u8, src: SocketAddr, dst: SocketAddr) -> Result<Option<Conntra
     }
 }
 
-/// Every entry whose original destination is `dst` (all the flows to one
-/// Service IP:port, whatever endpoint each was NATed to).
+/// Entries [`by_orig_dst`] keeps at most: enough to tell where a
+/// Service's flows go now, whatever the table holds.
+pub const MAX_SAME_DST: usize = 256;
+
+/// Entries whose original destination is `dst` (the flows to one Service
+/// IP:port, whatever endpoint each was NATed to), at most
+/// [`MAX_SAME_DST`]. The table is streamed, datagram by datagram, and only
+/// the matches are kept: memory does not grow with the table (a full one
+/// on a busy node holds 262,144 entries, ~100 MB as a list).
 pub fn by_orig_dst(dst: SocketAddr) -> Result<Vec<ConntrackEntry>> {
-    let mut all = dump(Family::of(dst.ip()))?;
-    all.retain(|e| e.orig_dst == dst);
-    Ok(all)
+    let mut out = Vec::new();
+    let mut seen = 0usize;
+    exchange(
+        "dump",
+        Family::of(dst.ip()).nfproto(),
+        ConntrackMessage::Get(Vec::new()),
+        NLM_F_REQUEST | NLM_F_DUMP,
+        |e| {
+            seen += 1;
+            if seen > MAX_ENTRIES {
+                return Err(ConntrackError::TooManyEntries);
+            }
+            if e.orig_dst == dst && out.len() < MAX_SAME_DST {
+                out.push(e);
+            }
+            Ok(())
+        },
+    )?;
+    Ok(out)
 }
 
 /// Conntrack's own TCP states (enum tcp_conntrack), as `conntrack -L`

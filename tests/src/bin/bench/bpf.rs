@@ -20,6 +20,14 @@ pub fn load_empty() -> io::Result<OwnedFd> {
     load_return(BPF_PROG_TYPE_SCHED_CLS, -1, b"np_bench_empty")
 }
 
+const BPF_PROG_TYPE_CGROUP_SKB: u32 = 8;
+
+/// `r0 = 1 (allow); exit` as a `cgroup_skb` program: the floor of the
+/// socket hooks.
+pub fn load_empty_cgroup_skb() -> io::Result<OwnedFd> {
+    load_return(BPF_PROG_TYPE_CGROUP_SKB, 1, b"np_bench_cgskb")
+}
+
 /// Loads `r0 = ret; exit` as a program of type `prog_type`.
 fn load_return(prog_type: u32, ret: i32, name: &[u8]) -> io::Result<OwnedFd> {
     let mut insns = [0u8; 16];

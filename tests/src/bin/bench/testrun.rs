@@ -66,10 +66,17 @@ fn cases() -> [Case; 4] {
     ]
 }
 
+/// The socket hook's cases: the TCP ones (a socket sees no ARP).
+const SOCKET_CASES: usize = 3;
+const SOCKET_SECTION: &str = "per-packet cost (BPF_PROG_TEST_RUN, sock_egress on the root cgroup)";
+
 /// One run: per case, medians of netprobe and of the empty program.
 struct Run {
     netprobe: Vec<f64>,
     empty: Vec<f64>,
+    /// The same for the socket hook and an empty `cgroup_skb` program.
+    socket: Vec<f64>,
+    socket_empty: Vec<f64>,
     decoded: [bool; 2],
     progs: Vec<(String, bpf::ProgInfo, Vec<u32>)>,
 }
@@ -94,6 +101,10 @@ pub fn bench(cfg: &Config) -> Vec<Row> {
     };
     let empty_id = bpf::prog_info(empty.as_fd())
         .expect("info of the empty program")
+        .id;
+    let empty_cg = bpf::load_empty_cgroup_skb().expect("loading an empty cgroup_skb program");
+    let empty_cg_id = bpf::prog_info(empty_cg.as_fd())
+        .expect("info of the empty cgroup_skb program")
         .id;
     let runs = repeat("BPF_PROG_TEST_RUN", cfg, |_| {
         let mut s = np::trace(a.name(), &["--port", "6443"]).np;
@@ -125,10 +136,29 @@ pub fn bench(cfg: &Config) -> Vec<Row> {
             netprobe.push(median(n));
             floor.push(median(e));
         }
+        // The socket hook on the same frames (the kernel's test run hands
+        // a cgroup_skb program the packet from its network header). The
+        // run's socket is in the bench's namespace, not the traced one:
+        // a ClientHello takes the filtered path (namespace read, map
+        // lookup), as a foreign namespace's does on a lab machine.
+        let sock_id = np::program_id(&s, "sock_egress");
+        let (mut socket, mut socket_empty) = (Vec::new(), Vec::new());
+        for (i, c) in cases.iter().enumerate().take(SOCKET_CASES) {
+            let frame = dir.join(&format!("frame{i}"));
+            let (mut n, mut e) = (Vec::new(), Vec::new());
+            for _ in 0..ROUNDS {
+                e.push(run_ns(empty_cg_id, &frame, c.repeat));
+                n.push(run_ns(sock_id, &frame, c.repeat));
+            }
+            socket.push(median(n));
+            socket_empty.push(median(e));
+        }
         let events = s.stop().events;
         Run {
             netprobe,
             empty: floor,
+            socket,
+            socket_empty,
             decoded: decoded(&events),
             progs,
         }
@@ -163,6 +193,38 @@ pub fn bench(cfg: &Config) -> Vec<Row> {
             Row::new(SECTION, format!("{}: netprobe / empty", c.label), "x")
                 .samples(ratios(&n, &e, false)),
         );
+    }
+    for (i, c) in cases.iter().enumerate().take(SOCKET_CASES) {
+        let n = runs.each(|r| r.socket[i]);
+        let e = runs.each(|r| r.socket_empty[i]);
+        let above: Vec<f64> = n.iter().zip(&e).map(|(n, e)| n - e).collect();
+        rows.push(
+            Row::new(
+                SOCKET_SECTION,
+                format!("{}: sock_egress", c.label),
+                "ns/pkt",
+            )
+            .samples(n.clone())
+            .note(format!("repeat {}, median of {ROUNDS} rounds", c.repeat)),
+        );
+        rows.push(
+            Row::new(
+                SOCKET_SECTION,
+                format!("{}: empty cgroup_skb program", c.label),
+                "ns/pkt",
+            )
+            .samples(e.clone()),
+        );
+        let mut r = Row::new(
+            SOCKET_SECTION,
+            format!("{}: sock_egress − empty", c.label),
+            "ns",
+        )
+        .samples(above);
+        if let Some(t) = c.target {
+            r = r.reference(format!("tc target ≤ {t} ns"));
+        }
+        rows.push(r);
     }
     for (k, name) in ["tc_ingress", "tc_egress"].iter().enumerate() {
         let stacks: Vec<String> = runs
@@ -205,6 +267,7 @@ pub fn bench(cfg: &Config) -> Vec<Row> {
         );
     }
     drop(empty);
+    drop(empty_cg);
     runs.finish(rows)
 }
 
