@@ -139,11 +139,15 @@ pub fn socket_addr(family: u8, addr: &[u8; 16], port: u16) -> SocketAddr {
     SocketAddr::new(ip_addr(family, addr), port)
 }
 
+/// A kernel address. An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, what
+/// the socket tracepoints say for an IPv4 peer of a server bound to `::`)
+/// is the IPv4 address it maps: the packets are IPv4, and so are the
+/// routes, neighbours and conntrack entries it is looked up in.
 pub fn ip_addr(family: u8, addr: &[u8; 16]) -> IpAddr {
     if family == AF_INET {
         IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]))
     } else {
-        IpAddr::V6(Ipv6Addr::from(*addr))
+        IpAddr::V6(Ipv6Addr::from(*addr)).to_canonical()
     }
 }
 
@@ -536,4 +540,35 @@ fn arp(r: &ArpRecord, ifaces: &impl IfaceNames) -> EventBody {
         eth_dst: event::format_mac(&r.eth_dst),
         direction: direction_name(r.direction),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv4_mapped_addresses_are_ipv4() {
+        let mut b = [0u8; 16];
+        b[10] = 0xff;
+        b[11] = 0xff;
+        b[12..].copy_from_slice(&[10, 250, 13, 10]);
+        assert_eq!(
+            socket_addr(probe_common::AF_INET6, &b, 6443),
+            "10.250.13.10:6443".parse::<SocketAddr>().unwrap()
+        );
+        let v6 = "fd00::1".parse::<Ipv6Addr>().unwrap().octets();
+        assert_eq!(
+            ip_addr(probe_common::AF_INET6, &v6),
+            "fd00::1".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn socket_hook_directions_are_named_apart_from_tc() {
+        assert_eq!(direction_name(direction::EGRESS), "egress");
+        assert_eq!(direction_name(direction::INGRESS), "ingress");
+        assert_eq!(direction_name(direction::SOCKET_EGRESS), "socket_egress");
+        assert_eq!(direction_name(direction::SOCKET_INGRESS), "socket_ingress");
+        assert!(at_socket(direction::SOCKET_INGRESS) && !at_socket(direction::EGRESS));
+    }
 }
