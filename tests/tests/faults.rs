@@ -323,20 +323,6 @@ fn attached_interface_deleted_while_tracing_named_interfaces() {
 // (b) The traced namespace deleted while tracing
 // ---------------------------------------------------------------------------
 
-/// A gratuitous ARP frame for `ip` from `mac`, written with a packet socket
-/// on `ifname` (`count` times): works on `lo` too, where arping does not.
-const ARP_SENDER: &str = r#"
-import socket, sys
-ifname, mac, ip, count = sys.argv[1], bytes.fromhex(sys.argv[2]), socket.inet_aton(sys.argv[3]), int(sys.argv[4])
-frame = b'\xff' * 6 + mac + b'\x08\x06' + bytes([0, 1, 8, 0, 6, 4, 0, 1]) + mac + ip + bytes(6) + ip
-frame += bytes(60 - len(frame))
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-s.bind((ifname, 0))
-for _ in range(count):
-    s.send(frame)
-print(count)
-"#;
-
 /// Listens on 127.0.0.1:6443, connects to itself and sends the hex
 /// ClientHello given: a handshake's first flight on loopback.
 const LOOPBACK_HELLO: &str = r#"
