@@ -30,14 +30,14 @@ use netlink_packet_route::RouteNetlinkMessage;
 use probe_common::{PACKET_CAPTURE, TLS_CAPTURE};
 use probe_user::{
     correlate::Config,
-    decode::{self, Record},
-    enrich::{Clock, Enricher},
-    event::{Event, EventBody},
-    links::Link,
+    kernel::links::Link,
+    model::event::{Event, EventBody},
+    pipeline::decode::{self, Record},
+    pipeline::enrich::{Clock, Enricher},
+    pipeline::tls::{FlowId, Handshake, Limits, Reassembler, Segment},
     pipeline::{Fed, Pipeline},
     replay::replay,
     state::{conntrack, neighbours, probe, routes},
-    tls::{FlowId, Handshake, Limits, Reassembler, Segment},
 };
 
 /// Every target, as named in Cargo.toml and under `corpus/`.
@@ -519,7 +519,7 @@ pub fn netlink_conntrack(data: &[u8]) -> Outcome {
                 out.accepted += 1;
                 out.found.push(format!(
                     "conntrack {} {} -> {} dnat={}",
-                    probe_user::facts::proto_name(e.proto),
+                    probe_user::model::facts::proto_name(e.proto),
                     e.orig_src,
                     e.orig_dst,
                     e.is_dnat()
@@ -866,7 +866,7 @@ pub fn rtnl_route(dst: Ipv4Addr, gw: Ipv4Addr, oif: u32) -> RouteNetlinkMessage 
 /// Indexes the input as BTF, reads every type and member it claims, and
 /// runs the kernel-offset look-ups over it.
 pub fn btf_parse(data: &[u8]) -> Outcome {
-    use probe_user::btf::{Btf, kind};
+    use probe_user::kernel::btf::{Btf, kind};
     let mut out = Outcome::default();
     let Ok(btf) = Btf::parse(data) else {
         out.rejected += 1;
@@ -885,13 +885,13 @@ pub fn btf_parse(data: &[u8]) -> Outcome {
     // The nested look-up the retransmit program's layout check makes.
     for field in ["skc_rcv_saddr", "skc_family"] {
         let path = ["__sk_common", field];
-        let found = probe_user::btf_offsets::member_offset(&btf, "sock", &path);
+        let found = probe_user::kernel::btf_offsets::member_offset(&btf, "sock", &path);
         out.found.push(match found {
             Ok(off) => format!("sock.__sk_common.{field} at {off}"),
             Err(e) => e.to_string(),
         });
     }
-    if let Ok(o) = probe_user::btf_offsets::from_btf(&btf) {
+    if let Ok(o) = probe_user::kernel::btf_offsets::from_btf(&btf) {
         out.found.push(format!("{o:?}"));
     }
     out

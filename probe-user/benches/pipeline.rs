@@ -12,12 +12,12 @@ use probe_common::{
 };
 use probe_user::{
     correlate::{Config, Correlator},
-    decode::to_bytes,
-    enrich::{Clock, Enricher},
+    pipeline::decode::to_bytes,
+    pipeline::enrich::{Clock, Enricher},
     pipeline::{Fed, Pipeline},
 };
 
-const CLIENT_HELLO_HEX: &str = include_str!("../src/tls_fixtures/client_hello_openssl3.hex");
+const CLIENT_HELLO_HEX: &str = include_str!("../src/pipeline/tls_fixtures/client_hello_openssl3.hex");
 const RUNS: usize = 5;
 const RECORDS_PER_RUN: usize = 1_000_000;
 

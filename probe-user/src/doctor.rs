@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::{btf_offsets, privileges, probes, tracefs};
+use crate::{kernel::btf_offsets, kernel::privileges, kernel::probes, kernel::tracefs};
 
 pub struct Check {
     pub name: &'static str,
@@ -106,7 +106,8 @@ pub fn run() -> Vec<Check> {
         checks.push(check("tcx hooks", Ok(tcx_neighbours())));
     }
     // The verifier prunes on load-time constants: verify both modes.
-    let path_reasons = crate::tracefs::path_reason_bitmap(&crate::tracefs::drop_reasons());
+    let path_reasons =
+        crate::kernel::tracefs::path_reason_bitmap(&crate::kernel::tracefs::drop_reasons());
     for (name, capture_packets) in [("ebpf load", false), ("ebpf load (capture)", true)] {
         let load = probes::Probes::load(&probes::LoadOptions {
             ring_bytes: 64 * 1024,
@@ -115,7 +116,7 @@ pub fn run() -> Vec<Check> {
             capture_packets,
             path_reasons,
             netns_filter: false,
-            retransmit_err: crate::tracefs::retransmit_has_err(),
+            retransmit_err: crate::kernel::tracefs::retransmit_has_err(),
         });
         checks.push(check(
             name,
@@ -129,7 +130,7 @@ pub fn run() -> Vec<Check> {
     checks.push(check("conntrack netlink", conntrack_netlink()));
     checks.push(check(
         "pod identity",
-        crate::cri::check(crate::cri::socket::from_flag(None)),
+        crate::state::cri::check(crate::state::cri::socket::from_flag(None)),
     ));
     checks
 }

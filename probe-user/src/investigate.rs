@@ -18,8 +18,8 @@ use chrono::Utc;
 
 use crate::{
     correlate::{Investigation, Symptom},
-    event::{Event, EventBody, FlowRef, Snapshot},
-    facts::ProbeResult,
+    model::event::{Event, EventBody, FlowRef, Snapshot},
+    model::facts::ProbeResult,
     state::{self, conntrack, liveness, nat_rules, neighbours, probe, routes},
 };
 
@@ -61,7 +61,7 @@ pub fn baselines() {
 static CONNTRACK_STATS_AT_START: Mutex<Option<state::sysctl::ConntrackStats>> = Mutex::new(None);
 
 /// The table's fill, with what conntrack gave up on since the start.
-fn conntrack_usage() -> Option<crate::facts::ConntrackUsage> {
+fn conntrack_usage() -> Option<crate::model::facts::ConntrackUsage> {
     let mut u = state::sysctl::conntrack_usage()?;
     let start = *CONNTRACK_STATS_AT_START
         .lock()
@@ -226,7 +226,7 @@ async fn handshake(flow: FlowRef, iface: &str) -> Snapshot {
         flow: Some(flow),
         ..Default::default()
     };
-    snap.node_netns = crate::netns::current_inode();
+    snap.node_netns = crate::kernel::netns::current_inode();
     snap.conntrack_usage = conntrack_usage();
     snap.listen_overflows = listen_overflows_since_start();
     let rules = read_rules(&mut snap).await;
@@ -273,14 +273,14 @@ async fn handshake(flow: FlowRef, iface: &str) -> Snapshot {
 }
 
 /// The path check toward `dst`, unless active probes are off.
-async fn path_check(dst: IpAddr) -> Option<Result<crate::facts::PathCheck, String>> {
+async fn path_check(dst: IpAddr) -> Option<Result<crate::model::facts::PathCheck, String>> {
     if PROBES_DISABLED.load(Ordering::Relaxed) {
         return None;
     }
-    crate::path_checks::check(dst).await
+    crate::state::path_checks::check(dst).await
 }
 
-fn record_path(snap: &mut Snapshot, path: Option<Result<crate::facts::PathCheck, String>>) {
+fn record_path(snap: &mut Snapshot, path: Option<Result<crate::model::facts::PathCheck, String>>) {
     match path {
         Some(Ok(p)) => snap.path = Some(p),
         Some(Err(e)) => failed(snap, e),
@@ -326,7 +326,7 @@ async fn storm(flow: FlowRef, socket_netns: Option<u32>) -> Snapshot {
             flow.dst.ip()
         }
     };
-    let ours = crate::netns::current_inode();
+    let ours = crate::kernel::netns::current_inode();
     snap.node_netns = ours;
     snap.conntrack_usage = conntrack_usage();
     snap.listen_overflows = listen_overflows_since_start();

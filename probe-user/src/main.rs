@@ -5,13 +5,17 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use probe_user::{
-    capture,
     cli::{Cli, Command},
     correlate, doctor,
-    event::Event,
-    netns,
-    output::{Format, Sink},
-    privileges, replay, top, trace, tracefs,
+    kernel::netns,
+    kernel::privileges,
+    kernel::tracefs,
+    model::event::Event,
+    replay,
+    sinks::capture,
+    sinks::output::{Format, Sink},
+    sinks::top,
+    trace,
 };
 
 fn main() -> ExitCode {

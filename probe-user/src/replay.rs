@@ -8,7 +8,7 @@ use anyhow::Context as _;
 
 use crate::{
     correlate::{Config, Correlator},
-    event::{Diagnosis, Event, EventBody},
+    model::event::{Diagnosis, Event, EventBody},
 };
 
 #[derive(Default, Debug)]

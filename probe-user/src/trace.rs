@@ -18,18 +18,18 @@ use tokio::{
 };
 
 use crate::{
-    btf_offsets,
     cli::{CommonArgs, TraceArgs},
     correlate::{self, Correlator, Investigation},
-    enrich::{Clock, Enricher},
-    event::{Event, EventBody, Stats},
     investigate,
-    links::{self, Link, LinkChange},
-    metrics,
-    output::{self, Format, Sink},
+    kernel::btf_offsets,
+    kernel::links::{self, Link, LinkChange},
+    kernel::probes::{LoadOptions, Probes},
+    kernel::tcx,
+    model::event::{Event, EventBody, Stats},
+    pipeline::enrich::{Clock, Enricher},
     pipeline::{Fed, Pipeline},
-    probes::{LoadOptions, Probes},
-    tcx,
+    sinks::metrics,
+    sinks::output::{self, Format, Sink},
 };
 
 /// Written on stderr once every probe is attached; tests wait for it.
@@ -96,7 +96,7 @@ fn skipped_kind(prog: &str) -> Option<u16> {
 /// diagnosis comes at most this long after the timeout, plus the probe
 /// window). The ring buffer is drained at every tick before the deadlines
 /// are judged: the programs wake the reader only once
-/// [`crate::probes::wake_bytes`] are pending, so a lone record waits for
+/// [`crate::kernel::probes::wake_bytes`] are pending, so a lone record waits for
 /// the tick (events carry the kernel's time), and an answer already in the
 /// ring is not taken for a timeout (short of a backlog over one batch, which
 /// the programs will have woken the reader for).
@@ -172,7 +172,7 @@ struct Tracer<'c> {
     /// uplinks, not pods').
     addressed: HashSet<u32>,
     /// This node's namespaces, for the socket hooks' filter.
-    node_ns: crate::sockets::NodeNamespaces,
+    node_ns: crate::kernel::sockets::NodeNamespaces,
     /// Pod veths whose peer namespace is still to be found: (ifindex, nsid).
     unresolved: Vec<(u32, i32)>,
     sink: &'c mut dyn Consumer,
@@ -300,7 +300,7 @@ impl Tracer<'_> {
     }
 
     /// Counts the flow's drops in the kernel from now on.
-    fn arm(&mut self, flow: crate::event::FlowRef) {
+    fn arm(&mut self, flow: crate::model::event::FlowRef) {
         if let Err(e) = self.probes.arm(flow.src, flow.dst) {
             log::debug!("arming {} -> {} for drops: {e:#}", flow.src, flow.dst);
         }
@@ -370,7 +370,7 @@ impl Tracer<'_> {
         }
         let batch = std::mem::take(&mut self.unresolved);
         let wanted: HashSet<i32> = batch.iter().map(|(_, id)| *id).collect();
-        match crate::sockets::resolve_nsids(&wanted).await {
+        match crate::kernel::sockets::resolve_nsids(&wanted).await {
             Ok(found) => {
                 for (index, id) in batch {
                     if let Some(inode) = found.get(&id) {
@@ -468,27 +468,27 @@ pub async fn session(
     let ports = args.ports();
     // Read once: the kernel program counts the path's reasons, the
     // enricher names them all.
-    let drop_reasons = crate::tracefs::drop_reasons();
+    let drop_reasons = crate::kernel::tracefs::drop_reasons();
     let mut probes = Probes::load(&LoadOptions {
         ring_bytes: args.ring_kib * 1024,
         offsets,
         ports: ports.clone(),
         capture_packets: consumer.wants_packets(),
-        path_reasons: crate::tracefs::path_reason_bitmap(&drop_reasons),
-        retransmit_err: crate::tracefs::retransmit_has_err(),
-        netns_filter: !crate::sockets::in_initial_netns(),
+        path_reasons: crate::kernel::tracefs::path_reason_bitmap(&drop_reasons),
+        retransmit_err: crate::kernel::tracefs::retransmit_has_err(),
+        netns_filter: !crate::kernel::sockets::in_initial_netns(),
     })?;
     // This node's namespaces first, then the hooks: no record of theirs
     // is dropped for want of its namespace.
-    let mut node_ns = crate::sockets::NodeNamespaces {
-        filter: !crate::sockets::in_initial_netns(),
-        own: crate::netns::current_inode(),
+    let mut node_ns = crate::kernel::sockets::NodeNamespaces {
+        filter: !crate::kernel::sockets::in_initial_netns(),
+        own: crate::kernel::netns::current_inode(),
         pods: HashMap::new(),
     };
     if node_ns.filter {
-        let pods = crate::sockets::pod_veth_nsids(&all_links, &addressed);
+        let pods = crate::kernel::sockets::pod_veth_nsids(&all_links, &addressed);
         let wanted: HashSet<i32> = pods.iter().map(|(_, id)| *id).collect();
-        match crate::sockets::resolve_nsids(&wanted).await {
+        match crate::kernel::sockets::resolve_nsids(&wanted).await {
             Ok(found) => {
                 for (index, id) in pods {
                     if let Some(inode) = found.get(&id) {
@@ -592,7 +592,7 @@ pub async fn session(
             Enricher::new(Clock::system(), tc_netns)
                 .with_drop_reasons(drop_reasons)
                 .with_identities(identities(args, tc_netns))
-                .with_reset_reasons(crate::tracefs::reset_reasons()),
+                .with_reset_reasons(crate::kernel::tracefs::reset_reasons()),
         ),
         sink: consumer,
         correlator: Correlator::new(correlate::Config {
@@ -742,11 +742,15 @@ pub async fn session(
 /// Pod identity for the session: cgroups, and the container runtime's
 /// sandboxes when a CRI socket is configured (asked in the background: the
 /// runtime never delays start-up, and an absent socket changes nothing).
-fn identities(args: &CommonArgs, node_netns: Option<u32>) -> crate::identity::Identities {
-    match crate::cri::socket::from_flag(args.cri_socket.as_deref()) {
-        Some(socket) => {
-            crate::identity::Identities::with_runtime(crate::cri::Handle::spawn(socket), node_netns)
-        }
+fn identities(
+    args: &CommonArgs,
+    node_netns: Option<u32>,
+) -> crate::state::cri::identity::Identities {
+    match crate::state::cri::socket::from_flag(args.cri_socket.as_deref()) {
+        Some(socket) => crate::state::cri::identity::Identities::with_runtime(
+            crate::state::cri::Handle::spawn(socket),
+            node_netns,
+        ),
         None => Default::default(),
     }
 }

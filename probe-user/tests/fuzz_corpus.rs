@@ -28,7 +28,7 @@ use probe_common::{
     AF_INET, AF_INET6, ArpRecord, NeighRecord, PACKET_CAPTURE, PacketRecord, RecordHeader,
     TLS_CAPTURE, TcpRecord, TlsRecord, arp_op, direction, kind, tls_part,
 };
-use probe_user::decode::to_bytes;
+use probe_user::pipeline::decode::to_bytes;
 
 fn corpus_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus")
@@ -161,8 +161,8 @@ fn seed_corpus_matches_the_record_layouts() {
 /// ClientHello from `openssl s_client -servername example.test` (OpenSSL 3),
 /// one 318-byte segment; and the server's 761-byte answer (TLS 1.3
 /// ServerHello, ChangeCipherSpec, encrypted records).
-const CLIENT_HELLO: &str = include_str!("../src/tls_fixtures/client_hello_openssl3.hex");
-const SERVER_HELLO: &str = include_str!("../src/tls_fixtures/server_hello_openssl3.hex");
+const CLIENT_HELLO: &str = include_str!("../src/pipeline/tls_fixtures/client_hello_openssl3.hex");
+const SERVER_HELLO: &str = include_str!("../src/pipeline/tls_fixtures/server_hello_openssl3.hex");
 
 const MAC_A: [u8; 6] = [0x02, 0x6e, 0x70, 0, 0, 1];
 const MAC_B: [u8; 6] = [0x02, 0x6e, 0x70, 0, 0, 2];

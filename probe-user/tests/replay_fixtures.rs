@@ -40,7 +40,7 @@ use std::io::BufReader;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use probe_user::event::{Diagnosis, EventBody};
+use probe_user::model::event::{Diagnosis, EventBody};
 use probe_user::{correlate::Config, replay::replay};
 use serde_json::Value;
 

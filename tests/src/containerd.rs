@@ -20,7 +20,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use probe_user::cri::{Runtime, proto};
+use probe_user::state::cri::{Runtime, proto};
 
 use crate::background::Background;
 use crate::cmd::{self, DEFAULT_TIMEOUT};
@@ -199,7 +199,7 @@ impl Containerd {
         let status = self
             .call(self.client.pod_sandbox_status(&id))
             .unwrap_or_else(|e| panic!("PodSandboxStatus {id}: {e}"));
-        let pid = probe_user::cri::info::sandbox_netns(&status.info)
+        let pid = probe_user::state::cri::info::sandbox_netns(&status.info)
             .pid
             .unwrap_or_else(|| panic!("no pause pid in the sandbox's info: {:?}", status.info));
         let ip = status
@@ -246,8 +246,8 @@ impl Containerd {
 
     fn call<T>(
         &self,
-        f: impl std::future::Future<Output = Result<T, probe_user::cri::grpc::Error>>,
-    ) -> Result<T, probe_user::cri::grpc::Error> {
+        f: impl std::future::Future<Output = Result<T, probe_user::state::cri::grpc::Error>>,
+    ) -> Result<T, probe_user::state::cri::grpc::Error> {
         self.rt.block_on(f)
     }
 

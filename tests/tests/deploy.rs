@@ -115,7 +115,7 @@ fn daemonset_grants_what_netprobe_needs_and_nothing_more() {
         .into_iter()
         .map(|c| format!("CAP_{c}"))
         .collect();
-    let needed: BTreeSet<String> = probe_user::privileges::node_agent()
+    let needed: BTreeSet<String> = probe_user::kernel::privileges::node_agent()
         .into_iter()
         .map(String::from)
         .collect();
@@ -213,7 +213,7 @@ fn dashboard_queries_only_metrics_netprobe_serves() {
     let text = std::fs::read_to_string(deploy_dir().join("grafana-dashboard.json")).unwrap();
     let dash: Value = serde_json::from_str(&text).expect("dashboard JSON parses");
     // What netprobe serves, from its own encoder: sample names of the text.
-    let served: BTreeSet<String> = probe_user::metrics::Metrics::new()
+    let served: BTreeSet<String> = probe_user::sinks::metrics::Metrics::new()
         .encode()
         .lines()
         .filter(|l| !l.starts_with('#'))

@@ -25,7 +25,7 @@ use netprobe_tests::cmd::{self, Finished};
 use netprobe_tests::netprobe::{READY_MARKER, binary};
 use netprobe_tests::peers::{BlackHole, EchoServer, LineClient, tls_client};
 use netprobe_tests::{Host, Lab, poll_until};
-use probe_user::top::{
+use probe_user::sinks::top::{
     app::{App, Config},
     terminal::Tui,
     view,

@@ -739,7 +739,7 @@ fn silent_drop_gives_retransmits_with_tuple_state_growing_count_and_netns() {
 /// where netprobe reads it (the two tests below need it; older kernels
 /// skip them, saying so).
 fn retransmit_has_err() -> bool {
-    let has = probe_user::tracefs::retransmit_has_err();
+    let has = probe_user::kernel::tracefs::retransmit_has_err();
     if !has {
         eprintln!("note: tcp_retransmit_skb has no err field here; skipping");
     }

@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 
 use chrono::{DateTime, Utc};
 
-use crate::event::{Drop, FlowRef, IcmpSent, ResetSent};
+use crate::model::event::{Drop, FlowRef, IcmpSent, ResetSent};
 
 const MAX_FLOWS: usize = 8192;
 const REASONS_PER_FLOW: usize = 8;

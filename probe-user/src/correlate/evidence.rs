@@ -71,7 +71,7 @@ pub fn served(history: &History, ip: &IpAddr) -> Vec<String> {
 }
 
 /// Look-ups the investigation could not make, said as evidence.
-pub fn lookup_failures(snap: &crate::event::Snapshot) -> impl Iterator<Item = String> + '_ {
+pub fn lookup_failures(snap: &crate::model::event::Snapshot) -> impl Iterator<Item = String> + '_ {
     snap.errors.iter().map(|e| format!("look-up failed: {e}"))
 }
 

@@ -7,7 +7,7 @@ use std::{collections::HashMap, time::Duration};
 
 use chrono::{DateTime, Utc};
 
-use crate::event::{FlowRef, TlsClientHello, TlsHop};
+use crate::model::event::{FlowRef, TlsClientHello, TlsHop};
 
 const MAX_PENDING: usize = 65_536;
 

@@ -15,8 +15,8 @@ use super::{
     storm::Series,
 };
 use crate::{
-    event::{Diagnosis, FlowRef, Snapshot},
-    facts::{Resolution, RouteKind},
+    model::event::{Diagnosis, FlowRef, Snapshot},
+    model::facts::{Resolution, RouteKind},
 };
 
 /// Where a handshake stalled, as far as this node can tell.

@@ -9,7 +9,7 @@ use std::{
 
 use chrono::{DateTime, Utc};
 
-use crate::event::{Arp, Neighbour};
+use crate::model::event::{Arp, Neighbour};
 
 const MAX_IPS: usize = 4096;
 const CHANGES_PER_IP: usize = 32;

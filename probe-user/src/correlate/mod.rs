@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 
 pub use cause::{Cause, Symptom};
 
-use crate::event::{Diagnosis, Event, EventBody, FlowRef, Recovered, Snapshot};
+use crate::model::event::{Diagnosis, Event, EventBody, FlowRef, Recovered, Snapshot};
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -429,7 +429,7 @@ fn hang_estimate(snap: &Snapshot, series: &storm::Series) -> Option<Duration> {
         .map(|gap| gap / 2)
         .unwrap_or(200)
         .max(200) as u64;
-    Some(crate::facts::hang_estimate(retries2, base))
+    Some(crate::model::facts::hang_estimate(retries2, base))
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 
 use chrono::{DateTime, Utc};
 
-use crate::event::{FlowRef, Retransmit};
+use crate::model::event::{FlowRef, Retransmit};
 
 const MAX_FLOWS: usize = 100_000;
 const TIMES_KEPT: usize = 32;
@@ -26,12 +26,12 @@ pub struct Series {
     /// The current streak was handed out for investigation.
     pub reported: bool,
     /// The process that connected the socket, when the kernel knew it.
-    pub process: Option<crate::event::Process>,
+    pub process: Option<crate::model::event::Process>,
     /// The socket's namespace, when the kernel told it.
     pub netns: Option<u32>,
     /// The owner's pod and container, from its cgroup.
-    pub pod: Option<crate::identity::Pod>,
-    pub container: Option<crate::identity::Container>,
+    pub pod: Option<crate::state::cri::identity::Pod>,
+    pub container: Option<crate::state::cri::identity::Container>,
 }
 
 impl Series {
@@ -54,7 +54,7 @@ impl Series {
     pub fn next_due(&self) -> Option<DateTime<Utc>> {
         let last = *self.times.back()?;
         let gap = *self.intervals_ms().last()?;
-        let next = (gap * 2).min(crate::facts::TCP_RTO_MAX_MS as i64);
+        let next = (gap * 2).min(crate::model::facts::TCP_RTO_MAX_MS as i64);
         Some(last + chrono::TimeDelta::milliseconds(next * 5 / 4 + 100))
     }
 }

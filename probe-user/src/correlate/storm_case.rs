@@ -15,8 +15,8 @@ use super::{
     storm::Series,
 };
 use crate::{
-    event::{Diagnosis, FlowRef, Snapshot},
-    facts::{ConntrackEntry, LivenessOutcome, Resolution, RouteKind, Translation},
+    model::event::{Diagnosis, FlowRef, Snapshot},
+    model::facts::{ConntrackEntry, LivenessOutcome, Resolution, RouteKind, Translation},
 };
 
 pub struct StormCase<'a> {

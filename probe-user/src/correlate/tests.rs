@@ -12,8 +12,8 @@ pub mod storm_sample;
 
 use super::*;
 use crate::{
-    event::{Arp, Neighbour, Retransmit, TlsClientHello, TlsServerHello},
-    facts::{ConntrackEntry, Liveness, LivenessOutcome, Translation},
+    model::event::{Arp, Neighbour, Retransmit, TlsClientHello, TlsServerHello},
+    model::facts::{ConntrackEntry, Liveness, LivenessOutcome, Translation},
 };
 
 const A: &str = "02:00:00:00:00:0a"; // the VIP's real owner
@@ -515,7 +515,7 @@ fn one_diagnosis_per_flow_and_symptom() {
 #[test]
 fn flow_closed_by_rst_is_not_unanswered() {
     let mut c = Correlator::new(Config::default());
-    let rst = EventBody::Reset(crate::event::Reset {
+    let rst = EventBody::Reset(crate::model::event::Reset {
         src: addr("10.9.0.1:40000"),
         dst: addr("10.9.0.100:6443"),
     });

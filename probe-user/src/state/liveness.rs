@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::facts::{Liveness, LivenessOutcome};
+use crate::model::facts::{Liveness, LivenessOutcome};
 
 /// How long one attempt may wait for a SYN-ACK.
 pub const WINDOW: Duration = Duration::from_millis(700);

@@ -11,9 +11,11 @@
 //! to the correlator by `netprobe replay`, hence serde on all of them.
 
 pub mod conntrack;
+pub mod cri;
 pub mod liveness;
 pub mod nat_rules;
 pub mod neighbours;
+pub mod path_checks;
 pub mod path_mtu;
 pub mod probe;
 pub mod routes;
@@ -31,7 +33,7 @@ pub use routes::RouteError;
 pub use sysctl::tcp_retries2;
 
 // The facts these modules read are plain data shared with the correlator.
-pub use crate::facts::{
+pub use crate::model::facts::{
     ConntrackEntry, NeighbourEntry, ProbeAnswer, ProbeResult, RouteInfo, hang_estimate,
 };
 

@@ -19,7 +19,7 @@ use std::{
 use netlink_sys::{Socket, protocols::NETLINK_NETFILTER};
 
 use super::conntrack::{frames, sequence_number};
-use crate::facts::Translation;
+use crate::model::facts::Translation;
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_NEWRULE: u16 = 6;

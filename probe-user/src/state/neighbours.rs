@@ -10,7 +10,7 @@ use netlink_packet_route::{
 };
 
 use super::{NETLINK_TIMEOUT, NeighbourEntry, Rtnl};
-use crate::{event::format_mac, names::nud_state};
+use crate::{model::event::format_mac, model::names::nud_state};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NeighbourError {

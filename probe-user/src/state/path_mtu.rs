@@ -14,7 +14,7 @@ use std::{
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::facts::{PathCheck, SizeResult};
+use crate::model::facts::{PathCheck, SizeResult};
 
 /// How long replies are waited for, all sizes together.
 pub const WINDOW: Duration = Duration::from_millis(500);

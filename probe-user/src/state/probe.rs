@@ -33,7 +33,7 @@ use netlink_packet_route::link::{LinkAttribute, LinkLayerType};
 use tokio::io::{Interest, unix::AsyncFd};
 
 use super::{NETLINK_TIMEOUT, ProbeAnswer, ProbeResult, Rtnl};
-use crate::event::format_mac;
+use crate::model::event::format_mac;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {

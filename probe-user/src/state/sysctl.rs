@@ -1,7 +1,7 @@
 //! TCP sysctls of the current network namespace, and what they mean for a
 //! flow whose peer has vanished.
 
-pub use crate::facts::{ConntrackStats, TCP_RTO_MAX_MS, TCP_RTO_MIN_MS, hang_estimate};
+pub use crate::model::facts::{ConntrackStats, TCP_RTO_MAX_MS, TCP_RTO_MIN_MS, hang_estimate};
 
 /// net.ipv4.tcp_retries2 of this thread's namespace (/proc/sys/net is per
 /// namespace, resolved at open time). Also covers IPv6 TCP.
@@ -11,8 +11,8 @@ pub fn tcp_retries2() -> Option<u32> {
 
 /// Conntrack entries in use and the table's size (the count is this
 /// namespace's; the maximum is shared by all). `None` without nf_conntrack.
-pub fn conntrack_usage() -> Option<crate::facts::ConntrackUsage> {
-    Some(crate::facts::ConntrackUsage {
+pub fn conntrack_usage() -> Option<crate::model::facts::ConntrackUsage> {
+    Some(crate::model::facts::ConntrackUsage {
         count: read_u32("/proc/sys/net/netfilter/nf_conntrack_count")?,
         max: read_u32("/proc/sys/net/netfilter/nf_conntrack_max")?,
         since_start: None,

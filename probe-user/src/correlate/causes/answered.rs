@@ -23,7 +23,7 @@ use crate::{
         Cause,
         drops::{Answered, Seen},
     },
-    event::Diagnosis,
+    model::event::Diagnosis,
 };
 
 /// `answers` and `drops`: the flow's, both directions, in the node's
@@ -86,7 +86,7 @@ mod tests {
     use super::*;
     use crate::{
         correlate::drops::{Answer, Answered},
-        event::FlowRef,
+        model::event::FlowRef,
     };
 
     fn flow() -> FlowRef {

@@ -13,7 +13,7 @@
 use super::kernel_drop::{drop_evidence, top_path_drop};
 use crate::{
     correlate::{Cause, drops::Seen},
-    event::{Diagnosis, Snapshot},
+    model::event::{Diagnosis, Snapshot},
 };
 
 pub fn judge(drops: &[Seen], snap: &Snapshot, progressed: bool, d: &mut Diagnosis) -> bool {
@@ -68,7 +68,7 @@ mod tests {
     use super::*;
     use crate::{
         correlate::causes::kernel_drop::tests::seen,
-        facts::{ConntrackStats, ConntrackUsage},
+        model::facts::{ConntrackStats, ConntrackUsage},
     };
 
     fn usage(count: u32, max: u32, dropped: Option<u64>) -> Option<ConntrackUsage> {

@@ -7,8 +7,8 @@
 
 use crate::{
     correlate::{Cause, handshake_case::HandshakeCase, storm_case::StormCase},
-    event::Diagnosis,
-    facts::{Resolution, RouteKind},
+    model::event::Diagnosis,
+    model::facts::{Resolution, RouteKind},
 };
 
 pub fn handshake(c: &HandshakeCase, d: &mut Diagnosis) -> bool {

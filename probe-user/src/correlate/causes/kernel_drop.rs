@@ -7,8 +7,8 @@
 
 use crate::{
     correlate::{Cause, drops::Seen},
-    event::{Diagnosis, FlowRef, Snapshot},
-    facts::PATH_DROP_REASONS,
+    model::event::{Diagnosis, FlowRef, Snapshot},
+    model::facts::PATH_DROP_REASONS,
 };
 
 /// The path drop with the most packets, if the kernel reported one.

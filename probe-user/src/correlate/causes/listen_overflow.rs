@@ -7,7 +7,7 @@
 
 use crate::{
     correlate::Cause,
-    event::{Diagnosis, FlowRef, Snapshot},
+    model::event::{Diagnosis, FlowRef, Snapshot},
 };
 
 pub fn judge(snap: &Snapshot, flow: FlowRef, d: &mut Diagnosis) -> bool {
@@ -37,7 +37,7 @@ pub fn judge(snap: &Snapshot, flow: FlowRef, d: &mut Diagnosis) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::facts::RouteInfo;
+    use crate::model::facts::RouteInfo;
 
     fn snap(kind: &str, queued: u32, overflows: u64) -> Snapshot {
         Snapshot {

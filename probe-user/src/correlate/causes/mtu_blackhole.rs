@@ -11,8 +11,8 @@ use crate::{
         handshake_case::{HandshakeCase, Stage},
         storm_case::StormCase,
     },
-    event::Diagnosis,
-    facts::PathCheck,
+    model::event::Diagnosis,
+    model::facts::PathCheck,
 };
 
 pub fn judge(c: &HandshakeCase, d: &mut Diagnosis) -> bool {
@@ -108,7 +108,7 @@ mod tests {
 
     use crate::{
         correlate::tests::{handshake_sample as sample, storm_sample},
-        facts::{PathCheck, SizeResult},
+        model::facts::{PathCheck, SizeResult},
     };
 
     fn path(answered_up_to: u16) -> PathCheck {

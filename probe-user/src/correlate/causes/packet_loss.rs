@@ -4,7 +4,7 @@
 
 use crate::{
     correlate::{Cause, handshake_case::HandshakeCase, storm_case::StormCase},
-    event::Diagnosis,
+    model::event::Diagnosis,
 };
 
 pub fn handshake(c: &HandshakeCase, d: &mut Diagnosis) -> bool {

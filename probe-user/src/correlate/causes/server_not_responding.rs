@@ -8,8 +8,8 @@ use crate::{
         Cause,
         handshake_case::{HandshakeCase, Stage},
     },
-    event::Diagnosis,
-    facts::{Resolution, RouteKind},
+    model::event::Diagnosis,
+    model::facts::{Resolution, RouteKind},
 };
 
 pub fn judge(c: &HandshakeCase, d: &mut Diagnosis) -> bool {

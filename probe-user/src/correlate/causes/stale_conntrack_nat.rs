@@ -13,7 +13,7 @@
 
 use crate::{
     correlate::{Cause, storm_case::StormCase},
-    event::Diagnosis,
+    model::event::Diagnosis,
 };
 
 /// Retransmits without progress before a stale-NAT verdict: several RTO
@@ -70,7 +70,7 @@ pub fn judge(c: &StormCase, d: &mut Diagnosis) -> bool {
 #[cfg(test)]
 mod tests {
     use crate::correlate::tests::storm_sample as sample;
-    use crate::facts::LivenessOutcome;
+    use crate::model::facts::LivenessOutcome;
 
     #[test]
     fn removed_from_the_rules_and_dead_is_stale_with_no_other_flow() {

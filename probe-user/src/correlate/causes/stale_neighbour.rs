@@ -8,8 +8,8 @@
 
 use crate::{
     correlate::{Cause, handshake_case::HandshakeCase},
-    event::Diagnosis,
-    facts::RouteKind,
+    model::event::Diagnosis,
+    model::facts::RouteKind,
 };
 
 pub fn judge(c: &HandshakeCase, d: &mut Diagnosis) -> bool {

@@ -7,8 +7,8 @@ use crate::{
         handshake_case::{HandshakeCase, Stage},
         storm_case::StormCase,
     },
-    event::Diagnosis,
-    facts::{LivenessOutcome, RouteKind},
+    model::event::Diagnosis,
+    model::facts::{LivenessOutcome, RouteKind},
 };
 
 pub fn handshake(c: &HandshakeCase, d: &mut Diagnosis) {

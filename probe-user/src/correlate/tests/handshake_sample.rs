@@ -10,8 +10,8 @@ use crate::{
         history::History,
         storm::{Series, Storms},
     },
-    event::{Diagnosis, Retransmit, Snapshot, TlsClientHello},
-    facts::{NeighbourEntry, PathCheck, ProbeAnswer, ProbeResult, RouteInfo, SizeResult},
+    model::event::{Diagnosis, Retransmit, Snapshot, TlsClientHello},
+    model::facts::{NeighbourEntry, PathCheck, ProbeAnswer, ProbeResult, RouteInfo, SizeResult},
 };
 
 pub const OWNER: &str = "02:00:00:00:00:0a";
@@ -231,7 +231,7 @@ pub fn hello_not_acked() -> Sample {
         );
     }
     s.client = storms
-        .get(&crate::event::FlowRef {
+        .get(&crate::model::event::FlowRef {
             src: flow_src,
             dst: flow_dst,
         })

@@ -3,7 +3,7 @@
 //! is its own symptom, never blamed on the neighbour or the server's TCP.
 
 use super::*;
-use crate::event::TlsClientFlight;
+use crate::model::event::TlsClientFlight;
 
 fn flight(record: &str) -> EventBody {
     EventBody::TlsClientFlight(TlsClientFlight {

@@ -8,8 +8,8 @@ use crate::{
         storm::{Series, Storms},
         storm_case::StormCase,
     },
-    event::{Diagnosis, FlowRef, Retransmit, Snapshot},
-    facts::{ConntrackEntry, Liveness, LivenessOutcome, RouteInfo, Translation},
+    model::event::{Diagnosis, FlowRef, Retransmit, Snapshot},
+    model::facts::{ConntrackEntry, Liveness, LivenessOutcome, RouteInfo, Translation},
 };
 
 pub struct Sample {

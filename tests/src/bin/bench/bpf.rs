@@ -7,8 +7,8 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::process::Command;
 
-use probe_user::prog_info::{Attr, BPF_PROG_LOAD, bpf, owned};
-pub use probe_user::prog_info::{ProgInfo, enable_run_time_stats, prog_fd, prog_info};
+use probe_user::kernel::prog_info::{Attr, BPF_PROG_LOAD, bpf, owned};
+pub use probe_user::kernel::prog_info::{ProgInfo, enable_run_time_stats, prog_fd, prog_info};
 
 use netprobe_tests::cmd::run_bounded;
 

@@ -314,8 +314,11 @@ fn program_rows() -> Vec<Row> {
     let mut lab = Lab::new("bench-progs");
     let (a, _b) = lab.pair();
     let trace = np::trace(a.name(), &[]).np;
-    let names = std::iter::once("tcp_retransmit")
-        .chain(probe_user::probes::TRACEPOINTS.iter().map(|(p, _, _)| *p));
+    let names = std::iter::once("tcp_retransmit").chain(
+        probe_user::kernel::probes::TRACEPOINTS
+            .iter()
+            .map(|(p, _, _)| *p),
+    );
     let mut rows = Vec::new();
     for name in names {
         let id = np::program_id(&trace, name);
