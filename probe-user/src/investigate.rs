@@ -20,7 +20,7 @@ use crate::{
     correlate::{Investigation, Symptom},
     event::{Event, EventBody, FlowRef, Snapshot},
     facts::ProbeResult,
-    state::{self, conntrack, liveness, nat_rules, neighbours, probe, routes},
+    state::{self, conntrack, liveness, nat_rules, neighbours, owner, probe, routes},
 };
 
 /// `--no-probe`: never send an active ARP/ND probe.
@@ -181,7 +181,12 @@ fn same_service(
 
 pub async fn run(inv: Investigation) -> Event {
     let snapshot = match inv {
-        Investigation::Handshake { flow, iface } => handshake(flow, &iface).await,
+        Investigation::Handshake {
+            flow,
+            iface,
+            sni,
+            claims,
+        } => handshake(flow, &iface, sni.as_deref(), &claims).await,
         Investigation::Storm { flow, netns } => storm(flow, netns).await,
     };
     Event {
@@ -219,7 +224,7 @@ async fn next_hop(
     (hop, dev)
 }
 
-async fn handshake(flow: FlowRef, iface: &str) -> Snapshot {
+async fn handshake(flow: FlowRef, iface: &str, sni: Option<&str>, claims: &[String]) -> Snapshot {
     let mut snap = Snapshot {
         symptom: Symptom::HandshakeUnanswered.as_str().to_string(),
         flow: Some(flow),
@@ -261,14 +266,78 @@ async fn handshake(flow: FlowRef, iface: &str) -> Snapshot {
             }
         }
     };
-    let (path, claimants) = tokio::join!(path, claimants);
+    // Then, when more than one MAC claims the next hop, a handshake of
+    // netprobe's own through each: the one that answers serves it.
+    let entry_mac = snap.neighbour.as_ref().and_then(|n| n.mac.clone());
+    let known = if hop == flow.dst.ip() {
+        claims.to_vec()
+    } else {
+        Vec::new()
+    };
+    let dev_ref = dev.as_str();
+    let claimants_then_owner = async {
+        let probed = claimants.await;
+        let answers = match &probed {
+            Probed::Answers(r) => r.distinct_macs(),
+            _ => Vec::new(),
+        };
+        let macs = owner_candidates(entry_mac.as_deref(), &answers, &known);
+        let owner = owner_probe(flow.dst, dev_ref, &macs, sni).await;
+        (probed, owner)
+    };
+    let (path, (claimants, owner)) = tokio::join!(path, claimants_then_owner);
     record_path(&mut snap, path);
     match claimants {
         Probed::Answers(r) => snap.probe = Some(r),
         Probed::Skipped(why) => snap.probe_skipped = Some(why),
         Probed::Failed(e) => failed(&mut snap, e),
     }
+    match owner {
+        Some(Ok(p)) => snap.owner_probe = Some(p),
+        Some(Err(why)) => snap.owner_probe_skipped = Some(why),
+        None => {}
+    }
     snap
+}
+
+/// The MACs to make a handshake through: the one in use (the neighbour
+/// entry's) first, then every other claimant, each once.
+fn owner_candidates(entry: Option<&str>, answers: &[String], known: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for m in entry.into_iter().chain(answers.iter().map(String::as_str)).chain(known.iter().map(String::as_str)) {
+        let m = m.to_ascii_lowercase();
+        if !out.contains(&m) {
+            out.push(m);
+        }
+    }
+    out
+}
+
+/// A handshake through each of `macs` to `dst`, when there are two or more
+/// (one MAC has nothing to be told apart from). `None`: not needed.
+async fn owner_probe(
+    dst: std::net::SocketAddr,
+    dev: &str,
+    macs: &[String],
+    sni: Option<&str>,
+) -> Option<Result<crate::facts::OwnerProbe, String>> {
+    if macs.len() < 2 {
+        return None;
+    }
+    if PROBES_DISABLED.load(Ordering::Relaxed) {
+        return Some(Err("--no-probe was given".into()));
+    }
+    Some(match owner::admit(dst, macs.len().min(owner::MAX_MACS)) {
+        owner::Admit::Reuse(p) => Ok(p),
+        owner::Admit::Skip(why) => {
+            PROBES_SKIPPED.fetch_add(1, Ordering::Relaxed);
+            Err(why)
+        }
+        owner::Admit::Run => {
+            PROBES_SENT.fetch_add(1, Ordering::Relaxed);
+            Ok(owner::probe(dst, dev, macs, sni).await)
+        }
+    })
 }
 
 /// The path check toward `dst`, unless active probes are off.

@@ -163,7 +163,9 @@ fn incident_1_stale_arp_entry_for_the_vip() {
         invs,
         vec![Investigation::Handshake {
             flow: vip_flow(),
-            iface: "eth0".into()
+            iface: "eth0".into(),
+            sni: Some("kubernetes".into()),
+            claims: vec![B.to_string()],
         }]
     );
     assert_eq!(diags.len(), 1);

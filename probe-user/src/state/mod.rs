@@ -14,6 +14,7 @@ pub mod conntrack;
 pub mod liveness;
 pub mod nat_rules;
 pub mod neighbours;
+pub mod owner;
 pub mod path_mtu;
 pub mod probe;
 pub mod routes;
