@@ -6,7 +6,8 @@ use aya_ebpf::{
 };
 use probe_common::{
     DropKey, FlowKey, FollowState, IcmpKey, KernelOffsets, MAX_ARMED, MAX_DROP_KEYS, MAX_ICMP_KEYS,
-    MAX_OWNERS, MAX_RESET_KEYS, Owner, PIN_SLOTS, PORT_WORDS, PinSlot, REASON_WORDS, ResetKey, kind,
+    MAX_OWNERS, MAX_RESET_KEYS, Owner, PIN_SLOTS, PORT_WORDS, PinSlot, REASON_WORDS, ResetKey,
+    kind,
 };
 
 /// Every record goes through this one buffer; userspace may resize it.

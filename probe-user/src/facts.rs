@@ -507,21 +507,30 @@ impl OwnerAttempt {
             .unwrap_or_default();
         let what = match self.outcome {
             OwnerOutcome::ServerHello => format!("{tcp}ServerHello in {} ms", self.after_ms),
-            OwnerOutcome::Alert => format!("{tcp}TLS alert (no ServerHello) in {} ms", self.after_ms),
-            OwnerOutcome::OtherTls => {
-                format!("{tcp}a TLS record other than a ServerHello in {} ms", self.after_ms)
+            OwnerOutcome::Alert => {
+                format!("{tcp}TLS alert (no ServerHello) in {} ms", self.after_ms)
             }
-            OwnerOutcome::NotTls => format!("{tcp}an answer that is not TLS in {} ms", self.after_ms),
+            OwnerOutcome::OtherTls => {
+                format!(
+                    "{tcp}a TLS record other than a ServerHello in {} ms",
+                    self.after_ms
+                )
+            }
+            OwnerOutcome::NotTls => {
+                format!("{tcp}an answer that is not TLS in {} ms", self.after_ms)
+            }
             OwnerOutcome::Silent => format!("{tcp}no ServerHello in {} ms", self.after_ms),
             OwnerOutcome::Closed => {
-                format!("{tcp}closed without a TLS record after {} ms", self.after_ms)
+                format!(
+                    "{tcp}closed without a TLS record after {} ms",
+                    self.after_ms
+                )
             }
             OwnerOutcome::Refused => format!("TCP refused (RST) in {} ms", self.after_ms),
             OwnerOutcome::NoAnswer => format!("no answer to the SYN in {} ms", self.after_ms),
-            OwnerOutcome::Failed => format!(
-                "not made ({})",
-                self.error.as_deref().unwrap_or("error")
-            ),
+            OwnerOutcome::Failed => {
+                format!("not made ({})", self.error.as_deref().unwrap_or("error"))
+            }
         };
         let unpinned = if self.pinned() || self.outcome == OwnerOutcome::Failed {
             ""

@@ -304,7 +304,11 @@ async fn handshake(flow: FlowRef, iface: &str, sni: Option<&str>, claims: &[Stri
 /// entry's) first, then every other claimant, each once.
 fn owner_candidates(entry: Option<&str>, answers: &[String], known: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for m in entry.into_iter().chain(answers.iter().map(String::as_str)).chain(known.iter().map(String::as_str)) {
+    for m in entry
+        .into_iter()
+        .chain(answers.iter().map(String::as_str))
+        .chain(known.iter().map(String::as_str))
+    {
         let m = m.to_ascii_lowercase();
         if !out.contains(&m) {
             out.push(m);

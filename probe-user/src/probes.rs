@@ -229,10 +229,11 @@ impl Probes {
     }
 
     /// The owner probes' MAC per pin slot (see `state::owner`).
-    pub fn pin_map(
-        &mut self,
-    ) -> anyhow::Result<aya::maps::Array<MapData, probe_common::PinSlot>> {
-        let map = self.ebpf.take_map("PIN_MAC").context("map PIN_MAC missing")?;
+    pub fn pin_map(&mut self) -> anyhow::Result<aya::maps::Array<MapData, probe_common::PinSlot>> {
+        let map = self
+            .ebpf
+            .take_map("PIN_MAC")
+            .context("map PIN_MAC missing")?;
         Ok(aya::maps::Array::try_from(map)?)
     }
 
