@@ -179,7 +179,7 @@ mod tests {
                 "through {}: TCP accepted in 0 ms, ServerHello in 3 ms",
                 sample::OWNER
             )) && decisive.contains(&format!(
-                "through {}: TCP accepted in 0 ms, no ServerHello in 1500 ms",
+                "through {}: TCP accepted in 0 ms, no ServerHello in 1000 ms",
                 sample::IMPOSTOR
             )),
             "{decisive}"

@@ -195,7 +195,7 @@ impl Sample {
                     after_ms: match outcome {
                         OwnerOutcome::ServerHello => 3,
                         OwnerOutcome::NoAnswer => 1000,
-                        _ => 1500,
+                        _ => 1000,
                     },
                     frames: *frames,
                     error: None,
