@@ -35,6 +35,11 @@ pub fn judge(c: &HandshakeCase, d: &mut Diagnosis) -> bool {
     macs.extend(others.iter().map(|m| m.to_string()));
     let entry_matches = c.entry_mac.as_deref() == Some(used);
     let owner = c.owner_evidence();
+    // Who claims the address is said whatever the verdict.
+    d.ip = Some(hop);
+    d.dev = Some(c.dev.clone());
+    d.mac_used = Some(used.to_string());
+    d.macs_claiming = Some(macs);
     // The MAC in use serves the address (or is the only one holding it):
     // not this cause, whoever else claims it.
     if matches!(
@@ -43,10 +48,6 @@ pub fn judge(c: &HandshakeCase, d: &mut Diagnosis) -> bool {
     ) {
         return false;
     }
-    d.ip = Some(hop);
-    d.dev = Some(c.dev.clone());
-    d.mac_used = Some(used.to_string());
-    d.macs_claiming = Some(macs);
     let other_list = others.join(", ");
     if let Some(OwnerEvidence::OtherServes(o)) = owner
         && entry_matches
@@ -215,6 +216,7 @@ mod tests {
             .judge();
         assert_eq!(d.cause, "server_not_responding", "{d:#?}");
         assert!(d.fix.as_deref().is_some_and(|f| !f.contains("neigh del")));
+        assert_eq!(d.macs_claiming.as_ref().map(Vec::len), Some(2), "{d:#?}");
         // And the slow new owner that answers netprobe's handshake in time.
         let d = sample::failover_to_slow_owner()
             .owner_probe(&[
