@@ -477,6 +477,116 @@ fn two_nics_of_one_host_both_answering_is_not_stale() {
     trace.stop();
 }
 
+/// Two hosts hold the VIP and neither serves it (both take TCP and stay
+/// silent): netprobe's own handshakes get no ServerHello through either
+/// MAC, so nothing tells an owner from an impostor: `unknown`, with what
+/// was ruled out, and no fix.
+#[test]
+fn two_claimants_neither_serving_is_unknown_without_a_fix() {
+    require_root();
+    let mut lab = Lab::new("tr-none");
+    let seg = lab.bridge_segment(3);
+    let (client, a, b) = (seg.host(0), seg.host(1), seg.host(2));
+    let vip: IpAddr = seg.vip(0).into();
+    let api = SocketAddr::new(vip, API_PORT);
+    a.add_ip(vip);
+    b.add_ip(vip);
+    let hole_a = BlackHole::start(&a.ns, vip, API_PORT);
+    let hole_b = BlackHole::start(&b.ns, vip, API_PORT);
+    let trace = Trace::start(&lab, &client.ns, None);
+    assert!(client.ping(vip), "client reaches the VIP");
+    let d = trace.stalled_handshake(&client.ns, api, secs(6.0));
+    eprintln!("VERDICT (two claimants, neither serving):\n{}", show(&d));
+    let evidence = str_list(&d["evidence"]);
+    for e in evidence
+        .iter()
+        .filter(|e| e.starts_with("netprobe's own") || e.starts_with("ruled out:"))
+    {
+        eprintln!("  {e}");
+    }
+    assert_eq!(d["cause"], "unknown", "{}", trace.report());
+    assert!(d["fix"].is_null(), "{d}");
+    let claiming = str_list(&d["macs_claiming"]);
+    assert!(
+        claiming.contains(&a.mac) && claiming.contains(&b.mac),
+        "both hosts claim {vip}: {d}"
+    );
+    let own = evidence
+        .iter()
+        .find(|e| e.starts_with("netprobe's own TLS handshake"))
+        .unwrap_or_else(|| panic!("no owner probe: {d}"));
+    assert_eq!(own.matches("no ServerHello in").count(), 2, "{own}");
+    assert!(evidence.iter().any(|e| e.starts_with("ruled out:")), "{d}");
+    // Each host took the client's connection or netprobe's (or both).
+    assert_eq!(
+        hole_a.accepted().len() + hole_b.accepted().len(),
+        3,
+        "the client's and one of netprobe's per MAC: {:?} {:?}",
+        hole_a.accepted(),
+        hole_b.accepted()
+    );
+    assert_nothing_destructive(&lab, &trace.events(), "two silent claimants");
+    trace.stop();
+}
+
+/// `--no-probe`: two MACs claim the VIP (both answered an ARP request on
+/// the wire) and the handshake through one stalls, but netprobe makes no
+/// handshake of its own, says so, and names no owner.
+#[test]
+fn no_probe_makes_no_owner_handshake() {
+    require_root();
+    let mut lab = Lab::new("tr-noprb");
+    let seg = lab.bridge_segment(3);
+    let (client, owner, impostor) = (seg.host(0), seg.host(1), seg.host(2));
+    let vip: IpAddr = seg.vip(0).into();
+    let api = SocketAddr::new(vip, API_PORT);
+    // The impostor holds the VIP first: the client's entry points at it.
+    impostor.add_ip(vip);
+    let hole = BlackHole::start(&impostor.ns, vip, API_PORT);
+    assert!(client.ping(vip), "client reaches the VIP");
+    owner.add_ip(vip);
+    let _tls = TlsServer::start(&owner.ns, vip, API_PORT);
+    let trace = Trace::start_with(&lab, &client.ns, None, &["--no-probe"]);
+    // Both hosts answer a request from a made-up MAC: netprobe sees both
+    // claims, the client's entry stays as it is.
+    let spare = format!("10.{}.{}.99", lab.octet(), seg.index);
+    let args = [
+        client.ifname.clone(),
+        vip.to_string(),
+        spare,
+        "02:99:00:00:00:02".to_string(),
+    ];
+    let sent = netprobe_tests::cmd::run_bounded(
+        &mut netprobe_tests::py::command(&client.ns, ARP_REQUEST, &args),
+        secs(5.0),
+    );
+    assert!(sent.success(), "ARP request: {}", sent.report());
+    let d = trace.stalled_handshake(&client.ns, api, secs(6.0));
+    eprintln!("VERDICT (--no-probe, two claimants):\n{}", show(&d));
+    let evidence = str_list(&d["evidence"]);
+    assert!(
+        evidence
+            .iter()
+            .any(|e| e.contains("no handshake of netprobe's own") && e.contains("--no-probe")),
+        "{d}"
+    );
+    assert!(
+        !evidence
+            .iter()
+            .any(|e| e.starts_with("netprobe's own TLS handshake")),
+        "{d}"
+    );
+    assert_eq!(
+        hole.accepted().len(),
+        1,
+        "only the client's connection: {:?}",
+        hole.accepted()
+    );
+    assert_ne!(d["cause"], "stale_neighbour", "{d}");
+    assert_nothing_destructive(&lab, &trace.events(), "--no-probe");
+    trace.stop();
+}
+
 #[test]
 fn proxy_arp_router_also_answering_for_a_silent_server_is_not_stale() {
     require_root();
