@@ -15,9 +15,11 @@ use crate::maps::PIN_MAC;
 pub fn slot(ctx: &TcContext) -> Option<u32> {
     // SAFETY: the context's skb pointer is valid for the program's run.
     let mark = unsafe { (*ctx.skb.skb).mark };
-    let slot = mark.wrapping_sub(PIN_MARK_BASE);
-    (slot < PIN_SLOTS).then_some(slot)
+    (mark & !(PIN_SLOTS - 1) == PIN_MARK_BASE).then_some(mark & (PIN_SLOTS - 1))
 }
+
+// The range test above is one mask and one compare.
+const _: () = assert!(PIN_SLOTS.is_power_of_two() && PIN_MARK_BASE % PIN_SLOTS == 0);
 
 /// Rewrites the Ethernet destination to the slot's MAC and counts the
 /// frame (an all-zero MAC is an unused slot: the frame is left as it is).
@@ -34,6 +36,7 @@ pub fn rewrite(ctx: &TcContext, slot: u32) -> i32 {
         // bpf_skb_store_bytes makes a cloned (retransmit-queue) skb's
         // header private before writing, so TCP's copy is not changed.
         if ctx.store(0, &mac, 0).is_ok() {
+            // SAFETY: as above.
             unsafe { (*entry).frames = (*entry).frames.wrapping_add(1) };
         }
     }
