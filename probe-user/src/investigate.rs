@@ -275,14 +275,37 @@ async fn handshake(flow: FlowRef, iface: &str, sni: Option<&str>, claims: &[Stri
         Vec::new()
     };
     let dev_ref = dev.as_str();
+    // When the MACs already known to claim it (the entry's, and claims seen
+    // on the wire) are two or more, their handshakes start at once, beside
+    // the ARP/ND probe; a MAC only the probe finds gets its own when the
+    // probe answers.
+    let upfront = owner_candidates(entry_mac.as_deref(), &[], &known);
     let claimants_then_owner = async {
-        let probed = claimants.await;
+        let early = async {
+            if upfront.len() >= 2 {
+                owner_probe(flow.dst, dev_ref, &upfront, sni).await
+            } else {
+                None
+            }
+        };
+        let (probed, early) = tokio::join!(claimants, early);
         let answers = match &probed {
             Probed::Answers(r) => r.distinct_macs(),
             _ => Vec::new(),
         };
         let macs = owner_candidates(entry_mac.as_deref(), &answers, &known);
-        let owner = owner_probe(flow.dst, dev_ref, &macs, sni).await;
+        let owner = match early {
+            None => owner_probe(flow.dst, dev_ref, &macs, sni).await,
+            Some(Ok(mut p)) => {
+                let more: Vec<String> = macs
+                    .into_iter()
+                    .filter(|m| p.attempt(m).is_none())
+                    .collect();
+                owner::extend(&mut p, &more).await;
+                Some(Ok(p))
+            }
+            skipped => skipped,
+        };
         (probed, owner)
     };
     let (path, (claimants, owner)) = tokio::join!(path, claimants_then_owner);

@@ -178,6 +178,35 @@ pub async fn probe(dst: SocketAddr, dev: &str, macs: &[String], sni: Option<&str
     p
 }
 
+/// Adds a handshake through each of `macs` (MACs found after `p` started)
+/// to `p`, within [`MAX_MACS`] a round and the global cap.
+pub async fn extend(p: &mut OwnerProbe, macs: &[String]) {
+    let room = MAX_MACS.saturating_sub(p.attempts.len());
+    let macs: Vec<&String> = macs.iter().take(room).collect();
+    if macs.is_empty() {
+        return;
+    }
+    {
+        let mut guard = GATE.lock().unwrap_or_else(|e| e.into_inner());
+        let g = guard.get_or_insert_with(Gate::default);
+        let now = Instant::now();
+        while g.attempts.front().is_some_and(|t| now - *t >= REUSE) {
+            g.attempts.pop_front();
+        }
+        if g.attempts.len() + macs.len() > ATTEMPTS_PER_WINDOW {
+            return;
+        }
+        g.attempts.extend(std::iter::repeat_n(now, macs.len()));
+    }
+    let sni = p.sni.clone();
+    let attempts = macs
+        .iter()
+        .map(|mac| through(p.dst, &p.dev, mac, sni.as_deref()));
+    let attempts = futures_util::future::join_all(attempts).await;
+    p.attempts.extend(attempts);
+    remember(p);
+}
+
 fn failed(mac: &str, error: String) -> OwnerAttempt {
     OwnerAttempt {
         mac: mac.to_string(),
