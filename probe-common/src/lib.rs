@@ -165,6 +165,26 @@ pub struct Owner {
     pub comm: [u8; 16],
 }
 
+/// skb marks of netprobe's own owner-probe sockets: `PIN_MARK_BASE + slot`
+/// for `slot < PIN_SLOTS`. The TC egress classifier sets the destination
+/// MAC of frames carrying such a mark to `PIN_MAC[slot]`; every other frame
+/// costs one field load and a compare. (A node that uses these mark bits
+/// for its own routing would see netprobe's probes marked; nothing else is.)
+pub const PIN_MARK_BASE: u32 = 0x6e70_0000;
+/// Owner probes (one per claimant MAC) in flight at most.
+pub const PIN_SLOTS: u32 = 16;
+
+/// One owner-probe slot (`PIN_MAC`): the MAC its frames are sent to, and
+/// how many frames the classifier rewrote (proof that the probe really
+/// left through that MAC: a device without netprobe's hook would not).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PinSlot {
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+    pub frames: u32,
+}
+
 /// Sockets whose owner is remembered at most.
 pub const MAX_OWNERS: u32 = 16384;
 
@@ -418,6 +438,7 @@ mod pod {
     unsafe impl aya::Pod for super::DropKey {}
     unsafe impl aya::Pod for super::IcmpKey {}
     unsafe impl aya::Pod for super::ResetKey {}
+    unsafe impl aya::Pod for super::PinSlot {}
 }
 
 #[cfg(test)]

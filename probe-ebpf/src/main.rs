@@ -1,5 +1,7 @@
 //! netprobe's kernel side. Every program is passive: it copies what it saw
-//! into the ring buffer and never changes a packet's fate.
+//! into the ring buffer and never changes a packet's fate. The one exception
+//! is netprobe's own owner-probe frames (marked, see `pin.rs`), whose
+//! destination MAC the egress classifier sets.
 #![no_std]
 #![no_main]
 
@@ -11,6 +13,7 @@ mod icmp_sent;
 mod maps;
 mod neigh;
 mod packet;
+mod pin;
 mod reset;
 mod reset_sent;
 mod retransmit;
@@ -89,6 +92,11 @@ pub fn tc_ingress(ctx: TcContext) -> i32 {
 
 #[classifier]
 pub fn tc_egress(ctx: TcContext) -> i32 {
+    // netprobe's own owner probe: pinned to its MAC and not traced (it
+    // would be judged as one more stuck handshake).
+    if let Some(slot) = pin::slot(&ctx) {
+        return pin::rewrite(&ctx, slot);
+    }
     classifier::handle(&ctx, direction::EGRESS)
 }
 
@@ -103,7 +111,12 @@ pub fn sock_ingress(ctx: SkBuffContext) -> i32 {
 
 #[cgroup_skb(egress)]
 pub fn sock_egress(ctx: SkBuffContext) -> i32 {
-    classifier::handle_l3(&ctx, direction::SOCKET_EGRESS);
+    // SAFETY: the context's skb pointer is valid for the program's run.
+    let mark = unsafe { (*ctx.skb.skb).mark };
+    // netprobe's own owner probe is not a handshake to judge.
+    if pin::slot_of(mark).is_none() {
+        classifier::handle_l3(&ctx, direction::SOCKET_EGRESS);
+    }
     1
 }
 

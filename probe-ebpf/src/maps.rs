@@ -6,7 +6,8 @@ use aya_ebpf::{
 };
 use probe_common::{
     DropKey, FlowKey, FollowState, IcmpKey, KernelOffsets, MAX_ARMED, MAX_DROP_KEYS, MAX_ICMP_KEYS,
-    MAX_NODE_NETNS, MAX_OWNERS, MAX_RESET_KEYS, Owner, PORT_WORDS, REASON_WORDS, ResetKey, kind,
+    MAX_NODE_NETNS, MAX_OWNERS, MAX_RESET_KEYS, Owner, PIN_SLOTS, PORT_WORDS, PinSlot,
+    REASON_WORDS, ResetKey, kind,
 };
 
 /// Every record goes through this one buffer; userspace may resize it.
@@ -107,6 +108,12 @@ pub static RESET_SENT: LruHashMap<ResetKey, u32> =
 /// without being seen are forgotten by themselves).
 #[map]
 pub static OWNERS: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(MAX_OWNERS, 0);
+
+/// The destination MAC of each owner-probe slot (see `pin.rs`), written by
+/// userspace for the length of one probe (all zero when unused), and the
+/// frames rewritten.
+#[map]
+pub static PIN_MAC: Array<PinSlot> = Array::with_max_entries(PIN_SLOTS, 0);
 
 /// Structure offsets userspace found in the kernel's BTF (0 = unknown).
 #[unsafe(no_mangle)]

@@ -17,7 +17,8 @@ use probe_user::{
     pipeline::{Fed, Pipeline},
 };
 
-const CLIENT_HELLO_HEX: &str = include_str!("../src/pipeline/tls_fixtures/client_hello_openssl3.hex");
+const CLIENT_HELLO_HEX: &str =
+    include_str!("../src/pipeline/tls_fixtures/client_hello_openssl3.hex");
 const RUNS: usize = 5;
 const RECORDS_PER_RUN: usize = 1_000_000;
 

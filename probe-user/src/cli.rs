@@ -114,7 +114,8 @@ pub struct CommonArgs {
     /// /var/run/crio/crio.sock when only that exists.
     #[arg(long, value_name = "PATH")]
     pub cri_socket: Option<String>,
-    /// Never send an active ARP/ND probe (who-claims-this-address); the
+    /// Never send an ARP/ND probe (who claims this address), a path check
+    /// or a TLS handshake of netprobe's own through each claimant MAC; the
     /// diagnosis then rests on what the wire and the tables show.
     #[arg(long)]
     pub no_probe: bool,

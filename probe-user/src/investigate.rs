@@ -20,7 +20,7 @@ use crate::{
     correlate::{Investigation, Symptom},
     model::event::{Event, EventBody, FlowRef, Snapshot},
     model::facts::ProbeResult,
-    state::{self, conntrack, liveness, nat_rules, neighbours, probe, routes},
+    state::{self, conntrack, liveness, nat_rules, neighbours, owner, probe, routes},
 };
 
 /// `--no-probe`: never send an active ARP/ND probe.
@@ -182,7 +182,12 @@ fn same_service(
 
 pub async fn run(inv: Investigation) -> Event {
     let snapshot = match inv {
-        Investigation::Handshake { flow, iface } => handshake(flow, &iface).await,
+        Investigation::Handshake {
+            flow,
+            iface,
+            sni,
+            claims,
+        } => handshake(flow, &iface, sni.as_deref(), &claims).await,
         Investigation::Storm { flow, netns } => storm(flow, netns).await,
     };
     Event {
@@ -220,7 +225,7 @@ async fn next_hop(
     (hop, dev)
 }
 
-async fn handshake(flow: FlowRef, iface: &str) -> Snapshot {
+async fn handshake(flow: FlowRef, iface: &str, sni: Option<&str>, claims: &[String]) -> Snapshot {
     let mut snap = Snapshot {
         symptom: Symptom::HandshakeUnanswered.as_str().to_string(),
         flow: Some(flow),
@@ -262,14 +267,105 @@ async fn handshake(flow: FlowRef, iface: &str) -> Snapshot {
             }
         }
     };
-    let (path, claimants) = tokio::join!(path, claimants);
+    // Then, when more than one MAC claims the next hop, a handshake of
+    // netprobe's own through each: the one that answers serves it.
+    let entry_mac = snap.neighbour.as_ref().and_then(|n| n.mac.clone());
+    let known = if hop == flow.dst.ip() {
+        claims.to_vec()
+    } else {
+        Vec::new()
+    };
+    let dev_ref = dev.as_str();
+    // When the MACs already known to claim it (the entry's, and claims seen
+    // on the wire) are two or more, their handshakes start at once, beside
+    // the ARP/ND probe; a MAC only the probe finds gets its own when the
+    // probe answers.
+    let upfront = owner_candidates(entry_mac.as_deref(), &[], &known);
+    let claimants_then_owner = async {
+        let early = async {
+            if upfront.len() >= 2 {
+                owner_probe(flow.dst, dev_ref, &upfront, sni).await
+            } else {
+                None
+            }
+        };
+        let (probed, early) = tokio::join!(claimants, early);
+        let answers = match &probed {
+            Probed::Answers(r) => r.distinct_macs(),
+            _ => Vec::new(),
+        };
+        let macs = owner_candidates(entry_mac.as_deref(), &answers, &known);
+        let owner = match early {
+            None => owner_probe(flow.dst, dev_ref, &macs, sni).await,
+            Some(Ok(mut p)) => {
+                let more: Vec<String> = macs
+                    .into_iter()
+                    .filter(|m| p.attempt(m).is_none())
+                    .collect();
+                owner::extend(&mut p, &more).await;
+                Some(Ok(p))
+            }
+            skipped => skipped,
+        };
+        (probed, owner)
+    };
+    let (path, (claimants, owner)) = tokio::join!(path, claimants_then_owner);
     record_path(&mut snap, path);
     match claimants {
         Probed::Answers(r) => snap.probe = Some(r),
         Probed::Skipped(why) => snap.probe_skipped = Some(why),
         Probed::Failed(e) => failed(&mut snap, e),
     }
+    match owner {
+        Some(Ok(p)) => snap.owner_probe = Some(p),
+        Some(Err(why)) => snap.owner_probe_skipped = Some(why),
+        None => {}
+    }
     snap
+}
+
+/// The MACs to make a handshake through: the one in use (the neighbour
+/// entry's) first, then every other claimant, each once.
+fn owner_candidates(entry: Option<&str>, answers: &[String], known: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for m in entry
+        .into_iter()
+        .chain(answers.iter().map(String::as_str))
+        .chain(known.iter().map(String::as_str))
+    {
+        let m = m.to_ascii_lowercase();
+        if !out.contains(&m) {
+            out.push(m);
+        }
+    }
+    out
+}
+
+/// A handshake through each of `macs` to `dst`, when there are two or more
+/// (one MAC has nothing to be told apart from). `None`: not needed.
+async fn owner_probe(
+    dst: std::net::SocketAddr,
+    dev: &str,
+    macs: &[String],
+    sni: Option<&str>,
+) -> Option<Result<crate::model::facts::OwnerProbe, String>> {
+    if macs.len() < 2 {
+        return None;
+    }
+    if PROBES_DISABLED.load(Ordering::Relaxed) {
+        return Some(Err("--no-probe was given".into()));
+    }
+    Some(match owner::admit(dst, macs.len().min(owner::MAX_MACS)) {
+        owner::Admit::Reuse(p) => Ok(p),
+        owner::Admit::Skip(why) => {
+            PROBES_SKIPPED.fetch_add(1, Ordering::Relaxed);
+            Err(why)
+        }
+        owner::Admit::Run => {
+            PROBES_SENT.fetch_add(1, Ordering::Relaxed);
+            Ok(owner::probe(dst, dev, macs, sni).await)
+        }
+    })
 }
 
 /// The path check toward `dst`, unless active probes are off.

@@ -515,6 +515,10 @@ pub async fn session(
         started.elapsed(),
         peak_rss()
     );
+    match probes.pin_map() {
+        Ok(map) => crate::state::owner::install(map),
+        Err(e) => warn!("owner probes unavailable: {e:#}"),
+    }
     let (linked_tx, mut linked_rx) = tokio::sync::mpsc::unbounded_channel();
     probes.start_linking(linked_tx)?;
     let explicit = !args.ifaces.is_empty();

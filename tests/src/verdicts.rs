@@ -158,15 +158,27 @@ impl<'a> Trace<'a> {
     /// Started from the root namespace and pointed at `ns`, as an operator
     /// points it at a node or pod namespace.
     pub fn start(lab: &'a Lab, ns: &Netns, fixture: Option<&'static str>) -> Trace<'a> {
+        Self::start_with(lab, ns, fixture, &[])
+    }
+
+    /// Like [`Trace::start`], with more arguments for `netprobe trace`.
+    pub fn start_with(
+        lab: &'a Lab,
+        ns: &Netns,
+        fixture: Option<&'static str>,
+        extra: &[&str],
+    ) -> Trace<'a> {
         let t = Instant::now();
-        let mut np = Netprobe::start([
+        let mut args = vec![
             "trace",
             "--json",
             "--netns",
             ns.name(),
             "--handshake-timeout",
             "3s",
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        let mut np = Netprobe::start(args);
         if let Err(e) = np.wait_ready(READY_TIMEOUT) {
             panic!("netprobe did not get ready: {e:#}");
         }

@@ -16,7 +16,7 @@ use super::{
 };
 use crate::{
     model::event::{Diagnosis, FlowRef, Snapshot},
-    model::facts::{Resolution, RouteKind},
+    model::facts::{OwnerAttempt, OwnerProbe, Resolution, RouteKind},
 };
 
 /// Where a handshake stalled, as far as this node can tell.
@@ -39,6 +39,22 @@ impl Stage {
             Stage::ServerHello => "server_hello",
         }
     }
+}
+
+/// What netprobe's own handshake through each claimant MAC showed.
+#[derive(Clone, Copy, Debug)]
+pub enum OwnerEvidence<'a> {
+    /// Through the MAC in use a TLS server answered (a ServerHello, or an
+    /// alert): it serves the address, whoever else also answers.
+    InUseServes,
+    /// Through the MAC in use no ServerHello came, through this other one
+    /// it did: the other MAC is the owner.
+    OtherServes(&'a OwnerAttempt),
+    /// No ServerHello anywhere, and only the MAC in use took the TCP
+    /// connection: the others do not hold the address at all.
+    InUseOnlyHolder,
+    /// No ServerHello through any MAC: nothing tells owner from impostor.
+    NoneServes,
 }
 
 pub struct HandshakeCase<'a> {
@@ -146,6 +162,41 @@ impl<'a> HandshakeCase<'a> {
             .map(String::as_str)
             .filter(|m| Some(*m) != self.egress_mac.as_deref())
             .collect()
+    }
+
+    /// netprobe's own handshakes through the claimants of this flow's
+    /// destination, when they were made.
+    pub fn owner_probe(&self) -> Option<&'a OwnerProbe> {
+        self.snap
+            .owner_probe
+            .as_ref()
+            .filter(|p| p.dst == self.flow.dst)
+    }
+
+    /// What netprobe's own handshakes say about the MAC the hello went to;
+    /// `None` when they say nothing (not made, not pinned, or none through
+    /// the MAC in use or through another claimant).
+    pub fn owner_evidence(&self) -> Option<OwnerEvidence<'a>> {
+        let used = self.egress_mac.as_deref()?;
+        let probe = self.owner_probe()?;
+        let in_use = probe.attempt(used).filter(|a| a.pinned())?;
+        let others: Vec<&OwnerAttempt> = probe
+            .attempts
+            .iter()
+            .filter(|a| a.mac != used && a.pinned())
+            .collect();
+        if others.is_empty() {
+            return None;
+        }
+        Some(if in_use.speaks_tls() {
+            OwnerEvidence::InUseServes
+        } else if let Some(o) = others.iter().find(|a| a.serves()) {
+            OwnerEvidence::OtherServes(o)
+        } else if in_use.holds() && !others.iter().any(|a| a.holds()) {
+            OwnerEvidence::InUseOnlyHolder
+        } else {
+            OwnerEvidence::NoneServes
+        })
     }
 
     pub fn waited_s(&self) -> f64 {
@@ -274,6 +325,14 @@ impl<'a> HandshakeCase<'a> {
                 p.frag_needed
                     .map(|m| format!("; \"fragmentation needed\" came back (MTU {m})"))
                     .unwrap_or_else(|| "; no \"fragmentation needed\" came back".into())
+            ));
+        }
+        if let Some(p) = self.owner_probe() {
+            ev.push(p.describe());
+        }
+        if let Some(why) = &self.snap.owner_probe_skipped {
+            ev.push(format!(
+                "no handshake of netprobe's own through each claimant: {why}"
             ));
         }
         if let Some(why) = &self.snap.probe_skipped {

@@ -68,8 +68,16 @@ struct Verdict {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Investigation {
     /// A ClientHello went unanswered: route, neighbour entry and an active
-    /// claimant probe for the next hop toward `dst`, out of `iface`.
-    Handshake { flow: FlowRef, iface: String },
+    /// claimant probe for the next hop toward `dst`, out of `iface`; when
+    /// more than one MAC claims it, a handshake of netprobe's own through
+    /// each (with the hello's `sni`). `claims`: the MACs seen claiming
+    /// `dst`'s address on the wire recently.
+    Handshake {
+        flow: FlowRef,
+        iface: String,
+        sni: Option<String>,
+        claims: Vec<String>,
+    },
     /// A flow retransmits without progress: its conntrack entry, others to
     /// the same destination, and the route/neighbour of the NAT target.
     /// `netns` is the socket's namespace inode, when the kernel told it.
@@ -239,9 +247,17 @@ impl Correlator {
             .into_iter()
             .filter_map(|flow| {
                 let p = self.handshakes.get(&flow)?;
+                let claims = self
+                    .history
+                    .recent_claims(&flow.dst.ip(), now)
+                    .into_iter()
+                    .map(|c| c.mac.clone())
+                    .collect();
                 Some(Investigation::Handshake {
                     flow,
                     iface: p.hello.iface.clone(),
+                    sni: p.hello.sni.clone(),
+                    claims,
                 })
             })
             .collect()

@@ -163,7 +163,9 @@ fn incident_1_stale_arp_entry_for_the_vip() {
         invs,
         vec![Investigation::Handshake {
             flow: vip_flow(),
-            iface: "eth0".into()
+            iface: "eth0".into(),
+            sni: Some("kubernetes".into()),
+            claims: vec![B.to_string()],
         }]
     );
     assert_eq!(diags.len(), 1);
@@ -208,6 +210,53 @@ fn incident_1_started_after_the_poisoning_cannot_tell_owner_from_impostor() {
         diags[0].evidence.iter().any(|e| e.starts_with("to check:")),
         "{:?}",
         diags[0].evidence
+    );
+}
+
+#[test]
+fn incident_1_started_after_the_poisoning_is_named_by_netprobe_s_own_handshakes() {
+    // The same stream, and the investigation's handshake through each
+    // claimant: through A a ServerHello, through B (in use) none. The
+    // snapshot goes through JSON as `replay` reads it.
+    let mut snap = handshake_snapshot(B, &[A, B]);
+    if let EventBody::Snapshot(s) = &mut snap {
+        s.owner_probe = Some(crate::model::facts::OwnerProbe {
+            dst: vip_flow().dst,
+            dev: "eth0".into(),
+            sni: Some("kubernetes".into()),
+            attempts: [
+                (B, crate::model::facts::OwnerOutcome::Silent, 1000),
+                (A, crate::model::facts::OwnerOutcome::ServerHello, 2),
+            ]
+            .into_iter()
+            .map(
+                |(mac, outcome, after_ms)| crate::model::facts::OwnerAttempt {
+                    mac: mac.into(),
+                    outcome,
+                    connect_ms: Some(0),
+                    after_ms,
+                    frames: 4,
+                    error: None,
+                },
+            )
+            .collect(),
+        });
+    }
+    let json = serde_json::to_string(&snap).expect("snapshot to JSON");
+    assert!(json.contains("\"outcome\":\"server_hello\""), "{json}");
+    let snap: EventBody = serde_json::from_str(&json).expect("snapshot from JSON");
+    let mut c = Correlator::new(Config::default());
+    let (_, diags) = run(&[ev(ms(0), hello(B)), ev(ms(4400), snap)], &mut c);
+    let d = &diags[0];
+    assert_eq!(d.cause, "stale_neighbour", "{d:#?}");
+    assert_eq!(d.mac_used.as_deref(), Some(B));
+    assert_eq!(d.fix.as_deref(), Some("ip neigh del 10.9.0.100 dev eth0"));
+    assert!(
+        d.evidence
+            .iter()
+            .any(|e| e.starts_with("decisive: netprobe's own TLS handshake")),
+        "{:?}",
+        d.evidence
     );
 }
 

@@ -244,6 +244,15 @@ impl Probes {
         Ok(())
     }
 
+    /// The owner probes' MAC per pin slot (see `state::owner`).
+    pub fn pin_map(&mut self) -> anyhow::Result<aya::maps::Array<MapData, probe_common::PinSlot>> {
+        let map = self
+            .ebpf
+            .take_map("PIN_MAC")
+            .context("map PIN_MAC missing")?;
+        Ok(aya::maps::Array::try_from(map)?)
+    }
+
     pub fn ring_buffer(&mut self) -> anyhow::Result<RingBuf<MapData>> {
         let map = self.ebpf.take_map("EVENTS").context("map EVENTS missing")?;
         Ok(RingBuf::try_from(map)?)

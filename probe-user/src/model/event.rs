@@ -255,6 +255,12 @@ pub struct Snapshot {
     /// Why no active probe was sent (`--no-probe`, rate limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe_skipped: Option<String>,
+    /// netprobe's own TLS handshakes through each MAC claiming the next hop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_probe: Option<crate::model::facts::OwnerProbe>,
+    /// Why no owner probe was made although two MACs claim the next hop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_probe_skipped: Option<String>,
     /// The socket lives in this other namespace and nothing here (no
     /// conntrack entry) ties its path to ours: route and neighbour state of
     /// netprobe's namespace says nothing about it, so none was read.

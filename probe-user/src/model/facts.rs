@@ -412,3 +412,154 @@ impl ConntrackUsage {
         self.max > 0 && self.count.saturating_add(8) >= self.max
     }
 }
+
+/// netprobe's own TLS handshakes to a stuck handshake's address and port,
+/// one through each MAC claiming the next hop (the frames of each pinned
+/// to its MAC by the egress classifier; see `state::owner`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerProbe {
+    pub dst: SocketAddr,
+    pub dev: String,
+    /// The SNI sent: the stuck ClientHello's.
+    pub sni: Option<String>,
+    /// One per claimant, in the order probed.
+    pub attempts: Vec<OwnerAttempt>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerAttempt {
+    pub mac: String,
+    pub outcome: OwnerOutcome,
+    /// Time to the TCP handshake's end, when it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_ms: Option<u64>,
+    /// Time from the ClientHello sent to the outcome (or from the connect
+    /// to its failure).
+    pub after_ms: u64,
+    /// Frames the classifier sent to `mac`. Zero: nothing went through the
+    /// pin (no netprobe hook on the device), so the attempt says nothing
+    /// about `mac`.
+    pub frames: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What came back through one MAC. Only a ServerHello shows the MAC serves
+/// the address; an alert or another TLS record shows a TLS speaker there
+/// (not decisive); TCP accepted and then silence, or no TCP at all, is
+/// evidence the MAC does not serve it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OwnerOutcome {
+    ServerHello,
+    /// A TLS alert record (e.g. an SNI the server does not know).
+    Alert,
+    /// A TLS record that is neither a ServerHello nor an alert.
+    OtherTls,
+    /// Bytes that are not TLS.
+    NotTls,
+    /// TCP accepted, nothing within the deadline.
+    Silent,
+    /// TCP accepted, then closed or reset without a TLS record.
+    Closed,
+    /// The SYN was refused (RST).
+    Refused,
+    /// No answer to the SYN within the connect deadline.
+    NoAnswer,
+    /// The attempt could not be made (socket error, no free slot).
+    Failed,
+}
+
+impl OwnerAttempt {
+    /// The frames really left through `mac`.
+    pub fn pinned(&self) -> bool {
+        self.frames > 0
+    }
+
+    /// A ServerHello came back through `mac`: it serves the address.
+    pub fn serves(&self) -> bool {
+        self.pinned() && self.outcome == OwnerOutcome::ServerHello
+    }
+
+    /// Something at `mac` speaks TLS on the port (a ServerHello or an alert).
+    pub fn speaks_tls(&self) -> bool {
+        self.pinned()
+            && matches!(
+                self.outcome,
+                OwnerOutcome::ServerHello | OwnerOutcome::Alert | OwnerOutcome::OtherTls
+            )
+    }
+
+    /// The host at `mac` took the TCP connection: it holds the address.
+    pub fn holds(&self) -> bool {
+        self.pinned()
+            && !matches!(
+                self.outcome,
+                OwnerOutcome::Refused | OwnerOutcome::NoAnswer | OwnerOutcome::Failed
+            )
+    }
+
+    /// "through 02:..:11: TCP accepted in 0 ms, ServerHello in 3 ms".
+    pub fn describe(&self) -> String {
+        let tcp = self
+            .connect_ms
+            .map(|ms| format!("TCP accepted in {ms} ms, "))
+            .unwrap_or_default();
+        let what = match self.outcome {
+            OwnerOutcome::ServerHello => format!("{tcp}ServerHello in {} ms", self.after_ms),
+            OwnerOutcome::Alert => {
+                format!("{tcp}TLS alert (no ServerHello) in {} ms", self.after_ms)
+            }
+            OwnerOutcome::OtherTls => {
+                format!(
+                    "{tcp}a TLS record other than a ServerHello in {} ms",
+                    self.after_ms
+                )
+            }
+            OwnerOutcome::NotTls => {
+                format!("{tcp}an answer that is not TLS in {} ms", self.after_ms)
+            }
+            OwnerOutcome::Silent => format!("{tcp}no ServerHello in {} ms", self.after_ms),
+            OwnerOutcome::Closed => {
+                format!(
+                    "{tcp}closed without a TLS record after {} ms",
+                    self.after_ms
+                )
+            }
+            OwnerOutcome::Refused => format!("TCP refused (RST) in {} ms", self.after_ms),
+            OwnerOutcome::NoAnswer => format!("no answer to the SYN in {} ms", self.after_ms),
+            OwnerOutcome::Failed => {
+                format!("not made ({})", self.error.as_deref().unwrap_or("error"))
+            }
+        };
+        let unpinned = if self.pinned() || self.outcome == OwnerOutcome::Failed {
+            ""
+        } else {
+            " (but no frame went through the pin: not evidence about this MAC)"
+        };
+        format!("through {}: {what}{unpinned}", self.mac)
+    }
+}
+
+impl OwnerProbe {
+    pub fn attempt(&self, mac: &str) -> Option<&OwnerAttempt> {
+        self.attempts.iter().find(|a| a.mac == mac)
+    }
+
+    /// "netprobe's own TLS handshake to 10.0.0.100:6443 (SNI kubernetes):
+    /// through A: ...; through B: ...".
+    pub fn describe(&self) -> String {
+        let sni = self
+            .sni
+            .as_deref()
+            .map(|s| format!(" (SNI {s})"))
+            .unwrap_or_default();
+        let parts: Vec<String> = self.attempts.iter().map(OwnerAttempt::describe).collect();
+        format!(
+            "netprobe's own TLS handshake to {}{sni} out of {}, one through each claimant: {}",
+            self.dst,
+            self.dev,
+            parts.join("; ")
+        )
+    }
+}

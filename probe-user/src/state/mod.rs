@@ -15,6 +15,7 @@ pub mod cri;
 pub mod liveness;
 pub mod nat_rules;
 pub mod neighbours;
+pub mod owner;
 pub mod path_checks;
 pub mod path_mtu;
 pub mod probe;

@@ -5,11 +5,13 @@
 mod blackhole;
 mod echo;
 mod raw;
+mod slow;
 mod tls;
 
 pub use blackhole::BlackHole;
 pub use echo::{EchoServer, LineClient};
 pub use raw::{RawOutcome, RawPlan, raw_tcp_send};
+pub use slow::SlowRelay;
 pub use tls::{HttpsOutcome, TlsOutcome, TlsServer, curl_https, tls_client};
 
 use std::net::{IpAddr, SocketAddr};

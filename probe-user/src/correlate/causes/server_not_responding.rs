@@ -6,7 +6,7 @@
 use crate::{
     correlate::{
         Cause,
-        handshake_case::{HandshakeCase, Stage},
+        handshake_case::{HandshakeCase, OwnerEvidence, Stage},
     },
     model::event::Diagnosis,
     model::facts::{Resolution, RouteKind},
@@ -24,7 +24,16 @@ pub fn judge(c: &HandshakeCase, d: &mut Diagnosis) -> bool {
             let Some(used) = c.egress_mac.as_deref() else {
                 return false;
             };
-            let one_owner = !c.claimants.is_empty() && c.claimants.iter().all(|m| m == used);
+            // One owner: nothing else claims the address, or netprobe's own
+            // handshakes showed the MAC in use is the one serving (or the
+            // only one holding) it.
+            let owner = c.owner_evidence();
+            let shown = matches!(
+                owner,
+                Some(OwnerEvidence::InUseServes | OwnerEvidence::InUseOnlyHolder)
+            );
+            let one_owner =
+                shown || (!c.claimants.is_empty() && c.claimants.iter().all(|m| m == used));
             let resolved =
                 c.resolution == Some(Resolution::Resolved) && c.entry_mac.as_deref() == Some(used);
             // A silent server and an MTU black hole look the same from
@@ -33,8 +42,17 @@ pub fn judge(c: &HandshakeCase, d: &mut Diagnosis) -> bool {
             if !(one_owner && resolved && full_size) {
                 return false;
             }
+            let owner_note = match owner {
+                Some(OwnerEvidence::InUseServes) => {
+                    format!("; netprobe's own TLS handshake through {used} was answered")
+                }
+                Some(OwnerEvidence::InUseOnlyHolder) => {
+                    format!("; of the MACs claiming it only {used} took netprobe's own connection")
+                }
+                _ => String::new(),
+            };
             format!(
-                "{} has one owner ({used}) and the entry for it is {}",
+                "{} has one owner ({used}) and the entry for it is {}{owner_note}",
                 c.next_hop,
                 c.snap
                     .neighbour
@@ -50,8 +68,13 @@ pub fn judge(c: &HandshakeCase, d: &mut Diagnosis) -> bool {
         "{dst} accepted the TCP connection and acknowledged the ClientHello but sent no ServerHello in {:.1} s: the server is not answering TLS ({path}; the network and the neighbour table are not to blame)",
         c.waited_s()
     );
+    let second = if c.owner_evidence().is_some() {
+        "netprobe's own handshake through each claimant"
+    } else {
+        "none answered"
+    };
     d.evidence.push(format!(
-        "ruled out: a second owner of {} (none answered), a lost hello (no retransmit), a dead route or next hop, a path MTU black hole (full-size packets come back)",
+        "ruled out: a second owner of {} ({second}), a lost hello (no retransmit), a dead route or next hop, a path MTU black hole (full-size packets come back)",
         c.next_hop
     ));
     d.fix = Some(format!(

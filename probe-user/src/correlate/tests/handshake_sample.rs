@@ -11,7 +11,10 @@ use crate::{
         storm::{Series, Storms},
     },
     model::event::{Diagnosis, Retransmit, Snapshot, TlsClientHello},
-    model::facts::{NeighbourEntry, PathCheck, ProbeAnswer, ProbeResult, RouteInfo, SizeResult},
+    model::facts::{
+        NeighbourEntry, OwnerAttempt, OwnerOutcome, OwnerProbe, PathCheck, ProbeAnswer,
+        ProbeResult, RouteInfo, SizeResult,
+    },
 };
 
 pub const OWNER: &str = "02:00:00:00:00:0a";
@@ -164,6 +167,55 @@ pub fn two_claimants(served_before: bool) -> Sample {
             OWNER,
         );
     }
+    sample(
+        pending("10.0.0.1:40000", vec![hop("eth0", "egress", IMPOSTOR)]),
+        history,
+        snapshot("unicast", "eth0", Some(IMPOSTOR), &[IMPOSTOR, OWNER]),
+    )
+}
+
+impl Sample {
+    /// netprobe's own handshake to the hello's destination through each
+    /// MAC, with what came back (every attempt pinned unless `frames` is 0).
+    pub fn owner_probe(mut self, through: &[(&str, OwnerOutcome, u32)]) -> Sample {
+        self.snap.owner_probe = Some(OwnerProbe {
+            dst: self.pending.hello.dst,
+            dev: "eth0".into(),
+            sni: self.pending.hello.sni.clone(),
+            attempts: through
+                .iter()
+                .map(|(mac, outcome, frames)| OwnerAttempt {
+                    mac: mac.to_string(),
+                    outcome: *outcome,
+                    connect_ms: (!matches!(
+                        outcome,
+                        OwnerOutcome::NoAnswer | OwnerOutcome::Refused
+                    ))
+                    .then_some(0),
+                    after_ms: match outcome {
+                        OwnerOutcome::ServerHello => 3,
+                        OwnerOutcome::NoAnswer => 1000,
+                        _ => 1000,
+                    },
+                    frames: *frames,
+                    error: None,
+                })
+                .collect(),
+        });
+        self
+    }
+}
+
+/// A correct failover to a slow new owner: the hello goes to the new owner
+/// (the entry says so); the old one still claims the address on the wire
+/// and served it 30 s ago, but holds it no more.
+pub fn failover_to_slow_owner() -> Sample {
+    let mut history = History::default();
+    history.served(
+        t0() - Duration::seconds(30),
+        "10.0.0.100".parse().unwrap(),
+        OWNER,
+    );
     sample(
         pending("10.0.0.1:40000", vec![hop("eth0", "egress", IMPOSTOR)]),
         history,
