@@ -32,6 +32,7 @@ pub mod privileges;
 pub mod probes;
 pub mod prog_info;
 pub mod replay;
+pub mod scope;
 pub mod state;
 pub mod tcx;
 pub mod tls;

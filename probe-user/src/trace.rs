@@ -164,6 +164,8 @@ struct Tracer<'c> {
     /// Snapshots come back here from investigation tasks.
     snapshots: tokio::sync::mpsc::UnboundedSender<Event>,
     permits: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Node and namespace: stamped on diagnoses, and their fixes act there.
+    scope: crate::scope::Scope,
 }
 
 impl Tracer<'_> {
@@ -251,6 +253,7 @@ impl Tracer<'_> {
             .into_iter()
             .map(|mut d| {
                 enricher.name_pod(&mut d);
+                self.scope.apply(&mut d);
                 EventBody::Diagnosis(Box::new(d))
             })
             .chain(out.recovered.into_iter().map(EventBody::Recovered))
@@ -386,7 +389,9 @@ pub async fn session(
         started.elapsed(),
         peak_rss()
     );
-    let offsets = btf_offsets::from_vmlinux().unwrap_or_else(|e| {
+    let btf = btf_offsets::from_vmlinux();
+    let btf_ok = btf.is_ok();
+    let offsets = btf.unwrap_or_else(|e| {
         warn!("socket namespace and sequence numbers unavailable: {e}");
         Default::default()
     });
@@ -399,6 +404,7 @@ pub async fn session(
     // Read once: the kernel program counts the path's reasons, the
     // enricher names them all.
     let drop_reasons = crate::tracefs::drop_reasons();
+    let have_drop_reasons = !drop_reasons.is_empty();
     let mut probes = Probes::load(&LoadOptions {
         ring_bytes: args.ring_kib * 1024,
         offsets,
@@ -496,7 +502,24 @@ pub async fn session(
         }),
         snapshots: snapshot_tx,
         permits: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_INVESTIGATIONS)),
+        scope: crate::scope::Scope::detect(args.netns.as_deref(), tc_netns),
     };
+    let start = tracer.scope.start(
+        &ports,
+        &[
+            ("tcx", crate::probes::tcx_supported()),
+            ("btf", btf_ok),
+            ("drop_reasons", have_drop_reasons),
+            ("retransmit_err", crate::tracefs::retransmit_has_err()),
+            (
+                "active_probe",
+                !args.no_probe && crate::privileges::optional_warning().is_none(),
+            ),
+        ],
+    );
+    if let Err(e) = tracer.sink.event(&start) {
+        warn!("writing the start record: {e}");
+    }
     log::debug!(
         "start-up: {} interface(s) linked after {:?}{}",
         tracer.probes.attached_count(),
