@@ -248,17 +248,21 @@ fn the_image_runs_doctor_under_containerd_with_the_daemonsets_security_context()
     };
     let import = cmd::run_bounded(
         ctr()
-            .args(["images", "import", "--digests", "--snapshotter", "native"])
+            .args(["images", "import", "--snapshotter", "native"])
             .arg(dist.join("netprobe-oci.tar")),
         secs(60.0),
     );
     assert!(import.success(), "ctr import: {}", import.report());
     let listed = cmd::run_bounded(ctr().args(["images", "ls", "-q"]), secs(20.0));
-    assert!(
-        listed.stdout().lines().any(|l| l == by_digest),
-        "{by_digest} not among the images: {}",
-        listed.report()
-    );
+    // By tag, and by digest as the pinned DaemonSet names it.
+    let tagged = reference.split('@').next().unwrap();
+    for name in [tagged, by_digest.as_str()] {
+        assert!(
+            listed.stdout().lines().any(|l| l == name),
+            "{name} not among the images: {}",
+            listed.report()
+        );
+    }
 
     let mut run = ctr();
     run.args([
@@ -286,6 +290,7 @@ fn the_image_runs_doctor_under_containerd_with_the_daemonsets_security_context()
     let what = format!("{}\n{}", done.report(), cd.log());
     assert!(done.success(), "doctor in the image failed: {what}");
     let out = done.stdout();
+    eprintln!("doctor in {by_digest}:\n{out}");
     let line = out
         .lines()
         .find(|l| l.contains("capabilities"))

@@ -315,16 +315,26 @@ fn oci_layout(dir: &Path, binary: &[u8], tag: &str, commit: &str) -> Result<Imag
         "layers": [layer_desc],
         "annotations": labels,
     });
-    let mut manifest_desc = blob(dir, MEDIA_MANIFEST, &serde_json::to_vec(&manifest)?)?;
+    let manifest_desc = blob(dir, MEDIA_MANIFEST, &serde_json::to_vec(&manifest)?)?;
     let digest = manifest_desc["digest"].as_str().unwrap().to_string();
-    manifest_desc["annotations"] = json!({
+    // The same manifest under two names, so `ctr images import` makes both:
+    // NAME:TAG, and NAME@DIGEST, the reference a kubelet looks up for an
+    // image pinned by digest (containerd's CRI makes it on a pull; an
+    // import does not).
+    // Only the first carries the OCI ref name (`oci-archive:FILE:TAG`).
+    let mut by_tag = manifest_desc.clone();
+    by_tag["annotations"] = json!({
         "org.opencontainers.image.ref.name": tag,
         "io.containerd.image.name": format!("{IMAGE_NAME}:{tag}"),
+    });
+    let mut by_digest = manifest_desc.clone();
+    by_digest["annotations"] = json!({
+        "io.containerd.image.name": format!("{IMAGE_NAME}@{digest}"),
     });
     let index = json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [manifest_desc],
+        "manifests": [by_tag, by_digest],
     });
     fs::write(dir.join("index.json"), serde_json::to_vec(&index)?)?;
     fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
