@@ -159,6 +159,10 @@ pub struct TraceArgs {
     /// JSON lines on stdout instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Print only diagnoses and recoveries (and the `start` record and the
+    /// final `stats`): no per-packet events. Metrics still count everything.
+    #[arg(long)]
+    pub diagnoses_only: bool,
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics (bound in the
     /// namespace the session runs in, i.e. the --netns one when given).
     #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen)]

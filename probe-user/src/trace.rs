@@ -350,8 +350,16 @@ pub async fn run(args: TraceArgs, tc_netns: Option<u32>) -> anyhow::Result<()> {
     } else {
         Format::Text
     });
+    let mut only = output::Only {
+        keep: if args.diagnoses_only {
+            output::is_verdict
+        } else {
+            |_| true
+        },
+        inner: &mut sink,
+    };
     let Some(addr) = args.metrics_listen else {
-        return session(&args.common, tc_netns, &mut sink).await;
+        return session(&args.common, tc_netns, &mut only).await;
     };
     // Bound before anything is attached: a taken port fails cleanly.
     let listener = metrics::http::bind(addr).await?;
@@ -363,7 +371,7 @@ pub async fn run(args: TraceArgs, tc_netns: Option<u32>) -> anyhow::Result<()> {
     let server = tokio::spawn(metrics::http::serve(listener, registry.clone()));
     let mut tee = metrics::Tee {
         recorder: metrics::Recorder::new(registry, args.common.handshake_timeout),
-        inner: &mut sink,
+        inner: &mut only,
     };
     let result = session(&args.common, tc_netns, &mut tee).await;
     server.abort();
