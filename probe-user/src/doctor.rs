@@ -52,10 +52,17 @@ pub fn run() -> Vec<Check> {
         let path = tracefs::format_path(tp);
         let result = std::fs::read_to_string(&path)
             .map_err(|e| {
-                format!(
-                    "{}: {e} (kernel built without it, or tracefs missing)",
-                    path.display()
-                )
+                if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    format!(
+                        "{}: not readable as uid {uid}: run as root or grant CAP_DAC_READ_SEARCH",
+                        path.display()
+                    )
+                } else {
+                    format!(
+                        "{}: {e} (kernel built without it, or tracefs missing)",
+                        path.display()
+                    )
+                }
             })
             .and_then(|text| tracefs::check_layout(tp, &text, fields).map_err(|e| e.to_string()))
             .map(|()| "present, record layout as expected".to_string());
