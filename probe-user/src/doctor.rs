@@ -94,7 +94,15 @@ pub fn run() -> Vec<Check> {
     }
     // The verifier prunes on load-time constants: verify both modes.
     let path_reasons = crate::tracefs::path_reason_bitmap(&crate::tracefs::drop_reasons());
+    let privileged = privileges::check().is_none();
     for (name, capture_packets) in [("ebpf load", false), ("ebpf load (capture)", true)] {
+        if !privileged {
+            checks.push(check(
+                name,
+                Err("not tried: the kernel refuses it without the capabilities above".into()),
+            ));
+            continue;
+        }
         let load = probes::Probes::load(&probes::LoadOptions {
             ring_bytes: 64 * 1024,
             offsets: Default::default(),
