@@ -37,11 +37,14 @@ const RUN_NETNS: &str = "/run/netns";
 
 /// The name under /run/netns of the namespace with this inode, if any.
 fn name_of(inode: u32) -> Option<String> {
+    // Namespace files live on nsfs: the same device as our own, so a plain
+    // file left in /run/netns cannot pass for one by its inode number.
+    let nsfs = std::fs::metadata("/proc/thread-self/ns/net").ok()?.dev();
     let dir = std::fs::read_dir(RUN_NETNS).ok()?;
     let mut names: Vec<String> = dir
         .flatten()
         .filter(|e| {
-            std::fs::metadata(e.path()).is_ok_and(|m| m.ino() as u32 == inode && m.dev() != 0)
+            std::fs::metadata(e.path()).is_ok_and(|m| m.ino() as u32 == inode && m.dev() == nsfs)
         })
         .filter_map(|e| e.file_name().into_string().ok())
         .collect();

@@ -30,6 +30,8 @@ const PACKAGES: &[&str] = &[
     "prometheus",
     "libcap2-bin",
     "util-linux",
+    // tests/tests/dist.rs: what `file` says of the static binary.
+    "file",
     "tmux",
     "procps",
     // The CRI lab test runs a private containerd (its CRI plugin) with runc
