@@ -10,6 +10,7 @@ use anyhow::{Context as _, anyhow};
 const SKIP_EBPF: &str = "NETPROBE_SKIP_EBPF";
 
 fn main() -> anyhow::Result<()> {
+    commit();
     println!("cargo:rerun-if-env-changed={SKIP_EBPF}");
     if std::env::var_os(SKIP_EBPF).is_some_and(|v| v == "1") {
         let out = std::env::var("OUT_DIR").context("OUT_DIR")?;
@@ -53,4 +54,40 @@ fn which_bpf_linker() -> Option<std::path::PathBuf> {
     std::env::split_paths(&path)
         .map(|dir| dir.join("bpf-linker"))
         .find(|p| p.is_file())
+}
+
+/// `NETPROBE_COMMIT` for `netprobe --version` and the `start` record: the
+/// short hash of HEAD, `NETPROBE_COMMIT` from the environment when building
+/// outside a git checkout (a source tarball), else `unknown`. Reruns when
+/// HEAD moves (the HEAD file, the branch it names, packed refs).
+fn commit() {
+    println!("cargo:rerun-if-env-changed=NETPROBE_COMMIT");
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    let commit = std::env::var("NETPROBE_COMMIT")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| git(&["rev-parse", "--short=7", "HEAD"]))
+        .unwrap_or_else(|| "unknown".into());
+    if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {
+        println!("cargo:rerun-if-changed={dir}/HEAD");
+        if let Some(common) = git(&["rev-parse", "--path-format=absolute", "--git-common-dir"]) {
+            let common = std::path::Path::new(&common);
+            println!(
+                "cargo:rerun-if-changed={}",
+                common.join("packed-refs").display()
+            );
+            if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
+                println!("cargo:rerun-if-changed={}", common.join(branch).display());
+            }
+        }
+    }
+    println!("cargo:rustc-env=NETPROBE_COMMIT={commit}");
 }

@@ -135,6 +135,7 @@ fn check_event(event: &Event) {
 
 fn event_name(body: &EventBody) -> String {
     match body {
+        EventBody::Start(_) => "start".into(),
         EventBody::Retransmit(_) => "retransmit".into(),
         EventBody::Reset(_) => "reset".into(),
         EventBody::SynackRetransmit(_) => "synack_retransmit".into(),

@@ -37,45 +37,32 @@ pub fn run() -> Vec<Check> {
     )];
     // What a container must be granted (deploy/daemonset.yaml), with
     // what this process has: missing optional ones degrade a feature.
-    let missing: Vec<&str> = privileges::missing_now()
-        .iter()
-        .map(|(n, _)| *n)
-        .chain(privileges::optional_warning().map(|_| "CAP_NET_RAW"))
-        .collect();
-    let state: Vec<String> = privileges::node_agent()
-        .iter()
-        .map(|c| {
-            let mark = if missing.contains(c) { "missing" } else { "ok" };
-            format!("{c} {mark}")
-        })
-        .collect();
-    checks.push(Check {
-        name: "container caps",
-        ok: true,
-        detail: format!(
-            "{} as uid 0 (another uid also needs CAP_DAC_READ_SEARCH for tracefs; CAP_SYS_ADMIN only for --netns or to mount tracefs)",
-            state.join(", ")
-        ),
-    });
-    checks.push(check(
-        "tracefs",
-        if tracefs::mounted() {
-            Ok(format!("mounted at {}", tracefs::ROOT))
-        } else {
-            Err(format!(
-                "not mounted: netprobe mounts it privately; or `mount -t tracefs tracefs {}`",
-                tracefs::ROOT
-            ))
-        },
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    checks.push(capabilities_check(
+        uid,
+        &privileges::missing_now()
+            .iter()
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>(),
+        privileges::optional_warning().is_some(),
     ));
+    checks.push(check("tracefs", tracefs_state(uid)));
     for (tp, fields) in tracefs::EXPECTED {
         let path = tracefs::format_path(tp);
         let result = std::fs::read_to_string(&path)
             .map_err(|e| {
-                format!(
-                    "{}: {e} (kernel built without it, or tracefs missing)",
-                    path.display()
-                )
+                if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    format!(
+                        "{}: not readable as uid {uid}: run as root or grant CAP_DAC_READ_SEARCH",
+                        path.display()
+                    )
+                } else {
+                    format!(
+                        "{}: {e} (kernel built without it, or tracefs missing)",
+                        path.display()
+                    )
+                }
             })
             .and_then(|text| tracefs::check_layout(tp, &text, fields).map_err(|e| e.to_string()))
             .map(|()| "present, record layout as expected".to_string());
@@ -108,7 +95,15 @@ pub fn run() -> Vec<Check> {
     // The verifier prunes on load-time constants: verify both modes.
     let path_reasons =
         crate::kernel::tracefs::path_reason_bitmap(&crate::kernel::tracefs::drop_reasons());
+    let privileged = privileges::check().is_none();
     for (name, capture_packets) in [("ebpf load", false), ("ebpf load (capture)", true)] {
+        if !privileged {
+            checks.push(check(
+                name,
+                Err("not tried: the kernel refuses it without the capabilities above".into()),
+            ));
+            continue;
+        }
         let load = probes::Probes::load(&probes::LoadOptions {
             ring_bytes: 64 * 1024,
             offsets: Default::default(),
@@ -133,6 +128,58 @@ pub fn run() -> Vec<Check> {
         crate::state::cri::check(crate::state::cri::socket::from_flag(None)),
     ));
     checks
+}
+
+/// What this process has of what `trace` needs, as whom: `ok` only when
+/// nothing required is missing (CAP_NET_RAW is optional: without it the
+/// active ARP/NDP probe is off).
+fn capabilities_check(uid: u32, missing: &[&str], no_net_raw: bool) -> Check {
+    let mut wanted = privileges::node_agent();
+    if uid != 0 {
+        // tracefs is 0700 root: any other uid needs to search it.
+        wanted.push("CAP_DAC_READ_SEARCH");
+    }
+    let state: Vec<String> = wanted
+        .iter()
+        .map(|c| {
+            let absent = missing.contains(c) || (*c == "CAP_NET_RAW" && no_net_raw);
+            format!("{c} {}", if absent { "missing" } else { "ok" })
+        })
+        .collect();
+    let ok = missing.is_empty();
+    let remedy = if ok && !no_net_raw {
+        String::new()
+    } else if ok {
+        "; without CAP_NET_RAW the active ARP/NDP probe is off".into()
+    } else if uid == 0 {
+        "; run as root with full capabilities (sudo), or grant the missing ones".into()
+    } else {
+        "; run as root (sudo), or grant the missing ones to this uid (e.g. setpriv --ambient-caps, or the DaemonSet's securityContext)".into()
+    };
+    Check {
+        name: "capabilities",
+        ok,
+        detail: format!(
+            "as uid {uid}: {}{remedy} (CAP_SYS_ADMIN only for --netns or to mount tracefs)",
+            state.join(", ")
+        ),
+    }
+}
+
+/// Mounted, or not mounted, or mounted but closed to this uid.
+fn tracefs_state(uid: u32) -> Result<String, String> {
+    let events = Path::new(tracefs::ROOT).join("events");
+    match std::fs::metadata(&events) {
+        Ok(m) if m.is_dir() => Ok(format!("mounted at {}", tracefs::ROOT)),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(format!(
+            "{} is mounted but not readable as uid {uid} ({e}): tracefs is mode 0700 root; run as root or grant CAP_DAC_READ_SEARCH",
+            tracefs::ROOT
+        )),
+        _ => Err(format!(
+            "not mounted: netprobe mounts it privately; or `mount -t tracefs tracefs {}`",
+            tracefs::ROOT
+        )),
+    }
 }
 
 /// Interface names of this namespace (if_nameindex(3): unlike /sys/class/net,
@@ -212,4 +259,48 @@ fn conntrack_netlink() -> Result<String, String> {
     // SAFETY: fd is ours.
     unsafe { libc::close(fd) };
     Ok("nf_conntrack loaded, ctnetlink socket opens".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_say_as_whom_and_never_ok_with_one_missing() {
+        let c = capabilities_check(65534, &["CAP_BPF", "CAP_DAC_READ_SEARCH"], true);
+        assert!(!c.ok);
+        assert!(c.detail.starts_with("as uid 65534: "), "{}", c.detail);
+        assert!(c.detail.contains("CAP_BPF missing"), "{}", c.detail);
+        assert!(
+            c.detail.contains("CAP_DAC_READ_SEARCH missing"),
+            "{}",
+            c.detail
+        );
+        assert!(c.detail.contains("CAP_NET_RAW missing"), "{}", c.detail);
+        assert!(c.detail.contains("run as root (sudo)"), "{}", c.detail);
+        assert!(!c.detail.contains("uid 0"), "{}", c.detail);
+
+        let root = capabilities_check(0, &[], false);
+        assert!(root.ok, "{}", root.detail);
+        assert!(
+            root.detail.starts_with("as uid 0: CAP_BPF ok"),
+            "{}",
+            root.detail
+        );
+        assert!(!root.detail.contains("missing"), "{}", root.detail);
+        assert!(
+            !root.detail.contains("CAP_DAC_READ_SEARCH"),
+            "{}",
+            root.detail
+        );
+
+        let no_raw = capabilities_check(0, &[], true);
+        assert!(no_raw.ok);
+        assert!(
+            no_raw.detail.contains("CAP_NET_RAW missing"),
+            "{}",
+            no_raw.detail
+        );
+        assert!(no_raw.detail.contains("probe is off"), "{}", no_raw.detail);
+    }
 }

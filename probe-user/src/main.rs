@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use probe_user::{
-    cli::{Cli, Command},
+    cli::{self, Cli, Command},
     correlate, doctor,
     kernel::netns,
     kernel::privileges,
@@ -26,9 +26,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or_default();
-            eprintln!("netprobe: {}", first.trim_start_matches("error: "));
+            eprintln!("netprobe: {}", cli::one_line_error(&e.to_string()));
             return ExitCode::from(2);
         }
     };
@@ -109,6 +107,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ..Default::default()
             };
             let result = replay::replay(input, config)?;
+            // Not a recording at all (a pcap, a text log, an empty file):
+            // an error, not an empty replay.
+            if result.events == 0 {
+                match result.skipped.first() {
+                    Some((line, why)) => anyhow::bail!(
+                        "{}: not a `netprobe trace --json` recording (line {line}: {why})",
+                        args.file.display()
+                    ),
+                    None => anyhow::bail!("{}: no events in it", args.file.display()),
+                }
+            }
             for (line, why) in &result.skipped {
                 eprintln!("netprobe: line {line} skipped: {why}");
             }
@@ -131,6 +140,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 result.recorded.len(),
                 result.recovered.len()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions { shell } => {
+            cli::completions(shell, &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir } => {
+            for page in cli::man_pages(&dir)? {
+                eprintln!("netprobe: wrote {}", page.display());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Doctor(args) => {

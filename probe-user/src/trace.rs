@@ -180,6 +180,8 @@ struct Tracer<'c> {
     /// Snapshots come back here from investigation tasks.
     snapshots: tokio::sync::mpsc::UnboundedSender<Event>,
     permits: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Node and namespace: stamped on diagnoses, and their fixes act there.
+    scope: crate::sinks::scope::Scope,
 }
 
 impl Tracer<'_> {
@@ -267,6 +269,7 @@ impl Tracer<'_> {
             .into_iter()
             .map(|mut d| {
                 enricher.name_pod(&mut d);
+                self.scope.apply(&mut d);
                 EventBody::Diagnosis(Box::new(d))
             })
             .chain(out.recovered.into_iter().map(EventBody::Recovered))
@@ -414,8 +417,16 @@ pub async fn run(args: TraceArgs, tc_netns: Option<u32>) -> anyhow::Result<()> {
     } else {
         Format::Text
     });
+    let mut only = output::Only {
+        keep: if args.diagnoses_only {
+            output::is_verdict
+        } else {
+            |_| true
+        },
+        inner: &mut sink,
+    };
     let Some(addr) = args.metrics_listen else {
-        return session(&args.common, tc_netns, &mut sink).await;
+        return session(&args.common, tc_netns, &mut only).await;
     };
     // Bound before anything is attached: a taken port fails cleanly.
     let listener = metrics::http::bind(addr).await?;
@@ -427,7 +438,7 @@ pub async fn run(args: TraceArgs, tc_netns: Option<u32>) -> anyhow::Result<()> {
     let server = tokio::spawn(metrics::http::serve(listener, registry.clone()));
     let mut tee = metrics::Tee {
         recorder: metrics::Recorder::new(registry, args.common.handshake_timeout),
-        inner: &mut sink,
+        inner: &mut only,
     };
     let result = session(&args.common, tc_netns, &mut tee).await;
     server.abort();
@@ -456,7 +467,9 @@ pub async fn session(
         started.elapsed(),
         peak_rss()
     );
-    let offsets = btf_offsets::from_vmlinux().unwrap_or_else(|e| {
+    let btf = btf_offsets::from_vmlinux();
+    let btf_ok = btf.is_ok();
+    let offsets = btf.unwrap_or_else(|e| {
         warn!("socket namespace and sequence numbers unavailable: {e}");
         Default::default()
     });
@@ -469,6 +482,7 @@ pub async fn session(
     // Read once: the kernel program counts the path's reasons, the
     // enricher names them all.
     let drop_reasons = crate::kernel::tracefs::drop_reasons();
+    let have_drop_reasons = !drop_reasons.is_empty();
     let mut probes = Probes::load(&LoadOptions {
         ring_bytes: args.ring_kib * 1024,
         offsets,
@@ -606,7 +620,27 @@ pub async fn session(
         }),
         snapshots: snapshot_tx,
         permits: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_INVESTIGATIONS)),
+        scope: crate::sinks::scope::Scope::detect(args.netns.as_deref(), tc_netns),
     };
+    let start = tracer.scope.start(
+        &ports,
+        &[
+            ("tcx", crate::kernel::probes::tcx_supported()),
+            ("btf", btf_ok),
+            ("drop_reasons", have_drop_reasons),
+            (
+                "retransmit_err",
+                crate::kernel::tracefs::retransmit_has_err(),
+            ),
+            (
+                "active_probe",
+                !args.no_probe && crate::kernel::privileges::optional_warning().is_none(),
+            ),
+        ],
+    );
+    if let Err(e) = tracer.sink.event(&start) {
+        warn!("writing the start record: {e}");
+    }
     log::debug!(
         "start-up: {} interface(s) linked after {:?}{}",
         tracer.probes.attached_count(),

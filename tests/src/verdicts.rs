@@ -299,6 +299,33 @@ pub fn record_fixture(lab: &Lab, name: &str, events: &[Value]) {
     );
 }
 
+/// A diagnosis's fix without the namespace netprobe makes it act in
+/// (`ip -n NS ...`, `nsenter --net=/run/netns/NS ...`, NS being the
+/// diagnosis's `netns`), so tests can check the command itself. Panics
+/// when a namespace-bound command of the fix does not name that namespace:
+/// pasted on the node it would act on the node's own.
+pub fn bare_fix(d: &Value) -> String {
+    let fix = d["fix"].as_str().unwrap_or_default().to_string();
+    let Some(ns) = d["netns"].as_str() else {
+        return fix;
+    };
+    let bare = fix
+        .replace(&format!("ip -n {ns} "), "ip ")
+        .replace(&format!("nsenter --net=/run/netns/{ns} "), "");
+    let command = bare.split("  #").next().unwrap_or_default();
+    for part in command.split([';', '|']) {
+        let word = part.split_whitespace().next().unwrap_or_default();
+        let bound = ["ip", "conntrack", "nft", "ss", "iptables"].contains(&word);
+        let named = fix.contains(&format!("ip -n {ns} "))
+            || fix.contains(&format!("nsenter --net=/run/netns/{ns} {word}"));
+        assert!(
+            !bound || named,
+            "fix {fix:?} runs {word} without naming netns {ns}: {d}"
+        );
+    }
+    bare
+}
+
 pub fn str_list(v: &Value) -> Vec<String> {
     v.as_array()
         .map(|a| {

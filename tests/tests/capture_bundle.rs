@@ -242,8 +242,11 @@ fn incident1_until_diagnosis_bundle_shows_the_client_hello_and_replays_to_stale_
         .find(|e| e["type"] == "diagnosis" && e["flow"]["dst"] == api.to_string())
         .unwrap_or_else(|| panic!("no diagnosis for {api} in events.jsonl"));
     assert_eq!(d["cause"], "stale_neighbour", "{d}");
-    let fix = format!("ip neigh del {vip} dev eth0");
+    // Pasted on the node it acts in the client's namespace (--netns).
+    let fix = format!("ip -n {} neigh del {vip} dev eth0", client.name());
     assert_eq!(d["fix"], fix.as_str(), "{d}");
+    assert_eq!(d["netns"], client.name(), "{d}");
+    assert!(d["node"].as_str().is_some_and(|n| !n.is_empty()), "{d}");
 
     // packets.pcapng: tshark reads it, shows the ClientHello with the SNI,
     // the interface name, and the impostor's gratuitous ARP.
@@ -478,7 +481,13 @@ fn incident2_until_diagnosis_bundle_marks_retransmissions_and_replays_to_stale_c
         .unwrap_or_else(|| panic!("no diagnosis for {local} in events.jsonl"));
     assert_eq!(d["cause"], "stale_conntrack_nat", "{d}");
     let fix = d["fix"].as_str().unwrap_or_default().to_string();
-    assert!(fix.starts_with("conntrack -D"), "{d}");
+    assert!(
+        fix.starts_with(&format!(
+            "nsenter --net=/run/netns/{} conntrack -D",
+            node1.name()
+        )),
+        "{d}"
+    );
 
     let pcap = dir.join("packets.pcapng");
     let retx = tshark(

@@ -183,8 +183,8 @@ fn daemonset_grants_what_netprobe_needs_and_nothing_more() {
 
     // The image runs the same command by default.
     let containerfile = std::fs::read_to_string(deploy_dir().join("Containerfile")).unwrap();
-    assert!(containerfile.contains("\nFROM debian:12-slim\n"));
-    assert!(containerfile.contains("\nCOPY target/release/netprobe /usr/local/bin/netprobe\n"));
+    assert!(containerfile.contains("\nFROM scratch\n"));
+    assert!(containerfile.contains("\nCOPY target/dist/netprobe /usr/local/bin/netprobe\n"));
     let cmd_line = containerfile
         .lines()
         .find_map(|l| l.strip_prefix("CMD "))

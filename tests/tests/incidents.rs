@@ -312,8 +312,16 @@ fn incident1_with(
         impostor.mac,
         dump()
     );
+    // It names the client's namespace (netprobe ran with --netns): pasted
+    // on the node, it acts there.
     let fix = d["fix"].as_str().unwrap_or_default().to_string();
-    assert_eq!(fix, format!("ip neigh del {vip} dev eth0"), "{}", dump());
+    assert_eq!(
+        fix,
+        format!("ip -n {} neigh del {vip} dev eth0", client.name()),
+        "{}",
+        dump()
+    );
+    assert_eq!(d["netns"], client.name(), "{}", dump());
     assert!(
         d["summary"].as_str().is_some_and(|s| !s.is_empty()),
         "{}",
@@ -365,9 +373,13 @@ fn incident1_with(
         "netprobe's probe moved the client's entry: before {before:?}, after {after:?}"
     );
 
-    // The operator: the impostor lets go of the VIP, then the printed fix.
+    // The operator: the impostor lets go of the VIP, then the printed fix,
+    // pasted in a shell on the node (the root namespace).
     impostor.del_ip(vip);
-    let ran = client.try_exec(["sh", "-c", &fix], secs(10.0));
+    let ran = netprobe_tests::cmd::run_bounded(
+        std::process::Command::new("sh").args(["-c", &fix]),
+        secs(10.0),
+    );
     assert!(ran.success(), "the fix failed: {}", ran.report());
     assert_eq!(
         client.neighbour(vip).and_then(|n| n.lladdr),
@@ -561,7 +573,14 @@ fn incident2(repoint_after: Duration, other_flow: bool, fixture: Option<&'static
     assert_eq!(ep(&d["flow"]["src"]), Some(local), "{}", dump());
     assert_eq!(ep(&d["flow"]["dst"]), Some(svc), "{}", dump());
     let fix = d["fix"].as_str().unwrap_or_default().to_string();
-    assert!(fix.starts_with("conntrack -D"), "fix {fix:?}\n{}", dump());
+    assert!(
+        fix.starts_with(&format!(
+            "nsenter --net=/run/netns/{} conntrack -D",
+            node1.name()
+        )),
+        "fix {fix:?}\n{}",
+        dump()
+    );
     if repoint_after.is_zero() {
         assert!(
             after_first_retx < 5.0,
@@ -591,9 +610,13 @@ fn incident2(repoint_after: Duration, other_flow: bool, fixture: Option<&'static
         "echoes after the delete"
     );
 
-    // The operator runs the printed command on the node.
+    // The operator pastes the printed command in a shell on the node (the
+    // root namespace: the fix names node1's).
     let fixed_at = Instant::now();
-    let ran = node1.try_exec(["sh", "-c", &fix], secs(10.0));
+    let ran = netprobe_tests::cmd::run_bounded(
+        std::process::Command::new("sh").args(["-c", &fix]),
+        secs(10.0),
+    );
     assert!(
         ran.success(),
         "the fix failed: {}\n{}",

@@ -19,7 +19,7 @@ use netprobe_tests::{
     kube_cgroup::KubeCgroup,
     peers::{EchoServer, TlsServer, curl_https},
     require_root, secs,
-    verdicts::{Trace, ep, event_time, is_type, mentions_lab},
+    verdicts::{Trace, bare_fix, ep, event_time, is_type, mentions_lab},
 };
 
 const PORT: u16 = 9443;
@@ -105,9 +105,7 @@ fn a_firewall_rule_on_the_node_dropping_a_pods_syns_is_a_kernel_drop_with_its_ru
         "the rule that drops it: {d}"
     );
     assert!(
-        d["fix"]
-            .as_str()
-            .is_some_and(|f| f.starts_with("nft -a list chain inet fw forward")),
+        bare_fix(&d).starts_with("nft -a list chain inet fw forward"),
         "{d}"
     );
     // The drop events the verdict rests on are in the stream, from the

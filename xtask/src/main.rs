@@ -3,6 +3,7 @@
 
 mod bench;
 mod build_cmd;
+mod dist;
 mod fuzz;
 mod lint;
 mod run;
@@ -35,6 +36,9 @@ enum Cmd {
         #[arg(long)]
         debug: bool,
     },
+    /// Set up, then build the static binary, completions, man pages and the
+    /// OCI image into target/dist, and pin the image's digest in deploy/
+    Dist,
     /// Set up, build, then exec netprobe as root with ARGS
     Run {
         #[arg(
@@ -101,6 +105,7 @@ fn try_main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Setup => setup::setup(),
         Cmd::Build { release: _, debug } => build_cmd::build(!debug).map(drop),
+        Cmd::Dist => dist::dist(),
         Cmd::Run { args } => run::run(args),
         Cmd::Test { args } => test::test(&args),
         Cmd::Bench { runs, quick, only } => bench::bench(&bench::Options { runs, quick, only }),

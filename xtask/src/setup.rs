@@ -30,6 +30,8 @@ const PACKAGES: &[&str] = &[
     "prometheus",
     "libcap2-bin",
     "util-linux",
+    // tests/tests/dist.rs: what `file` says of the static binary.
+    "file",
     "tmux",
     "procps",
     // The CRI lab test runs a private containerd (its CRI plugin) with runc
@@ -48,6 +50,7 @@ pub fn setup() -> Result<()> {
     packages()?;
     let toolchain = rust_src()?;
     rustc_llvm(&toolchain)?;
+    musl_target(&toolchain)?;
     bpf_linker()?;
     tracefs()?;
     eprintln!(
@@ -161,6 +164,37 @@ fn rust_src() -> Result<String> {
     }
     ok(&step);
     Ok(toolchain.to_owned())
+}
+
+/// The musl target's standard library: `cargo xtask dist` builds the static
+/// binary with it (self-contained: no musl-gcc needed, netprobe has no C).
+fn musl_target(toolchain: &str) -> Result<()> {
+    let target = crate::dist::TARGET;
+    let step = format!("{target} on {toolchain}");
+    let installed = |t: &str| -> Result<bool> {
+        let list = probe(Command::new("rustup").args([
+            "target",
+            "list",
+            "--installed",
+            "--toolchain",
+            t,
+        ]))?
+        .context("`rustup target list` failed")?;
+        Ok(list.lines().any(|l| l.trim() == target))
+    };
+    if !installed(toolchain)? {
+        eprintln!("setup: {step}: missing");
+        util::run(
+            &format!("adding {step}"),
+            Command::new("rustup").args(["target", "add", target, "--toolchain", toolchain]),
+        )?;
+        ensure!(
+            installed(toolchain)?,
+            "{step} still missing after adding it"
+        );
+    }
+    ok(&step);
+    Ok(())
 }
 
 fn has_rust_src(toolchain: &str) -> Result<bool> {

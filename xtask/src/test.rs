@@ -17,6 +17,9 @@ const FUZZ_SECONDS: u64 = 5;
 
 pub fn test(args: &[OsString]) -> Result<()> {
     let bin = build_cmd::build(true)?;
+    // The static binary and the image, for the lab tests that run them in
+    // an empty root and under containerd (tests/tests/dist.rs).
+    let dist = crate::dist::build_all()?;
 
     // The lab crate is left out here: it runs below, as root, with NETPROBE_BIN.
     let mut unit = util::cargo();
@@ -40,6 +43,8 @@ pub fn test(args: &[OsString]) -> Result<()> {
             "lab tests",
             util::cargo()
                 .env("NETPROBE_BIN", &bin)
+                .env("NETPROBE_DIST", util::target_dir().join("dist"))
+                .env("NETPROBE_IMAGE", &dist.reference)
                 .args([
                     "test",
                     "--no-fail-fast",

@@ -231,7 +231,8 @@ impl Correlator {
             EventBody::Snapshot(s) => out.diagnoses.extend(self.diagnose(s, t)),
             // SYN-ACK retransmits are reported, not judged: no rule uses
             // them yet, and a listener's side is not a storm of its own.
-            EventBody::Stats(_)
+            EventBody::Start(_)
+            | EventBody::Stats(_)
             | EventBody::Diagnosis(_)
             | EventBody::Recovered(_)
             | EventBody::SynackRetransmit(_) => {}

@@ -29,7 +29,12 @@ mod mac_or_null {
 
 /// One line of the stream: a timestamp, the namespace it came from where the
 /// kernel tells it, and the payload.
+///
+/// A diagnosis names its namespace itself ([`Diagnosis::netns`], by name
+/// where it has one) and leaves [`Event::netns`] empty, so the line has one
+/// `netns` key; reading a line back routes that key to the diagnosis.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(from = "RawEvent")]
 pub struct Event {
     #[serde(flatten)]
     pub body: EventBody,
@@ -40,9 +45,89 @@ pub struct Event {
     pub netns: Option<u32>,
 }
 
+/// [`Event`] as read: `netns` may be a diagnosis's name for it.
+#[derive(Deserialize)]
+struct RawEvent {
+    #[serde(flatten)]
+    body: EventBody,
+    #[serde(with = "rfc3339")]
+    time: DateTime<Utc>,
+    #[serde(default)]
+    netns: Option<NetnsLabel>,
+}
+
+impl From<RawEvent> for Event {
+    fn from(raw: RawEvent) -> Self {
+        let mut body = raw.body;
+        let netns = match (&mut body, raw.netns) {
+            (EventBody::Diagnosis(d), label @ Some(_)) => {
+                d.netns = label;
+                None
+            }
+            (_, Some(NetnsLabel::Inode(inode))) => Some(inode),
+            (_, _) => None,
+        };
+        Event {
+            body,
+            time: raw.time,
+            netns,
+        }
+    }
+}
+
+/// A network namespace as a diagnosis names it: its name under /run/netns
+/// where it has one, else its inode (as other events carry it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum NetnsLabel {
+    Inode(u32),
+    Name(String),
+}
+
+impl std::fmt::Display for NetnsLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NetnsLabel::Inode(i) => write!(f, "net:[{i}]"),
+            NetnsLabel::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+/// Raised on any incompatible change to the JSON lines (a field renamed,
+/// removed or retyped); new types and fields do not raise it.
+pub const SCHEMA: u32 = 1;
+
+/// The first object of every stream: what wrote it, where, and what this
+/// kernel and these privileges allow.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Start {
+    /// [`SCHEMA`].
+    pub schema: u32,
+    /// `0.1.0 (commit abcdef1)`.
+    pub netprobe: String,
+    /// The node's name: $NODE_NAME (the DaemonSet sets it from
+    /// spec.nodeName), else the host name.
+    pub node: String,
+    /// The kernel release (`uname -r`).
+    pub kernel: String,
+    /// The watched TLS ports.
+    #[serde(default)]
+    pub ports: Vec<u16>,
+    /// The namespace the session runs in, by name where it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_netns: Option<NetnsLabel>,
+    /// Capabilities of this kernel and session, on or off: `tcx`, `btf`
+    /// (socket namespace and sequence numbers), `drop_reasons`,
+    /// `retransmit_err`, `active_probe`.
+    #[serde(default)]
+    pub capabilities: std::collections::BTreeMap<String, bool>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventBody {
+    /// The first line of a stream.
+    Start(Start),
     Retransmit(Retransmit),
     Reset(Reset),
     TlsClientHello(TlsClientHello),
@@ -301,6 +386,8 @@ impl Diagnosis {
             pod: None,
             container: None,
             detected_after_ms: 0,
+            netns: None,
+            node: None,
         }
     }
 }
@@ -355,6 +442,13 @@ pub struct Diagnosis {
     pub container: Option<crate::state::cri::identity::Container>,
     /// Milliseconds from the first sign of trouble to this diagnosis.
     pub detected_after_ms: u64,
+    /// The namespace the verdict was judged in (the session's), by name
+    /// where it has one; the fix acts there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<NetnsLabel>,
+    /// The node that judged it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -4,4 +4,5 @@
 pub mod capture;
 pub mod metrics;
 pub mod output;
+pub mod scope;
 pub mod top;

@@ -192,6 +192,7 @@ pub fn type_name(body: &EventBody) -> &'static str {
         EventBody::Neighbour(_) => "neighbour",
         EventBody::Arp(_) => "arp",
         EventBody::Stats(_) => "stats",
+        EventBody::Start(_) => "start",
         EventBody::Snapshot(_) => "snapshot",
         EventBody::Diagnosis(_) => "diagnosis",
         EventBody::TlsHop(_) => "tls_hop",
@@ -279,7 +280,8 @@ impl Recorder {
                 }
             }
             // A hop is a segment already counted on its first hook.
-            EventBody::Reset(_)
+            EventBody::Start(_)
+            | EventBody::Reset(_)
             | EventBody::Arp(_)
             | EventBody::Snapshot(_)
             | EventBody::TlsHop(_)

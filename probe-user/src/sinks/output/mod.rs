@@ -72,6 +72,40 @@ impl<W: Write> Sink<W> {
     }
 }
 
+/// What `trace --diagnoses-only` passes on: the verdicts, what frames the
+/// stream (`start`, the final `stats`), nothing per packet.
+pub fn is_verdict(e: &Event) -> bool {
+    match &e.body {
+        EventBody::Start(_) | EventBody::Diagnosis(_) | EventBody::Recovered(_) => true,
+        EventBody::Stats(s) => s.r#final,
+        _ => false,
+    }
+}
+
+/// A consumer that passes on only the events `keep` accepts.
+pub struct Only<'c> {
+    pub keep: fn(&Event) -> bool,
+    pub inner: &'c mut dyn crate::trace::Consumer,
+}
+
+impl crate::trace::Consumer for Only<'_> {
+    fn event(&mut self, event: &Event) -> io::Result<crate::trace::Flow> {
+        if (self.keep)(event) {
+            self.inner.event(event)
+        } else {
+            Ok(crate::trace::Flow::Continue)
+        }
+    }
+
+    fn tick(&mut self, now: chrono::DateTime<chrono::Utc>) -> io::Result<crate::trace::Flow> {
+        self.inner.tick(now)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// The reading end of stdout is closed: stop quietly rather than report it.
 /// (Rust ignores SIGPIPE, so this arrives as EPIPE.)
 pub fn is_broken_pipe(e: &io::Error) -> bool {
@@ -242,6 +276,33 @@ mod tests {
         let written = String::from_utf8(sink.out.get_ref().0.clone()).unwrap();
         assert_eq!(written.lines().count(), 2, "{written}");
         assert!(written.ends_with('\n'));
+    }
+
+    #[test]
+    fn diagnoses_only_keeps_verdicts_and_the_frame() {
+        use crate::trace::{Consumer, Flow};
+        #[derive(Default)]
+        struct Kept(Vec<Event>);
+        impl Consumer for Kept {
+            fn event(&mut self, e: &Event) -> io::Result<Flow> {
+                self.0.push(e.clone());
+                Ok(Flow::Continue)
+            }
+        }
+        let mut kept = Kept::default();
+        let mut only = Only {
+            keep: is_verdict,
+            inner: &mut kept,
+        };
+        for e in samples::all() {
+            only.event(&e).unwrap();
+        }
+        let mut last = samples::stats();
+        if let EventBody::Stats(s) = &mut last.body {
+            s.r#final = true;
+        }
+        only.event(&last).unwrap();
+        assert_eq!(kept.0, vec![last]);
     }
 
     #[test]

@@ -18,6 +18,31 @@ impl fmt::Display for Event {
 pub fn write_event(f: &mut fmt::Formatter<'_>, e: &Event) -> fmt::Result {
     write!(f, "{} ", e.time.format("%H:%M:%S%.6f"))?;
     match &e.body {
+        EventBody::Start(s) => {
+            tag(f, "START")?;
+            let off: Vec<&str> = s
+                .capabilities
+                .iter()
+                .filter(|(_, on)| !**on)
+                .map(|(c, _)| c.as_str())
+                .collect();
+            write!(
+                f,
+                "netprobe {} on {}, kernel {}{}{}",
+                Clean(&s.netprobe),
+                Clean(&s.node),
+                Clean(&s.kernel),
+                s.session_netns
+                    .as_ref()
+                    .map(|n| format!(", netns {}", Clean(&n.to_string())))
+                    .unwrap_or_default(),
+                if off.is_empty() {
+                    String::new()
+                } else {
+                    format!(", without {}", off.join(", "))
+                }
+            )
+        }
         EventBody::Retransmit(r) => retransmit(f, r),
         EventBody::Reset(r) => {
             tag(f, "RESET")?;

@@ -372,7 +372,8 @@ impl App {
                 d.stats = Some(s.clone());
                 d.stats_at = Some(event.time);
             }
-            EventBody::Neighbour(_)
+            EventBody::Start(_)
+            | EventBody::Neighbour(_)
             | EventBody::Arp(_)
             | EventBody::TlsHop(_)
             | EventBody::TlsClientFlight(_)
