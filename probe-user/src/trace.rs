@@ -17,6 +17,8 @@ use tokio::{
     signal::unix::{SignalKind, signal},
 };
 
+pub use crate::sinks::{Consumer, Flow};
+
 use crate::{
     cli::{CommonArgs, TraceArgs},
     correlate::{self, Correlator, Investigation},
@@ -62,21 +64,6 @@ pub fn select_targets(
         .collect()
 }
 
-/// Names of the kernel's record kinds, by `probe_common::kind` value.
-pub const KIND_NAMES: [&str; kind::COUNT as usize] = [
-    "none",
-    "retransmit",
-    "neighbour",
-    "tls",
-    "arp",
-    "reset",
-    "packet",
-    "drop",
-    "icmp_sent",
-    "reset_sent",
-    "synack_retransmit",
-];
-
 /// The record kind a tracepoint program writes; `None` for one that only
 /// keeps state in the kernel (its skipped runs lose no record).
 fn skipped_kind(prog: &str) -> Option<u16> {
@@ -114,49 +101,6 @@ enum Drained {
     More,
     /// The consumer said stop.
     Stop,
-}
-
-/// Whether the session goes on after a consumer call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Flow {
-    Continue,
-    Stop,
-}
-
-/// Where a session's events go: stdout (`trace`), a live view (`top`), a
-/// capture bundle (`capture`).
-pub trait Consumer {
-    /// Every event, in order: kernel events, snapshots, diagnoses, stats.
-    fn event(&mut self, event: &Event) -> std::io::Result<Flow>;
-    /// A packet copied by the classifier (capture mode only: see
-    /// [`Consumer::wants_packets`]).
-    fn packet(&mut self, _packet: &crate::pipeline::Packet) -> std::io::Result<Flow> {
-        Ok(Flow::Continue)
-    }
-    /// Whether the classifier should copy packets (headers and TLS
-    /// handshake bytes of watched ports, ARP and NDP) to this consumer.
-    fn wants_packets(&self) -> bool {
-        false
-    }
-    /// About every 100 ms, for timers, input and redraws.
-    fn tick(&mut self, _now: chrono::DateTime<chrono::Utc>) -> std::io::Result<Flow> {
-        Ok(Flow::Continue)
-    }
-    /// Once per wake-up of the session, after whatever it handled.
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Consumer for Sink {
-    fn event(&mut self, event: &Event) -> std::io::Result<Flow> {
-        self.emit(event)?;
-        Ok(Flow::Continue)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Sink::flush(self)
-    }
 }
 
 /// Investigations running at once; more wait their turn.
@@ -213,7 +157,7 @@ impl Tracer<'_> {
                     .iter()
                     .enumerate()
                     .filter(|(_, n)| **n > 0)
-                    .map(|(k, n)| (KIND_NAMES[k].to_string(), *n))
+                    .map(|(k, n)| (crate::model::names::KIND_NAMES[k].to_string(), *n))
                     .collect(),
                 skipped_by_kernel: skipped
                     .into_iter()

@@ -30,8 +30,8 @@ pub struct Series {
     /// The socket's namespace, when the kernel told it.
     pub netns: Option<u32>,
     /// The owner's pod and container, from its cgroup.
-    pub pod: Option<crate::state::cri::identity::Pod>,
-    pub container: Option<crate::state::cri::identity::Container>,
+    pub pod: Option<crate::model::pod::Pod>,
+    pub container: Option<crate::model::pod::Container>,
 }
 
 impl Series {

@@ -250,7 +250,7 @@ pub struct Drop {
     pub location: String,
     /// The pod whose network namespace dropped it (not the node's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod: Option<Box<crate::state::cri::identity::Pod>>,
+    pub pod: Option<Box<crate::model::pod::Pod>>,
 }
 
 /// One more hook a TLS handshake segment crossed.
@@ -437,9 +437,9 @@ pub struct Diagnosis {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process: Option<Process>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod: Option<crate::state::cri::identity::Pod>,
+    pub pod: Option<crate::model::pod::Pod>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub container: Option<crate::state::cri::identity::Container>,
+    pub container: Option<crate::model::pod::Container>,
     /// Milliseconds from the first sign of trouble to this diagnosis.
     pub detected_after_ms: u64,
     /// The namespace the verdict was judged in (the session's), by name
@@ -475,9 +475,9 @@ pub struct Retransmit {
     /// the process's cgroup) and the process's container. Boxed: most
     /// retransmits have none, and events stay small.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod: Option<Box<crate::state::cri::identity::Pod>>,
+    pub pod: Option<Box<crate::model::pod::Pod>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub container: Option<crate::state::cri::identity::Container>,
+    pub container: Option<crate::model::pod::Container>,
 }
 
 /// A process, as the kernel named it at connect().

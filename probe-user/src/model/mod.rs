@@ -4,3 +4,4 @@
 pub mod event;
 pub mod facts;
 pub mod names;
+pub mod pod;

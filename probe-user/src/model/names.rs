@@ -91,6 +91,21 @@ pub fn errno(e: u8) -> std::borrow::Cow<'static, str> {
     name.into()
 }
 
+/// Names of the kernel's record kinds, by `probe_common::kind` value.
+pub const KIND_NAMES: [&str; probe_common::kind::COUNT as usize] = [
+    "none",
+    "retransmit",
+    "neighbour",
+    "tls",
+    "arp",
+    "reset",
+    "packet",
+    "drop",
+    "icmp_sent",
+    "reset_sent",
+    "synack_retransmit",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,7 +40,8 @@ use crate::{
     model::event::{Diagnosis, Event, EventBody, Stats},
     pipeline::Packet,
     sinks::output::json::write_json_line,
-    trace::{self, Consumer, Flow},
+    sinks::{Consumer, Flow},
+    trace,
 };
 
 pub const PACKETS: &str = "packets.pcapng";

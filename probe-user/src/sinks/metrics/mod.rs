@@ -21,7 +21,7 @@ use prometheus_client::{
 use crate::{
     model::event::{Event, EventBody},
     pipeline::Packet,
-    trace::{Consumer, Flow},
+    sinks::{Consumer, Flow},
 };
 
 /// Values of `netprobe_diagnoses_total{cause}`: the causes of the JSON
@@ -41,7 +41,7 @@ pub const CAUSES: &[&str] = &[
 
 /// Values of `netprobe_events_lost_total{type}`: the kernel's record kinds
 /// (the eBPF side counts loss per kind).
-pub const LOST_KINDS: &[&str] = &crate::trace::KIND_NAMES;
+pub const LOST_KINDS: &[&str] = &crate::model::names::KIND_NAMES;
 
 /// Values of `netprobe_events_total{type}`: the JSON types [`type_name`] gives.
 pub const EVENT_TYPES: &[&str] = &[

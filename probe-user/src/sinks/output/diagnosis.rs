@@ -120,12 +120,12 @@ mod tests {
             },
             "s",
         );
-        d.pod = Some(crate::state::cri::identity::Pod {
+        d.pod = Some(crate::model::pod::Pod {
             namespace: Some("shop".into()),
             name: Some("cart-0".into()),
             uid: "u".into(),
         });
-        d.container = Some(crate::state::cri::identity::Container {
+        d.container = Some(crate::model::pod::Container {
             id: "fbaab001dae80c854d21b9e80dfdf899".into(),
             name: Some("web".into()),
         });

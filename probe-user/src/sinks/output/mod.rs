@@ -85,19 +85,19 @@ pub fn is_verdict(e: &Event) -> bool {
 /// A consumer that passes on only the events `keep` accepts.
 pub struct Only<'c> {
     pub keep: fn(&Event) -> bool,
-    pub inner: &'c mut dyn crate::trace::Consumer,
+    pub inner: &'c mut dyn crate::sinks::Consumer,
 }
 
-impl crate::trace::Consumer for Only<'_> {
-    fn event(&mut self, event: &Event) -> io::Result<crate::trace::Flow> {
+impl crate::sinks::Consumer for Only<'_> {
+    fn event(&mut self, event: &Event) -> io::Result<crate::sinks::Flow> {
         if (self.keep)(event) {
             self.inner.event(event)
         } else {
-            Ok(crate::trace::Flow::Continue)
+            Ok(crate::sinks::Flow::Continue)
         }
     }
 
-    fn tick(&mut self, now: chrono::DateTime<chrono::Utc>) -> io::Result<crate::trace::Flow> {
+    fn tick(&mut self, now: chrono::DateTime<chrono::Utc>) -> io::Result<crate::sinks::Flow> {
         self.inner.tick(now)
     }
 
@@ -280,7 +280,7 @@ mod tests {
 
     #[test]
     fn diagnoses_only_keeps_verdicts_and_the_frame() {
-        use crate::trace::{Consumer, Flow};
+        use crate::sinks::{Consumer, Flow};
         #[derive(Default)]
         struct Kept(Vec<Event>);
         impl Consumer for Kept {

@@ -136,8 +136,8 @@ fn retransmit(f: &mut fmt::Formatter<'_>, r: &Retransmit) -> fmt::Result {
 /// ` pod NAMESPACE/NAME container NAME` (UID and container ID prefix where
 /// the runtime did not name them), or nothing.
 pub fn owner(
-    pod: Option<&crate::state::cri::identity::Pod>,
-    container: Option<&crate::state::cri::identity::Container>,
+    pod: Option<&crate::model::pod::Pod>,
+    container: Option<&crate::model::pod::Container>,
 ) -> String {
     let mut out = String::new();
     if let Some(pod) = pod {

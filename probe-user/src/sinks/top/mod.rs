@@ -27,7 +27,8 @@ use self::{
 use crate::{
     cli::TopArgs,
     model::event::{Event, EventBody},
-    trace::{self, Consumer, Flow},
+    sinks::{Consumer, Flow},
+    trace,
 };
 
 /// Stats (ring-buffer events and losses) at least this often: the

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::state::cri::identity::Pod;
+use crate::model::pod::Pod;
 
 pub const KEEP_GONE: Duration = Duration::from_secs(300);
 pub const MAX_GONE: usize = 1024;

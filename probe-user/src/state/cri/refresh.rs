@@ -20,7 +20,7 @@ use super::{
     grpc::Error,
     info,
 };
-use crate::state::cri::identity::Pod;
+use crate::model::pod::Pod;
 
 pub const MIN_GAP: Duration = Duration::from_secs(2);
 pub const PERIOD: Duration = Duration::from_secs(60);
