@@ -9,6 +9,7 @@
 
 pub mod btf;
 pub mod btf_offsets;
+pub mod capability;
 pub mod capture;
 pub mod cli;
 pub mod correlate;

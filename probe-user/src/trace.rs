@@ -406,7 +406,17 @@ pub async fn session(
         capture_packets: consumer.wants_packets(),
         path_reasons: crate::tracefs::path_reason_bitmap(&drop_reasons),
         retransmit_err: crate::tracefs::retransmit_has_err(),
+        tp_fields: crate::tracefs::tp_fields(),
+        verify_all: false,
     })?;
+    // One line per capability this kernel does not allow, saying what is lost.
+    for cap in probes.capabilities() {
+        if cap.on {
+            log::debug!("capability {}", cap.line());
+        } else {
+            eprintln!("netprobe: {}", cap.line());
+        }
+    }
     log::debug!(
         "start-up: programs verified and tracepoints attached after {:?}{}",
         started.elapsed(),

@@ -37,6 +37,11 @@ const PACKAGES: &[&str] = &[
     "containerd",
     "runc",
     "containernetworking-plugins",
+    // The kernel matrix (crate::kernels::PACKAGES): QEMU, and udev for
+    // virtme-ng's guest init.
+    "qemu-system-x86",
+    "udev",
+    "debian-archive-keyring",
 ];
 /// bpf-linker must use the same LLVM major as the rustc compiling the eBPF crate.
 const LLVM_MAJOR: u32 = 22;
@@ -50,6 +55,7 @@ pub fn setup() -> Result<()> {
     rustc_llvm(&toolchain)?;
     bpf_linker()?;
     tracefs()?;
+    crate::kernels::fetch()?;
     eprintln!(
         "==> setup: all ok ({:.1}s)",
         started.elapsed().as_secs_f64()
