@@ -77,7 +77,7 @@ pub fn run() -> Vec<Check> {
                 path.display()
             ),
             Ok(_) => {
-                let absent: Vec<&str> = probe_common::tp::FIELDS
+                let mut absent: Vec<&str> = probe_common::tp::FIELDS
                     .iter()
                     .filter(|(slot, t, ..)| *t == tp && !fields.has(*slot))
                     .map(|(_, _, name, size)| {
@@ -88,6 +88,7 @@ pub fn run() -> Vec<Check> {
                         }
                     })
                     .collect();
+                absent.dedup();
                 if absent.is_empty() {
                     "present, every field netprobe reads found by name".to_string()
                 } else {

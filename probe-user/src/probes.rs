@@ -731,9 +731,13 @@ pub fn direction(attach_type: TcAttachType) -> &'static str {
 
 /// Whether the kernel has tcx, probed (not judged by version): querying a
 /// tcx hook of `lo` fails on kernels without it (and without the rights).
+/// NETPROBE_FORCE_CLSACT=1 takes the clsact path anyway (tests).
 pub fn tcx_supported() -> bool {
     static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *HAS.get_or_init(|| {
+        if std::env::var_os("NETPROBE_FORCE_CLSACT").is_some_and(|v| v == "1") {
+            return false;
+        }
         let q = SchedClassifier::query_tcx("lo", TcAttachType::Ingress);
         if let Err(e) = &q {
             debug!("no tcx: querying lo's tcx ingress hook: {e}");

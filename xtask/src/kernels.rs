@@ -110,12 +110,18 @@ fn unpacked(label: &'static str) -> Option<Unpacked> {
         .to_string_lossy()
         .trim_start_matches("vmlinuz-")
         .to_string();
-    cache()
-        .join(label)
-        .join("root/lib/modules")
-        .join(&release)
-        .join("modules.dep")
-        .is_file()
+    // Older packages ship modules under lib/, newer under usr/lib/; virtme-ng
+    // finds either and runs depmod where the package left that to postinst.
+    ["root/lib/modules", "root/usr/lib/modules"]
+        .iter()
+        .any(|m| {
+            cache()
+                .join(label)
+                .join(m)
+                .join(&release)
+                .join("modules.order")
+                .is_file()
+        })
         .then(|| Unpacked {
             label,
             vmlinuz: entry.path(),
@@ -291,6 +297,8 @@ res release "$(uname -r)"
 mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 ip link set lo up
+# Debian builds these as modules; doctor checks ctnetlink.
+modprobe -q nf_conntrack; modprobe -q nf_conntrack_netlink
 # An interface for the classifiers: a veth pair in the root namespace of
 # the guest (the guest is its own machine).
 ip link add npm0 type veth peer name npm1 && ip link set npm0 up && ip link set npm1 up
@@ -319,6 +327,7 @@ trace_check() {
   res "${tag}_ready" "$ready"
   res "${tag}_ready_s" "$(( ($(date +%s%N) - t0) / 1000000 ))ms"
   res "${tag}_progs_running" "$(progs)"
+  bpftool prog show > "$OUT/progs-$tag.txt" 2>&1
   res "${tag}_filters_running" "$(filters)"
   kill -INT $pid 2>/dev/null
   wait $pid

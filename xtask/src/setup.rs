@@ -38,9 +38,12 @@ const PACKAGES: &[&str] = &[
     "runc",
     "containernetworking-plugins",
     // The kernel matrix (crate::kernels::PACKAGES): QEMU, and udev for
-    // virtme-ng's guest init.
+    // virtme-ng's guest init, kmod for depmod on the unpacked modules and
+    // busybox for the initramfs that loads Debian's virtio modules.
     "qemu-system-x86",
     "udev",
+    "kmod",
+    "busybox-static",
     "debian-archive-keyring",
 ];
 /// bpf-linker must use the same LLVM major as the rustc compiling the eBPF crate.
