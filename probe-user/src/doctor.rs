@@ -77,25 +77,16 @@ pub fn run() -> Vec<Check> {
                 path.display()
             ),
             Ok(_) => {
-                let mut absent: Vec<&str> = probe_common::tp::FIELDS
+                let cap = crate::capability::CAPABILITIES
                     .iter()
-                    .filter(|(slot, t, ..)| *t == tp && !fields.has(*slot))
-                    .map(|(_, _, name, size)| {
-                        if *size == 28 {
-                            "saddr/daddr as sockaddr"
-                        } else {
-                            name
-                        }
-                    })
-                    .collect();
-                absent.dedup();
-                if absent.is_empty() {
-                    "present, every field netprobe reads found by name".to_string()
-                } else {
-                    format!(
-                        "present, fields found by name; not in this kernel's record: {}",
-                        absent.join(", ")
-                    )
+                    .find(|c| c.tracepoint == Some(tp));
+                let release = probes::kernel_release();
+                match cap.map(|c| crate::capability::judge_fields(c, true, &fields, &release)) {
+                    Some(Ok(note)) if !note.is_empty() => {
+                        format!("present, fields found by name; {note}")
+                    }
+                    Some(Err(why)) => format!("present, but {why}"),
+                    _ => "present, every field netprobe reads found by name".to_string(),
                 }
             }
         };

@@ -175,15 +175,27 @@ pub fn verifier_line(e: &aya::programs::ProgramError) -> String {
 pub fn summarise_verifier_log(log: &str) -> Option<String> {
     log.lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .filter(|l| {
-            !(l.starts_with("processed ")
+        .rfind(|l| {
+            !(l.is_empty()
+                || l.starts_with("processed ")
                 || l.starts_with("verification time")
                 || l.starts_with("stack depth")
                 || l.starts_with("mark_precise"))
         })
-        .next_back()
         .map(str::to_string)
+}
+
+#[cfg(test)]
+mod verifier_tests {
+    #[test]
+    fn the_refusal_line_is_the_last_that_is_not_statistics() {
+        let log = "0: (bf) r6 = r1\n; stack depth\ncombined stack size of 3 calls is 544. Too large\nverification time 1620 usec\nstack depth 320+80+144\nprocessed 1200 insns (limit 1000000)\n\n";
+        assert_eq!(
+            super::summarise_verifier_log(log).as_deref(),
+            Some("combined stack size of 3 calls is 544. Too large")
+        );
+        assert_eq!(super::summarise_verifier_log(""), None);
+    }
 }
 
 /// How the classifier was attached to an interface.

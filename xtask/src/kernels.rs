@@ -58,10 +58,10 @@ fn mirror() -> Result<String> {
     if let Ok(dir) = fs::read_dir("/etc/apt/sources.list.d") {
         for e in dir.flatten() {
             let p = e.path();
-            if p.extension().is_some_and(|x| x == "sources" || x == "list") {
-                if let Ok(t) = fs::read_to_string(&p) {
-                    texts.push(t);
-                }
+            if p.extension().is_some_and(|x| x == "sources" || x == "list")
+                && let Ok(t) = fs::read_to_string(&p)
+            {
+                texts.push(t);
             }
         }
     }
@@ -385,10 +385,11 @@ fn lab_binary() -> Result<PathBuf> {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
-        if v["reason"] == "compiler-artifact" && v["target"]["name"] == "trust" {
-            if let Some(exe) = v["executable"].as_str() {
-                return Ok(PathBuf::from(exe));
-            }
+        if v["reason"] == "compiler-artifact"
+            && v["target"]["name"] == "trust"
+            && let Some(exe) = v["executable"].as_str()
+        {
+            return Ok(PathBuf::from(exe));
         }
     }
     bail!("cargo named no executable for the trust test")
@@ -603,21 +604,22 @@ fn judge(o: &mut Outcome) {
         "again_progs_after",
         "again_filters_after",
     ] {
-        if let Some(v) = get(key) {
-            if v != "0" {
-                fail(format!("{key}={v}: left attached after exit"));
-            }
+        if let Some(v) = get(key)
+            && v != "0"
+        {
+            fail(format!("{key}={v}: left attached after exit"));
         }
     }
-    if let Some(v) = get("again_removed") {
-        if v == "0" {
-            fail("a SIGKILLed trace's clsact filters were not removed by the next".into());
-        }
+    if let Some(v) = get("again_removed")
+        && v == "0"
+    {
+        fail("a SIGKILLed trace's clsact filters were not removed by the next".into());
     }
-    if let Some(v) = get("lab_rc") {
-        if v != "0" && v != "skipped" {
-            fail(format!("silent-server lab exited {v}"));
-        }
+    if let Some(v) = get("lab_rc")
+        && v != "0"
+        && v != "skipped"
+    {
+        fail(format!("silent-server lab exited {v}"));
     }
     let _ = o.get("release");
 }
