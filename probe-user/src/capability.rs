@@ -248,7 +248,7 @@ pub fn judge_fields(
         .map(|(_, _, name, _)| *name)
         .collect();
     absent.dedup();
-    Ok(if absent.is_empty() {
+    let mut out = if absent.is_empty() {
         String::new()
     } else {
         format!(
@@ -256,7 +256,17 @@ pub fn judge_fields(
             absent.join(", "),
             note(tp_name)
         )
-    })
+    };
+    // The older record is the socket's (the `tcp_event_sk_skb` class): the
+    // kernel fires it only when a socket sends the RST, never for segments
+    // to closed ports (seen on 5.10: a refused connect gave no event).
+    if tp_name == "tcp/tcp_send_reset" && !SR_SOCKADDR.iter().all(|s| fields.has(*s)) {
+        if !out.is_empty() {
+            out.push_str("; ");
+        }
+        out.push_str("socket-only record: RSTs for closed ports are not traced by this kernel");
+    }
+    Ok(out)
 }
 
 /// What a kernel without the optional fields of `tp_name` gets instead.
