@@ -377,6 +377,183 @@ pub struct ResetRecord {
     pub count: u32,
 }
 
+/// Tracepoint record fields the programs read, found by name in the
+/// running kernel's tracefs `format` by userspace and handed to the
+/// programs as one load-time global ([`TpFields`]): an index here is a
+/// slot there. Fields a kernel lacks are [`tp::ABSENT`] and not read.
+pub mod tp {
+    /// The slot of a field this kernel's record does not have.
+    pub const ABSENT: u16 = u16::MAX;
+
+    // tcp/tcp_retransmit_skb
+    pub const RT_SKADDR: usize = 0;
+    pub const RT_STATE: usize = 1;
+    pub const RT_SPORT: usize = 2;
+    pub const RT_DPORT: usize = 3;
+    pub const RT_FAMILY: usize = 4;
+    pub const RT_SADDR: usize = 5;
+    pub const RT_DADDR: usize = 6;
+    pub const RT_SADDR6: usize = 7;
+    pub const RT_DADDR6: usize = 8;
+    pub const RT_ERR: usize = 9;
+    // tcp/tcp_retransmit_synack
+    pub const SA_SKADDR: usize = 10;
+    pub const SA_SPORT: usize = 11;
+    pub const SA_DPORT: usize = 12;
+    pub const SA_FAMILY: usize = 13;
+    pub const SA_SADDR: usize = 14;
+    pub const SA_DADDR: usize = 15;
+    pub const SA_SADDR6: usize = 16;
+    pub const SA_DADDR6: usize = 17;
+    // tcp/tcp_receive_reset
+    pub const RR_SKADDR: usize = 18;
+    pub const RR_SPORT: usize = 19;
+    pub const RR_DPORT: usize = 20;
+    pub const RR_FAMILY: usize = 21;
+    pub const RR_SADDR: usize = 22;
+    pub const RR_DADDR: usize = 23;
+    pub const RR_SADDR6: usize = 24;
+    pub const RR_DADDR6: usize = 25;
+    // sock/inet_sock_set_state
+    pub const SS_SKADDR: usize = 26;
+    pub const SS_NEWSTATE: usize = 27;
+    pub const SS_PROTOCOL: usize = 28;
+    // skb/kfree_skb
+    pub const KF_SKBADDR: usize = 29;
+    pub const KF_LOCATION: usize = 30;
+    pub const KF_PROTOCOL: usize = 31;
+    pub const KF_REASON: usize = 32;
+    // icmp/icmp_send
+    pub const IC_SKBADDR: usize = 33;
+    pub const IC_TYPE: usize = 34;
+    pub const IC_CODE: usize = 35;
+    pub const IC_ULEN: usize = 36;
+    // tcp/tcp_send_reset: newer kernels carry the ends as sockaddrs
+    // (`saddr`/`daddr`, 28 bytes), older ones as the other TCP
+    // tracepoints do (ports, family, IPv4 and IPv6 addresses).
+    pub const SR_SKBADDR: usize = 37;
+    pub const SR_SKADDR: usize = 38;
+    pub const SR_STATE: usize = 39;
+    pub const SR_REASON: usize = 40;
+    pub const SR_SOCKADDR_S: usize = 41;
+    pub const SR_SOCKADDR_D: usize = 42;
+    pub const SR_SPORT: usize = 43;
+    pub const SR_DPORT: usize = 44;
+    pub const SR_FAMILY: usize = 45;
+    pub const SR_SADDR: usize = 46;
+    pub const SR_DADDR: usize = 47;
+    pub const SR_SADDR6: usize = 48;
+    pub const SR_DADDR6: usize = 49;
+    // neigh/neigh_update
+    pub const NU_FAMILY: usize = 50;
+    pub const NU_DEV: usize = 51;
+    pub const NU_LLADDR: usize = 52;
+    pub const NU_LLADDR_LEN: usize = 53;
+    pub const NU_FLAGS: usize = 54;
+    pub const NU_NUD_STATE: usize = 55;
+    pub const NU_DEAD: usize = 56;
+    pub const NU_KEY4: usize = 57;
+    pub const NU_KEY6: usize = 58;
+    pub const NU_NEW_LLADDR: usize = 59;
+    pub const NU_NEW_STATE: usize = 60;
+    pub const NU_UPDATE_FLAGS: usize = 61;
+    pub const NU_PID: usize = 62;
+    /// Slots in [`super::TpFields`].
+    pub const COUNT: usize = 64;
+
+    /// Every slot: (tracepoint, field name, size the programs read). A
+    /// field of another size on the running kernel counts as absent.
+    pub const FIELDS: &[(usize, &str, &str, u32)] = &[
+        (RT_SKADDR, "tcp/tcp_retransmit_skb", "skaddr", 8),
+        (RT_STATE, "tcp/tcp_retransmit_skb", "state", 4),
+        (RT_SPORT, "tcp/tcp_retransmit_skb", "sport", 2),
+        (RT_DPORT, "tcp/tcp_retransmit_skb", "dport", 2),
+        (RT_FAMILY, "tcp/tcp_retransmit_skb", "family", 2),
+        (RT_SADDR, "tcp/tcp_retransmit_skb", "saddr", 4),
+        (RT_DADDR, "tcp/tcp_retransmit_skb", "daddr", 4),
+        (RT_SADDR6, "tcp/tcp_retransmit_skb", "saddr_v6", 16),
+        (RT_DADDR6, "tcp/tcp_retransmit_skb", "daddr_v6", 16),
+        (RT_ERR, "tcp/tcp_retransmit_skb", "err", 4),
+        (SA_SKADDR, "tcp/tcp_retransmit_synack", "skaddr", 8),
+        (SA_SPORT, "tcp/tcp_retransmit_synack", "sport", 2),
+        (SA_DPORT, "tcp/tcp_retransmit_synack", "dport", 2),
+        (SA_FAMILY, "tcp/tcp_retransmit_synack", "family", 2),
+        (SA_SADDR, "tcp/tcp_retransmit_synack", "saddr", 4),
+        (SA_DADDR, "tcp/tcp_retransmit_synack", "daddr", 4),
+        (SA_SADDR6, "tcp/tcp_retransmit_synack", "saddr_v6", 16),
+        (SA_DADDR6, "tcp/tcp_retransmit_synack", "daddr_v6", 16),
+        (RR_SKADDR, "tcp/tcp_receive_reset", "skaddr", 8),
+        (RR_SPORT, "tcp/tcp_receive_reset", "sport", 2),
+        (RR_DPORT, "tcp/tcp_receive_reset", "dport", 2),
+        (RR_FAMILY, "tcp/tcp_receive_reset", "family", 2),
+        (RR_SADDR, "tcp/tcp_receive_reset", "saddr", 4),
+        (RR_DADDR, "tcp/tcp_receive_reset", "daddr", 4),
+        (RR_SADDR6, "tcp/tcp_receive_reset", "saddr_v6", 16),
+        (RR_DADDR6, "tcp/tcp_receive_reset", "daddr_v6", 16),
+        (SS_SKADDR, "sock/inet_sock_set_state", "skaddr", 8),
+        (SS_NEWSTATE, "sock/inet_sock_set_state", "newstate", 4),
+        (SS_PROTOCOL, "sock/inet_sock_set_state", "protocol", 2),
+        (KF_SKBADDR, "skb/kfree_skb", "skbaddr", 8),
+        (KF_LOCATION, "skb/kfree_skb", "location", 8),
+        (KF_PROTOCOL, "skb/kfree_skb", "protocol", 2),
+        (KF_REASON, "skb/kfree_skb", "reason", 4),
+        (IC_SKBADDR, "icmp/icmp_send", "skbaddr", 8),
+        (IC_TYPE, "icmp/icmp_send", "type", 4),
+        (IC_CODE, "icmp/icmp_send", "code", 4),
+        (IC_ULEN, "icmp/icmp_send", "ulen", 2),
+        (SR_SKBADDR, "tcp/tcp_send_reset", "skbaddr", 8),
+        (SR_SKADDR, "tcp/tcp_send_reset", "skaddr", 8),
+        (SR_STATE, "tcp/tcp_send_reset", "state", 4),
+        (SR_REASON, "tcp/tcp_send_reset", "reason", 4),
+        (SR_SOCKADDR_S, "tcp/tcp_send_reset", "saddr", 28),
+        (SR_SOCKADDR_D, "tcp/tcp_send_reset", "daddr", 28),
+        (SR_SPORT, "tcp/tcp_send_reset", "sport", 2),
+        (SR_DPORT, "tcp/tcp_send_reset", "dport", 2),
+        (SR_FAMILY, "tcp/tcp_send_reset", "family", 2),
+        (SR_SADDR, "tcp/tcp_send_reset", "saddr", 4),
+        (SR_DADDR, "tcp/tcp_send_reset", "daddr", 4),
+        (SR_SADDR6, "tcp/tcp_send_reset", "saddr_v6", 16),
+        (SR_DADDR6, "tcp/tcp_send_reset", "daddr_v6", 16),
+        (NU_FAMILY, "neigh/neigh_update", "family", 4),
+        (NU_DEV, "neigh/neigh_update", "dev", 4),
+        (NU_LLADDR, "neigh/neigh_update", "lladdr", 32),
+        (NU_LLADDR_LEN, "neigh/neigh_update", "lladdr_len", 1),
+        (NU_FLAGS, "neigh/neigh_update", "flags", 1),
+        (NU_NUD_STATE, "neigh/neigh_update", "nud_state", 1),
+        (NU_DEAD, "neigh/neigh_update", "dead", 1),
+        (NU_KEY4, "neigh/neigh_update", "primary_key4", 4),
+        (NU_KEY6, "neigh/neigh_update", "primary_key6", 16),
+        (NU_NEW_LLADDR, "neigh/neigh_update", "new_lladdr", 32),
+        (NU_NEW_STATE, "neigh/neigh_update", "new_state", 1),
+        (NU_UPDATE_FLAGS, "neigh/neigh_update", "update_flags", 4),
+        (NU_PID, "neigh/neigh_update", "pid", 4),
+    ];
+}
+
+/// Offsets of the tracepoint fields the programs read, by [`tp`] slot;
+/// [`tp::ABSENT`] where the running kernel's record lacks the field.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TpFields {
+    pub off: [u16; tp::COUNT],
+}
+
+impl TpFields {
+    pub const ABSENT: Self = Self {
+        off: [tp::ABSENT; tp::COUNT],
+    };
+
+    pub fn has(&self, slot: usize) -> bool {
+        self.off.get(slot).is_some_and(|o| *o != tp::ABSENT)
+    }
+}
+
+impl Default for TpFields {
+    fn default() -> Self {
+        Self::ABSENT
+    }
+}
+
 /// Byte range of a handshake record still to come on a flow.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -435,6 +612,7 @@ mod pod {
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FollowState {}
     unsafe impl aya::Pod for super::KernelOffsets {}
+    unsafe impl aya::Pod for super::TpFields {}
     unsafe impl aya::Pod for super::DropKey {}
     unsafe impl aya::Pod for super::IcmpKey {}
     unsafe impl aya::Pod for super::ResetKey {}

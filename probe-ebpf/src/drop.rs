@@ -9,19 +9,14 @@
 //! IPv4 or IPv6 without extension headers is looked at.
 
 use aya_ebpf::programs::TracePointContext;
-use probe_common::{DropKey, DropRecord, kind};
+use probe_common::{DropKey, DropRecord, kind, tp};
 
 use crate::{
     emit,
     maps::{DROPS, kernel_offsets},
     skb::{netns, of_interest, tcp_flow},
-    tcp_tracepoint::read,
+    tcp_tracepoint::field,
 };
-
-const OFF_SKBADDR: usize = 8;
-const OFF_LOCATION: usize = 16;
-const OFF_PROTOCOL: usize = 32;
-const OFF_REASON: usize = 36;
 
 #[inline(always)]
 pub fn handle(ctx: &TracePointContext) -> Option<()> {
@@ -30,14 +25,15 @@ pub fn handle(ctx: &TracePointContext) -> Option<()> {
         return None;
     }
     // The reason first: most drops on a node (no socket, TCP's own
-    // bookkeeping) are not a path's fault and end here.
-    let reason: u32 = read(ctx, OFF_REASON)?;
+    // bookkeeping) are not a path's fault and end here. Kernels before
+    // 5.17 give none: 0, and userspace then counts every reason.
+    let reason: u32 = field(ctx, tp::KF_REASON).unwrap_or(0);
     if !crate::maps::path_reason(reason) {
         return None;
     }
-    let skb: u64 = read(ctx, OFF_SKBADDR)?;
+    let skb: u64 = field(ctx, tp::KF_SKBADDR)?;
     // The tracepoint stores ntohs(skb->protocol): host order already.
-    let protocol: u16 = read(ctx, OFF_PROTOCOL)?;
+    let protocol: u16 = field(ctx, tp::KF_PROTOCOL)?;
     let flow = tcp_flow(skb, protocol)?;
     // Armed flows, and any flow on a watched port: a server on this node
     // whose accept queue overflows is seen without a client here.
@@ -56,7 +52,7 @@ pub fn handle(ctx: &TracePointContext) -> Option<()> {
     }
     // Everything fallible comes before the reservation: a reserved entry
     // must be submitted on every path.
-    let location: u64 = read(ctx, OFF_LOCATION).unwrap_or(0);
+    let location: u64 = field(ctx, tp::KF_LOCATION).unwrap_or(0);
     emit::record(
         kind::DROP,
         DropRecord {

@@ -10,34 +10,29 @@
 //! packet through its skb.
 
 use aya_ebpf::programs::TracePointContext;
-use probe_common::{IcmpKey, IcmpRecord, kind};
+use probe_common::{IcmpKey, IcmpRecord, kind, tp};
 
 use crate::{
     emit,
     maps::ICMP_SENT,
     skb::{ETH_P_IP, netns, of_interest, tcp_flow},
-    tcp_tracepoint::read,
+    tcp_tracepoint::field,
 };
-
-const OFF_SKBADDR: usize = 8;
-const OFF_TYPE: usize = 16;
-const OFF_CODE: usize = 20;
-const OFF_ULEN: usize = 36;
 
 const ICMP_DEST_UNREACH: i32 = 3;
 
 #[inline(always)]
 pub fn handle(ctx: &TracePointContext) -> Option<()> {
     // Type first: echo replies and the like end here.
-    if read::<i32>(ctx, OFF_TYPE)? != ICMP_DEST_UNREACH {
+    if field::<i32>(ctx, tp::IC_TYPE)? != ICMP_DEST_UNREACH {
         return None;
     }
     // A UDP datagram's length: set only for UDP.
-    if read::<u16>(ctx, OFF_ULEN)? != 0 {
+    if field::<u16>(ctx, tp::IC_ULEN)? != 0 {
         return None;
     }
-    let code: i32 = read(ctx, OFF_CODE)?;
-    let skb: u64 = read(ctx, OFF_SKBADDR)?;
+    let code: i32 = field(ctx, tp::IC_CODE)?;
+    let skb: u64 = field(ctx, tp::IC_SKBADDR)?;
     // icmp_send is IPv4's (ICMPv6 has no tracepoint on this kernel).
     let flow = tcp_flow(skb, ETH_P_IP)?;
     if !of_interest(&flow) {

@@ -7,7 +7,7 @@ use aya_ebpf::{
 use probe_common::{
     DropKey, FlowKey, FollowState, IcmpKey, KernelOffsets, MAX_ARMED, MAX_DROP_KEYS, MAX_ICMP_KEYS,
     MAX_NODE_NETNS, MAX_OWNERS, MAX_RESET_KEYS, Owner, PIN_SLOTS, PORT_WORDS, PinSlot,
-    REASON_WORDS, ResetKey, kind,
+    REASON_WORDS, ResetKey, TpFields, kind, tp,
 };
 
 /// Every record goes through this one buffer; userspace may resize it.
@@ -196,4 +196,26 @@ pub fn kernel_offsets() -> KernelOffsets {
     // SAFETY: a global the loader may rewrite before load; read it volatile
     // so the compiler does not fold the zero initialiser.
     unsafe { core::ptr::read_volatile(&KERNEL_OFFSETS) }
+}
+
+/// Where this kernel's tracepoint records keep the fields the programs
+/// read, by `probe_common::tp` slot (userspace reads them from tracefs by
+/// name before load; `tp::ABSENT` where a record lacks the field).
+#[unsafe(no_mangle)]
+static TP_FIELDS: TpFields = TpFields::ABSENT;
+
+/// The offset of tracepoint field `slot` on this kernel, if its record has
+/// it. Slots are constants, so the verifier sees one known value.
+#[inline(always)]
+pub fn tp_off(slot: usize) -> Option<usize> {
+    if slot >= tp::COUNT {
+        return None;
+    }
+    // SAFETY: as for KERNEL_OFFSETS; the index is in bounds.
+    let off = unsafe { core::ptr::read_volatile(&TP_FIELDS.off[slot]) };
+    if off == tp::ABSENT {
+        None
+    } else {
+        Some(usize::from(off))
+    }
 }

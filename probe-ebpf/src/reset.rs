@@ -2,20 +2,20 @@
 //! stop waiting on that flow (a refused handshake is not an unanswered one).
 
 use aya_ebpf::programs::TracePointContext;
-use probe_common::kind;
+use probe_common::{kind, tp};
 
-use crate::tcp_tracepoint::{self, AddrOffsets, FlowOffsets};
+use crate::tcp_tracepoint::{self, AddrSlots, FlowSlots};
 
-const FLOW: FlowOffsets = FlowOffsets {
-    skaddr: 8,
-    sport: 16,
-    dport: 18,
-    addrs: AddrOffsets {
-        family: 20,
-        saddr: 22,
-        daddr: 26,
-        saddr_v6: 30,
-        daddr_v6: 46,
+const FLOW: FlowSlots = FlowSlots {
+    skaddr: tp::RR_SKADDR,
+    sport: tp::RR_SPORT,
+    dport: tp::RR_DPORT,
+    addrs: AddrSlots {
+        family: tp::RR_FAMILY,
+        saddr: tp::RR_SADDR,
+        daddr: tp::RR_DADDR,
+        saddr_v6: tp::RR_SADDR6,
+        daddr_v6: tp::RR_DADDR6,
     },
 };
 

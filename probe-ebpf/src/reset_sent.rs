@@ -3,25 +3,29 @@
 //! ports. Counted per (flow, socket state, reset reason, namespace) and
 //! reported at counts 1, 2, 4, ... like drops.
 //!
-//! The record's addresses are `sockaddr_in`/`sockaddr_in6` (28 bytes each),
-//! already in the RST's direction: source is this node's end.
+//! Newer kernels' records carry the ends as `sockaddr_in`/`sockaddr_in6`
+//! (28 bytes each) and a reset reason; older ones (the `tcp_event_sk_skb`
+//! class) ports, family and IPv4/IPv6 addresses of the socket, as the
+//! other TCP tracepoints. Either way already in the RST's direction: source
+//! is this node's end.
 
 use aya_ebpf::programs::TracePointContext;
-use probe_common::{AF_INET, AF_INET6, FlowKey, ResetKey, ResetRecord, kind};
+use probe_common::{AF_INET, AF_INET6, FlowKey, ResetKey, ResetRecord, kind, tp};
 
 use crate::{
     emit,
-    maps::RESET_SENT,
+    maps::{self, RESET_SENT},
     skb::{netns, of_interest, sock_netns},
-    tcp_tracepoint::read,
+    tcp_tracepoint::{self, AddrSlots, field, read},
 };
 
-const OFF_SKBADDR: usize = 8;
-const OFF_SKADDR: usize = 16;
-const OFF_STATE: usize = 24;
-const OFF_REASON: usize = 28;
-const OFF_SADDR: usize = 32;
-const OFF_DADDR: usize = 60;
+const OLD_ADDRS: AddrSlots = AddrSlots {
+    family: tp::SR_FAMILY,
+    saddr: tp::SR_SADDR,
+    daddr: tp::SR_DADDR,
+    saddr_v6: tp::SR_SADDR6,
+    daddr_v6: tp::SR_DADDR6,
+};
 
 /// One end from a sockaddr read whole (one helper call): (family, port,
 /// address).
@@ -43,8 +47,20 @@ fn end(ctx: &TracePointContext, off: usize) -> Option<(u8, u16, [u8; 16])> {
 
 #[inline(always)]
 pub fn handle(ctx: &TracePointContext) -> Option<()> {
-    let (family, sport, saddr) = end(ctx, OFF_SADDR)?;
-    let (_, dport, daddr) = end(ctx, OFF_DADDR)?;
+    let sk: u64 = field(ctx, tp::SR_SKADDR).unwrap_or(0);
+    let (family, sport, saddr, dport, daddr) = match maps::tp_off(tp::SR_SOCKADDR_S) {
+        Some(off) => {
+            let (family, sport, saddr) = end(ctx, off)?;
+            let (_, dport, daddr) = end(ctx, maps::tp_off(tp::SR_SOCKADDR_D)?)?;
+            (family, sport, saddr, dport, daddr)
+        }
+        None => {
+            let (family, saddr, daddr) = tcp_tracepoint::addrs(ctx, &OLD_ADDRS, sk)?;
+            let sport: u16 = field(ctx, tp::SR_SPORT)?;
+            let dport: u16 = field(ctx, tp::SR_DPORT)?;
+            (family, sport, saddr, dport, daddr)
+        }
+    };
     let flow = FlowKey {
         saddr,
         daddr,
@@ -56,19 +72,18 @@ pub fn handle(ctx: &TracePointContext) -> Option<()> {
     if !of_interest(&flow) {
         return None;
     }
-    let sk: u64 = read(ctx, OFF_SKADDR).unwrap_or(0);
     let mut ns = if sk != 0 { sock_netns(sk) } else { 0 };
     if ns == 0 {
-        let skb: u64 = read(ctx, OFF_SKBADDR).unwrap_or(0);
+        let skb: u64 = field(ctx, tp::SR_SKBADDR).unwrap_or(0);
         if skb != 0 {
             ns = netns(skb);
         }
     }
     let key = ResetKey {
         flow,
-        reason: read(ctx, OFF_REASON).unwrap_or(0),
+        reason: field(ctx, tp::SR_REASON).unwrap_or(0),
         netns: ns,
-        state: read::<i32>(ctx, OFF_STATE).unwrap_or(0) as u8,
+        state: field::<i32>(ctx, tp::SR_STATE).unwrap_or(0) as u8,
         _pad: [0; 3],
     };
     let count = emit::bump(&RESET_SENT, &key);

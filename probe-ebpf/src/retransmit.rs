@@ -2,9 +2,8 @@
 //! raw tracepoint (the socket read through BTF offsets), or from the
 //! formatted one where those offsets are missing.
 //!
-//! The formatted record's field offsets are those of the tracepoint's
-//! format file; the loader checks them against /sys/kernel/tracing before it
-//! attaches.
+//! The formatted record's fields are found by name in the running kernel's
+//! format (see `tcp_tracepoint::field`).
 //!
 //! Newer kernels fire the tracepoint for attempts that sent nothing too,
 //! with their error. -EBUSY means the original segment is still in this
@@ -18,46 +17,38 @@ use aya_ebpf::{
     helpers::bpf_probe_read_kernel,
     programs::{RawTracePointContext, TracePointContext},
 };
-use probe_common::{AF_INET, TcpRecord, kind};
+use probe_common::{AF_INET, TcpRecord, kind, tp};
 
 use crate::{
     emit,
     maps::{kernel_offsets, retransmit_has_err},
     skb::sock_netns,
-    tcp_tracepoint::{self, AddrOffsets, read},
+    tcp_tracepoint::{self, AddrSlots, field},
 };
 
-const OFF_SKADDR: usize = 16;
-const OFF_STATE: usize = 24;
-const OFF_SPORT: usize = 28;
-const OFF_ERR: usize = 76;
 const EBUSY: i32 = 16;
-const OFF_DPORT: usize = 30;
-const ADDRS: AddrOffsets = AddrOffsets {
-    family: 32,
-    saddr: 34,
-    daddr: 38,
-    saddr_v6: 42,
-    daddr_v6: 58,
+const ADDRS: AddrSlots = AddrSlots {
+    family: tp::RT_FAMILY,
+    saddr: tp::RT_SADDR,
+    daddr: tp::RT_DADDR,
+    saddr_v6: tp::RT_SADDR6,
+    daddr_v6: tp::RT_DADDR6,
 };
 
 #[inline(always)]
 pub fn handle(ctx: &TracePointContext) -> Option<()> {
-    let err = if retransmit_has_err() {
-        read::<i32>(ctx, OFF_ERR)?
-    } else {
-        0
-    };
+    // Kernels without `err` fire only for attempts that were sent.
+    let err = field::<i32>(ctx, tp::RT_ERR).unwrap_or(0);
     if err == -EBUSY {
         return None;
     }
-    let skaddr: u64 = read(ctx, OFF_SKADDR)?;
-    let (family, saddr, daddr) = tcp_tracepoint::addrs(ctx, &ADDRS)?;
+    let skaddr: u64 = field(ctx, tp::RT_SKADDR)?;
+    let (family, saddr, daddr) = tcp_tracepoint::addrs(ctx, &ADDRS, skaddr)?;
     let head = SockHead {
         family,
-        state: read::<i32>(ctx, OFF_STATE)? as u8,
-        sport: read(ctx, OFF_SPORT)?,
-        dport: read(ctx, OFF_DPORT)?,
+        state: field::<i32>(ctx, tp::RT_STATE)? as u8,
+        sport: field(ctx, tp::RT_SPORT)?,
+        dport: field(ctx, tp::RT_DPORT)?,
         saddr,
         daddr,
     };

@@ -6,13 +6,9 @@
 
 use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
 use aya_ebpf::programs::TracePointContext;
-use probe_common::Owner;
+use probe_common::{Owner, tp};
 
-use crate::{maps::OWNERS, tcp_tracepoint::read};
-
-const OFF_SKADDR: usize = 8;
-const OFF_NEWSTATE: usize = 20;
-const OFF_PROTOCOL: usize = 30;
+use crate::{maps::OWNERS, tcp_tracepoint::field};
 
 const TCP_SYN_SENT: i32 = 2;
 const TCP_CLOSE: i32 = 7;
@@ -20,11 +16,11 @@ const IPPROTO_TCP: u16 = 6;
 
 #[inline(always)]
 pub fn handle(ctx: &TracePointContext) -> Option<()> {
-    if read::<u16>(ctx, OFF_PROTOCOL)? != IPPROTO_TCP {
+    if field::<u16>(ctx, tp::SS_PROTOCOL)? != IPPROTO_TCP {
         return None;
     }
-    let sk: u64 = read(ctx, OFF_SKADDR)?;
-    match read::<i32>(ctx, OFF_NEWSTATE)? {
+    let sk: u64 = field(ctx, tp::SS_SKADDR)?;
+    match field::<i32>(ctx, tp::SS_NEWSTATE)? {
         TCP_SYN_SENT => {
             let owner = Owner {
                 pid: (bpf_get_current_pid_tgid() >> 32) as u32,

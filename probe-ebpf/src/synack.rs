@@ -4,23 +4,23 @@
 //! `tcp_retransmit_skb` for them.
 
 use aya_ebpf::programs::TracePointContext;
-use probe_common::kind;
+use probe_common::{kind, tp};
 
 use crate::{
     skb::sock_netns,
-    tcp_tracepoint::{self, AddrOffsets, FlowOffsets},
+    tcp_tracepoint::{self, AddrSlots, FlowSlots},
 };
 
-const FLOW: FlowOffsets = FlowOffsets {
-    skaddr: 8,
-    sport: 24,
-    dport: 26,
-    addrs: AddrOffsets {
-        family: 28,
-        saddr: 30,
-        daddr: 34,
-        saddr_v6: 38,
-        daddr_v6: 54,
+const FLOW: FlowSlots = FlowSlots {
+    skaddr: tp::SA_SKADDR,
+    sport: tp::SA_SPORT,
+    dport: tp::SA_DPORT,
+    addrs: AddrSlots {
+        family: tp::SA_FAMILY,
+        saddr: tp::SA_SADDR,
+        daddr: tp::SA_DADDR,
+        saddr_v6: tp::SA_SADDR6,
+        daddr_v6: tp::SA_DADDR6,
     },
 };
 /// `TCP_SYN_RECV`: the request's state.

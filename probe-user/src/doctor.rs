@@ -48,28 +48,38 @@ pub fn run() -> Vec<Check> {
         privileges::optional_warning().is_some(),
     ));
     checks.push(check("tracefs", tracefs_state(uid)));
-    for (tp, fields) in tracefs::EXPECTED {
+    let fields = tracefs::tp_fields();
+    for tp in tracefs::tracepoints() {
         let path = tracefs::format_path(tp);
-        let result = std::fs::read_to_string(&path)
-            .map_err(|e| {
-                if e.kind() == std::io::ErrorKind::PermissionDenied {
-                    format!(
-                        "{}: not readable as uid {uid}: run as root or grant CAP_DAC_READ_SEARCH",
-                        path.display()
-                    )
-                } else {
-                    format!(
-                        "{}: {e} (kernel built without it, or tracefs missing)",
-                        path.display()
-                    )
+        let detail = match std::fs::read_to_string(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => format!(
+                "{}: not readable as uid {uid}: run as root or grant CAP_DAC_READ_SEARCH",
+                path.display()
+            ),
+            Err(e) => format!(
+                "absent ({}: {e}): the capability that needs it is off (below)",
+                path.display()
+            ),
+            Ok(_) => {
+                let cap = crate::kernel::capability::CAPABILITIES
+                    .iter()
+                    .find(|c| c.tracepoint == Some(tp));
+                let release = probes::kernel_release();
+                match cap
+                    .map(|c| crate::kernel::capability::judge_fields(c, true, &fields, &release))
+                {
+                    Some(Ok(note)) if !note.is_empty() => {
+                        format!("present, fields found by name; {note}")
+                    }
+                    Some(Err(why)) => format!("present, but {why}"),
+                    _ => "present, every field netprobe reads found by name".to_string(),
                 }
-            })
-            .and_then(|text| tracefs::check_layout(tp, &text, fields).map_err(|e| e.to_string()))
-            .map(|()| "present, record layout as expected".to_string());
+            }
+        };
         checks.push(Check {
             name: tp,
-            ok: result.is_ok(),
-            detail: result.unwrap_or_else(|e| e),
+            ok: true,
+            detail,
         });
     }
     checks.push(check(
@@ -80,21 +90,38 @@ pub fn run() -> Vec<Check> {
     ));
     checks.push(check(
         "tc attach",
-        if probes::tcx_supported() {
-            Ok("tcx (kernel >= 6.6): links vanish with the process".into())
+        Ok(if probes::tcx_supported() {
+            "tcx: links vanish with the process".into()
         } else {
-            Err(
-                "no tcx (kernel < 6.6): falls back to clsact + netlink filters, removed at exit"
-                    .into(),
-            )
-        },
+            "no tcx on this kernel (a tcx hook query fails): clsact + netlink filters, removed at exit; leftovers of a killed netprobe are removed at start".into()
+        }),
     ));
     if probes::tcx_supported() {
         checks.push(check("tcx hooks", Ok(tcx_neighbours())));
     }
-    // The verifier prunes on load-time constants: verify both modes.
+    checks.push(check(
+        "socket hooks",
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .map_err(|e| format!("/proc/self/mountinfo: {e}"))
+            .and_then(|info| {
+                crate::kernel::sockets::cgroup2_mount(&info).ok_or_else(|| {
+                    "no cgroup v2 hierarchy mounted: handshakes are seen on the uplinks only (mount -t cgroup2 none /sys/fs/cgroup/unified)".to_string()
+                })
+            })
+            .map(|root| {
+                format!(
+                    "cgroup v2 at {}: every local socket (pods' too) seen at its root, one link per direction",
+                    root.display()
+                )
+            }),
+    ));
+    // The verifier prunes on load-time constants: verify both modes, every
+    // program (both retransmit programs too).
     let path_reasons =
         crate::kernel::tracefs::path_reason_bitmap(&crate::kernel::tracefs::drop_reasons());
+    let offsets = btf_offsets::from_vmlinux().unwrap_or_default();
+    let mut capabilities: Vec<crate::kernel::capability::Status> = Vec::new();
+    let mut refused: Vec<String> = Vec::new();
     let privileged = privileges::check().is_none();
     for (name, capture_packets) in [("ebpf load", false), ("ebpf load (capture)", true)] {
         if !privileged {
@@ -106,21 +133,69 @@ pub fn run() -> Vec<Check> {
         }
         let load = probes::Probes::load(&probes::LoadOptions {
             ring_bytes: 64 * 1024,
-            offsets: Default::default(),
+            offsets,
             ports: vec![443],
             capture_packets,
             path_reasons,
             netns_filter: false,
             retransmit_err: crate::kernel::tracefs::retransmit_has_err(),
+            tp_fields: fields,
+            verify_all: true,
         });
-        checks.push(check(
-            name,
-            load.map(|p| {
+        match load {
+            Ok(p) => {
+                let mode = if capture_packets { " (capture)" } else { "" };
+                for (prog, why) in p.refused() {
+                    refused.push(format!("{prog}{mode}: {why}"));
+                }
+                let on = p.capabilities().iter().filter(|c| c.on).count();
+                checks.push(Check {
+                    name,
+                    ok: true,
+                    detail: format!(
+                        "object loaded, ring buffer created; {on} of {} capabilities on, {} program(s) refused by the verifier",
+                        p.capabilities().len(),
+                        p.refused().len()
+                    ),
+                });
+                // A capability is on when it is on in both modes.
+                if capabilities.is_empty() {
+                    capabilities = p.capabilities().to_vec();
+                } else {
+                    for (c, new) in capabilities.iter_mut().zip(p.capabilities()) {
+                        if c.on && !new.on {
+                            *c = new.clone();
+                            c.why = format!("in capture mode: {}", c.why);
+                        }
+                    }
+                }
                 drop(p);
-                "programs verified, ring buffer created, tracepoints attached and detached".into()
-            })
-            .map_err(|e| format!("{e:#}")),
-        ));
+            }
+            Err(e) => checks.push(Check {
+                name,
+                ok: false,
+                detail: format!("{e:#}"),
+            }),
+        }
+    }
+    checks.push(Check {
+        name: "verifier",
+        ok: true,
+        detail: if refused.is_empty() {
+            "every program accepted".to_string()
+        } else {
+            format!("refused: {}", refused.join("; "))
+        },
+    });
+    for c in &capabilities {
+        checks.push(Check {
+            name: c.name,
+            ok: true,
+            detail: c
+                .line()
+                .split_once(": ")
+                .map_or(String::new(), |(_, d)| d.to_string()),
+        });
     }
     checks.push(check("conntrack netlink", conntrack_netlink()));
     checks.push(check(

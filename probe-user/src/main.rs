@@ -164,7 +164,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for c in &checks {
                 println!(
                     "{} {:width$}  {}",
-                    if c.ok { "ok  " } else { "FAIL" },
+                    match (c.ok, c.detail.starts_with("off (")) {
+                        (true, false) => "ok  ",
+                        (true, true) => "off ",
+                        (false, _) => "FAIL",
+                    },
                     c.name,
                     c.detail
                 );

@@ -434,8 +434,18 @@ pub async fn session(
         capture_packets: consumer.wants_packets(),
         path_reasons: crate::kernel::tracefs::path_reason_bitmap(&drop_reasons),
         retransmit_err: crate::kernel::tracefs::retransmit_has_err(),
+        tp_fields: crate::kernel::tracefs::tp_fields(),
+        verify_all: false,
         netns_filter: !crate::kernel::sockets::in_initial_netns(),
     })?;
+    // One line per capability this kernel does not allow, saying what is lost.
+    for cap in probes.capabilities() {
+        if cap.on {
+            log::debug!("capability {}", cap.line());
+        } else {
+            eprintln!("netprobe: {}", cap.line());
+        }
+    }
     // This node's namespaces first, then the hooks: no record of theirs
     // is dropped for want of its namespace.
     let mut node_ns = crate::kernel::sockets::NodeNamespaces {

@@ -129,8 +129,15 @@ fn pod_behind_the_node_to_a_silent_server_is_the_server_not_the_neighbour() {
     assert_eq!(d["cause"], "server_not_responding", "{}", trace.report());
     assert_eq!(d["stage"], "hello_acked", "{}", trace.report());
     assert_nothing_destructive(&lab, &events, "pod to a silent server");
+    // Under QEMU's software CPU (the kernel matrix sets NETPROBE_SLOW_GUEST)
+    // timers run late: the verdict came at 5034 ms there once.
+    let bound = if std::env::var_os("NETPROBE_SLOW_GUEST").is_some() {
+        7000
+    } else {
+        5000
+    };
     assert!(
-        d["detected_after_ms"].as_u64().is_some_and(|ms| ms < 5000),
+        d["detected_after_ms"].as_u64().is_some_and(|ms| ms < bound),
         "{d}"
     );
     trace.stop();

@@ -5,6 +5,7 @@ mod bench;
 mod build_cmd;
 mod dist;
 mod fuzz;
+mod kernels;
 mod lint;
 mod run;
 mod setup;
@@ -80,6 +81,13 @@ enum Cmd {
         #[arg(value_name = "TARGET")]
         targets: Vec<String>,
     },
+    /// Boot Debian's kernels (5.10, 6.1, 6.12) under QEMU and run doctor and
+    /// a trace check in each (as root; `cargo xtask test` runs it too)
+    Kernels {
+        /// Only these kernels (labels: 5.10, 6.1, 6.12)
+        #[arg(value_name = "LABEL")]
+        labels: Vec<String>,
+    },
     /// cargo fmt --all -- --check
     FmtCheck,
     /// Set up, then clippy the workspace (eBPF crate excluded) with warnings denied
@@ -110,6 +118,10 @@ fn try_main() -> Result<()> {
         Cmd::Test { args } => test::test(&args),
         Cmd::Bench { runs, quick, only } => bench::bench(&bench::Options { runs, quick, only }),
         Cmd::Fuzz { seconds, targets } => fuzz::fuzz(seconds, &targets),
+        Cmd::Kernels { labels } => {
+            let bin = build_cmd::build(true)?;
+            kernels::run(&bin, &labels).map(drop)
+        }
         Cmd::FmtCheck => lint::fmt_check(),
         Cmd::Clippy => lint::clippy(),
     }

@@ -39,6 +39,14 @@ const PACKAGES: &[&str] = &[
     "containerd",
     "runc",
     "containernetworking-plugins",
+    // The kernel matrix (crate::kernels::PACKAGES): QEMU, and udev for
+    // virtme-ng's guest init, kmod for depmod on the unpacked modules and
+    // busybox for the initramfs that loads Debian's virtio modules.
+    "qemu-system-x86",
+    "udev",
+    "kmod",
+    "busybox-static",
+    "debian-archive-keyring",
 ];
 /// bpf-linker must use the same LLVM major as the rustc compiling the eBPF crate.
 const LLVM_MAJOR: u32 = 22;
@@ -53,6 +61,7 @@ pub fn setup() -> Result<()> {
     musl_target(&toolchain)?;
     bpf_linker()?;
     tracefs()?;
+    crate::kernels::fetch()?;
     eprintln!(
         "==> setup: all ok ({:.1}s)",
         started.elapsed().as_secs_f64()

@@ -71,6 +71,14 @@ pub fn test(args: &[OsString]) -> Result<()> {
         None
     };
 
+    // The kernel matrix: Debian's kernels under QEMU, one at a time (about
+    // 2-4 minutes each here); not when a filter asks for particular tests.
+    let matrix = if args.is_empty() && crate::kernels::enabled() && util::is_root() {
+        Some(crate::kernels::run(&bin, &[]).map(drop))
+    } else {
+        None
+    };
+
     // All parts run whatever the others did, so one CI log shows everything.
     let verdict = |r: &Result<()>| if r.is_ok() { "ok" } else { "FAILED" };
     let lab_verdict = if util::is_root() {
@@ -79,9 +87,13 @@ pub fn test(args: &[OsString]) -> Result<()> {
         "refused (not root)"
     };
     println!(
-        "xtask test: unit {}, lab {lab_verdict}, fuzz {}",
+        "xtask test: unit {}, lab {lab_verdict}, fuzz {}, kernel matrix {}",
         verdict(&unit),
-        fuzz.as_ref().map_or("skipped (filter given)", verdict)
+        fuzz.as_ref().map_or("skipped (filter given)", verdict),
+        matrix.as_ref().map_or(
+            "skipped (filter given, not root, or NETPROBE_KERNEL_MATRIX=0)",
+            verdict
+        )
     );
     // One closing line for the whole run: cargo's own last line is often a
     // doc-test binary's `0 passed`, which says nothing about the run.
@@ -92,6 +104,7 @@ pub fn test(args: &[OsString]) -> Result<()> {
     let errors: Vec<String> = [unit, lab]
         .into_iter()
         .chain(fuzz)
+        .chain(matrix)
         .filter_map(Result::err)
         .map(|e| format!("{e:#}"))
         .collect();

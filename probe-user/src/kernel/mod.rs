@@ -5,6 +5,7 @@
 
 pub mod btf;
 pub mod btf_offsets;
+pub mod capability;
 pub mod links;
 pub mod loader;
 pub mod netns;

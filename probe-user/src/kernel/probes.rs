@@ -15,7 +15,9 @@ use aya::{
     programs::{Program, RawTracePoint, SchedClassifier, TcAttachType, TracePoint, tc},
 };
 use log::{debug, warn};
-use probe_common::{AF_INET, AF_INET6, FlowKey, KernelOffsets, kind};
+use probe_common::{AF_INET, AF_INET6, FlowKey, KernelOffsets, TpFields, kind};
+
+use crate::kernel::capability::{self, CAPABILITIES, RETRANSMIT_RAW, RETRANSMIT_TP, Status};
 
 pub use crate::kernel::tcx::Done;
 
@@ -71,6 +73,12 @@ pub struct LoadOptions {
     /// Socket-hook records only from the namespaces in `NODE_NETNS`
     /// (see [`crate::kernel::sockets`]).
     pub netns_filter: bool,
+    /// Where this kernel's tracepoint records keep the programs' fields
+    /// ([`crate::kernel::tracefs::tp_fields`]).
+    pub tp_fields: TpFields,
+    /// `doctor`: verify every program, the formatted retransmit tracepoint
+    /// too where the raw one loads.
+    pub verify_all: bool,
 }
 
 /// Pending bytes at which the programs wake the reader: an eighth of the
@@ -84,34 +92,113 @@ pub fn wake_bytes(ring_bytes: u32) -> u64 {
 /// Loads and attaches the retransmit program: `tcp_retransmit_skb` as a
 /// raw tracepoint when BTF gave the socket's layout (it is guarded per
 /// program, so other BPF programs running on the CPU do not make it skip
-/// retransmits), else the formatted tracepoint. Returns which.
-fn load_retransmit(ebpf: &mut Ebpf, offsets: &KernelOffsets) -> anyhow::Result<&'static str> {
+/// retransmits), else the formatted tracepoint (when its record has the
+/// fields). Returns which, or every reason neither runs. With `verify_all`
+/// the formatted one is verified too (and refusals of either are in
+/// `refused`).
+fn load_retransmit(
+    ebpf: &mut Ebpf,
+    offsets: &KernelOffsets,
+    formatted: Result<(), String>,
+    verify_all: bool,
+    refused: &mut Vec<(&'static str, String)>,
+) -> Result<&'static str, String> {
+    let mut why = Vec::new();
+    let mut chosen = None;
     if offsets.sock_v6_daddr != 0 {
-        let raw: &mut RawTracePoint = ebpf
-            .program_mut("tcp_retransmit")
-            .context("program tcp_retransmit missing")?
-            .try_into()?;
-        let loaded = raw
-            .load()
-            .map_err(|e| anyhow!("loading tcp_retransmit (verifier): {e}"))
-            .and_then(|()| {
-                raw.attach("tcp_retransmit_skb")
-                    .map_err(|e| anyhow!("attaching raw tracepoint tcp_retransmit_skb: {e}"))
-            });
+        let raw: Result<&mut RawTracePoint, String> = ebpf
+            .program_mut(RETRANSMIT_RAW)
+            .ok_or_else(|| format!("program {RETRANSMIT_RAW} missing"))
+            .and_then(|p| p.try_into().map_err(|e| format!("{e}")));
+        let loaded = raw.and_then(|raw| {
+            raw.load().map_err(|e| {
+                let v = verifier_line(&e);
+                refused.push((RETRANSMIT_RAW, v.clone()));
+                format!("{RETRANSMIT_RAW} refused by the verifier: {v}")
+            })?;
+            raw.attach("tcp_retransmit_skb")
+                .map_err(|e| format!("attaching raw tracepoint tcp_retransmit_skb: {e}"))
+        });
         match loaded {
-            Ok(_) => return Ok("tcp_retransmit"),
-            Err(e) => warn!("{e:#}; using the formatted tracepoint"),
+            Ok(_) => chosen = Some(RETRANSMIT_RAW),
+            Err(e) => {
+                warn!("{e}; using the formatted tracepoint");
+                why.push(e);
+            }
+        }
+    } else {
+        why.push("no socket layout from BTF for the raw tracepoint".to_string());
+    }
+    if chosen.is_some() && !verify_all {
+        return Ok(RETRANSMIT_RAW);
+    }
+    let formatted = formatted.and_then(|()| {
+        let tp: &mut TracePoint = ebpf
+            .program_mut(RETRANSMIT_TP)
+            .ok_or_else(|| format!("program {RETRANSMIT_TP} missing"))?
+            .try_into()
+            .map_err(|e| format!("{e}"))?;
+        tp.load().map_err(|e| {
+            let v = verifier_line(&e);
+            refused.push((RETRANSMIT_TP, v.clone()));
+            format!("{RETRANSMIT_TP} refused by the verifier: {v}")
+        })?;
+        if chosen.is_none() {
+            tp.attach("tcp", "tcp_retransmit_skb")
+                .map_err(|e| format!("attaching tracepoint tcp/tcp_retransmit_skb: {e}"))?;
+        }
+        Ok(())
+    });
+    match (chosen, formatted) {
+        (Some(c), _) => Ok(c),
+        (None, Ok(())) => Ok(RETRANSMIT_TP),
+        (None, Err(e)) => {
+            why.push(e);
+            Err(why.join("; "))
         }
     }
-    let tp: &mut TracePoint = ebpf
-        .program_mut("tcp_retransmit_tp")
-        .context("program tcp_retransmit_tp missing")?
-        .try_into()?;
-    tp.load()
-        .map_err(|e| anyhow!("loading tcp_retransmit_tp (verifier): {e}"))?;
-    tp.attach("tcp", "tcp_retransmit_skb")
-        .map_err(|e| anyhow!("attaching tracepoint tcp/tcp_retransmit_skb: {e}"))?;
-    Ok("tcp_retransmit_tp")
+}
+
+/// The line of a verifier refusal that says why (aya's error carries the
+/// whole log), e.g. `combined stack size of 3 calls is 544. Too large`.
+pub fn verifier_line(e: &aya::programs::ProgramError) -> String {
+    match e {
+        aya::programs::ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let log = verifier_log.to_string();
+            summarise_verifier_log(&log).unwrap_or_else(|| format!("{io_error}"))
+        }
+        other => format!("{other}"),
+    }
+}
+
+/// The last line of a verifier log that is not its statistics.
+pub fn summarise_verifier_log(log: &str) -> Option<String> {
+    log.lines()
+        .map(str::trim)
+        .rfind(|l| {
+            !(l.is_empty()
+                || l.starts_with("processed ")
+                || l.starts_with("verification time")
+                || l.starts_with("stack depth")
+                || l.starts_with("mark_precise"))
+        })
+        .map(str::to_string)
+}
+
+#[cfg(test)]
+mod verifier_tests {
+    #[test]
+    fn the_refusal_line_is_the_last_that_is_not_statistics() {
+        let log = "0: (bf) r6 = r1\n; stack depth\ncombined stack size of 3 calls is 544. Too large\nverification time 1620 usec\nstack depth 320+80+144\nprocessed 1200 insns (limit 1000000)\n\n";
+        assert_eq!(
+            super::summarise_verifier_log(log).as_deref(),
+            Some("combined stack size of 3 calls is 544. Too large")
+        );
+        assert_eq!(super::summarise_verifier_log(""), None);
+    }
 }
 
 /// How the classifier was attached to an interface.
@@ -132,6 +219,9 @@ enum Linker {
         links: HashMap<u32, (String, Links)>,
         done: tokio::sync::mpsc::UnboundedSender<Done>,
     },
+    /// The classifiers are off on this kernel: interfaces are answered as
+    /// done without links.
+    Off(tokio::sync::mpsc::UnboundedSender<Done>),
 }
 
 pub struct Probes {
@@ -144,9 +234,18 @@ pub struct Probes {
     requested: HashSet<u32>,
     /// ifindex -> name, for the interfaces whose links are made.
     attached: HashMap<u32, String>,
+    /// Every capability, on or off and why ([`crate::kernel::capability`]).
+    capabilities: Vec<Status>,
+    /// Programs the verifier refused, with its reason.
+    refused: Vec<(&'static str, String)>,
 }
 
 impl Probes {
+    /// Loads the object and every capability's programs; a capability
+    /// whose tracepoint is missing, whose record lacks a field it needs or
+    /// whose program the verifier refuses is off (see
+    /// [`Probes::capabilities`]), the rest run. Errors only when the
+    /// object itself cannot be loaded.
     pub fn load(opts: &LoadOptions) -> anyhow::Result<Self> {
         let (loader, btf_skipped) = crate::kernel::loader::without_kernel_btf();
         debug!("loader without kernel BTF: {btf_skipped}");
@@ -154,6 +253,7 @@ impl Probes {
         let mut ebpf = loader
             .map_max_entries("EVENTS", opts.ring_bytes)
             .override_global("KERNEL_OFFSETS", &opts.offsets, true)
+            .override_global("TP_FIELDS", &opts.tp_fields, true)
             .override_global("CAPTURE_PACKETS", &u8::from(opts.capture_packets), true)
             .override_global(
                 "WATCHED_PORTS",
@@ -166,16 +266,80 @@ impl Probes {
             .override_global("NETNS_FILTER", &u8::from(opts.netns_filter), true)
             .load(OBJECT)
             .map_err(|e| anyhow!("loading the eBPF object: {e}"))?;
-        load_programs(&mut ebpf)?;
-        let retransmit = load_retransmit(&mut ebpf, &opts.offsets)?;
-        for (prog, category, name) in TRACEPOINTS {
-            let tp: &mut TracePoint = ebpf
-                .program_mut(prog)
-                .with_context(|| format!("program {prog} missing"))?
-                .try_into()?;
-            tp.attach(category, name)
-                .map_err(|e| anyhow!("attaching tracepoint {category}/{name}: {e}"))?;
-            debug!("attached {category}/{name}");
+        let release = kernel_release();
+        // What tracefs allows, per capability.
+        let judged: Vec<Result<String, String>> = CAPABILITIES
+            .iter()
+            .map(|cap| {
+                let exists = cap.tracepoint.is_some_and(crate::kernel::tracefs::exists);
+                capability::judge_fields(cap, exists, &opts.tp_fields, &release)
+            })
+            .collect();
+        // Verify the programs of the capabilities still on (retransmit's
+        // apart: it picks one of two).
+        let wanted: Vec<&'static str> = CAPABILITIES
+            .iter()
+            .zip(&judged)
+            .filter(|(cap, j)| j.is_ok() && cap.name != "retransmits")
+            .flat_map(|(cap, _)| cap.programs.iter().copied())
+            .collect();
+        let mut refused = load_programs(&mut ebpf, &wanted)?;
+        let mut capabilities = Vec::new();
+        let mut retransmit = RETRANSMIT_TP;
+        for (cap, judged) in CAPABILITIES.iter().zip(judged) {
+            let status = if cap.name == "retransmits" {
+                let formatted = judged.clone().map(drop);
+                let mut also = Vec::new();
+                let got = load_retransmit(
+                    &mut ebpf,
+                    &opts.offsets,
+                    formatted,
+                    opts.verify_all,
+                    &mut also,
+                );
+                refused.extend(also);
+                match got {
+                    Ok(prog) => {
+                        retransmit = prog;
+                        let note = if prog == RETRANSMIT_RAW {
+                            String::new()
+                        } else {
+                            judged.unwrap_or_default()
+                        };
+                        Status::on(cap, note)
+                    }
+                    Err(why) => Status::off(cap, why),
+                }
+            } else {
+                match judged {
+                    Err(why) => Status::off(cap, why),
+                    Ok(note) => {
+                        let bad: Vec<String> = cap
+                            .programs
+                            .iter()
+                            .filter_map(|p| {
+                                refused
+                                    .iter()
+                                    .find(|(r, _)| r == p)
+                                    .map(|(r, v)| format!("{r} refused by the verifier: {v}"))
+                            })
+                            .collect();
+                        if !bad.is_empty() {
+                            Status::off(cap, bad.join("; "))
+                        } else if let Some((category, name)) =
+                            cap.tracepoint.and_then(|t| t.split_once('/'))
+                        {
+                            match attach_tracepoint(&mut ebpf, cap.programs[0], category, name) {
+                                Ok(()) => Status::on(cap, note),
+                                Err(e) => Status::off(cap, format!("{e:#}")),
+                            }
+                        } else {
+                            Status::on(cap, note)
+                        }
+                    }
+                }
+            };
+            capabilities.push(status);
         }
         Ok(Self {
             ebpf,
@@ -183,7 +347,25 @@ impl Probes {
             linker: None,
             requested: HashSet::new(),
             attached: HashMap::new(),
+            capabilities,
+            refused,
         })
+    }
+
+    /// Every capability, on or off and why, in [`CAPABILITIES`] order.
+    pub fn capabilities(&self) -> &[Status] {
+        &self.capabilities
+    }
+
+    /// Programs the verifier refused, with the line that says why.
+    pub fn refused(&self) -> &[(&'static str, String)] {
+        &self.refused
+    }
+
+    fn classifiers_on(&self) -> bool {
+        self.capabilities
+            .iter()
+            .any(|c| c.name == "tc classifier" && c.on)
     }
 
     /// Starts linking: results of [`Probes::attach`] and [`Probes::detach`]
@@ -192,6 +374,10 @@ impl Probes {
         &mut self,
         done: tokio::sync::mpsc::UnboundedSender<Done>,
     ) -> anyhow::Result<()> {
+        if !self.classifiers_on() {
+            self.linker = Some(Linker::Off(done));
+            return Ok(());
+        }
         if !tcx_supported() {
             self.linker = Some(Linker::Clsact {
                 links: HashMap::new(),
@@ -220,6 +406,13 @@ impl Probes {
     /// Attaches the socket programs to the root cgroup (see
     /// [`crate::kernel::sockets`]); returns the cgroup's path.
     pub fn attach_sockets(&mut self) -> anyhow::Result<std::path::PathBuf> {
+        if !self
+            .capabilities()
+            .iter()
+            .any(|c| c.name == "socket hooks" && c.on)
+        {
+            bail!("the verifier refused them on this kernel");
+        }
         crate::kernel::sockets::attach(&mut self.ebpf)
     }
 
@@ -320,6 +513,12 @@ impl Probes {
                 };
                 let _ = done.send(out);
             }
+            Some(Linker::Off(done)) => {
+                let _ = done.send(Done::Detached {
+                    index: ifindex,
+                    name: name.to_string(),
+                });
+            }
             None => {}
         }
     }
@@ -341,7 +540,7 @@ impl Probes {
                     });
                 }
             }
-            None => {}
+            Some(Linker::Off(_)) | None => {}
         }
     }
 
@@ -376,75 +575,111 @@ impl Probes {
                     clsact_detach(&mut self.ebpf, l);
                 }
             }
-            None => {}
+            Some(Linker::Off(_)) | None => {}
         }
         self.requested.clear();
         self.attached.clear();
     }
 }
 
-/// Verifies netprobe's programs, two at a time: the verifier is most of
-/// the start-up and runs on one CPU per load. The two classifiers, the
-/// largest, go to different threads.
-fn load_programs(ebpf: &mut Ebpf) -> anyhow::Result<()> {
-    let ours = |name: &str| {
-        TRACEPOINTS.iter().any(|(p, _, _)| *p == name)
-            || CLASSIFIERS.iter().any(|(p, _)| *p == name)
-            || crate::kernel::sockets::PROGRAMS
-                .iter()
-                .any(|(p, _)| *p == name)
-    };
-    let mut progs: Vec<(&str, &mut Program)> =
-        ebpf.programs_mut().filter(|(n, _)| ours(n)).collect();
-    for (prog, _, _) in TRACEPOINTS {
-        if !progs.iter().any(|(n, _)| n == prog) {
-            bail!("program {prog} missing");
-        }
-    }
-    for prog in CLASSIFIERS
+/// Attaches a loaded tracepoint program.
+fn attach_tracepoint(
+    ebpf: &mut Ebpf,
+    prog: &str,
+    category: &str,
+    name: &str,
+) -> anyhow::Result<()> {
+    let tp: &mut TracePoint = ebpf
+        .program_mut(prog)
+        .with_context(|| format!("program {prog} missing"))?
+        .try_into()?;
+    tp.attach(category, name)
+        .map_err(|e| anyhow!("attaching tracepoint {category}/{name}: {e}"))?;
+    debug!("attached {category}/{name}");
+    Ok(())
+}
+
+/// The running kernel's release (uname -r).
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "this kernel".into())
+}
+
+/// Verifies the programs named in `wanted`, two at a time: the verifier
+/// is most of the start-up and runs on one CPU per load. The two
+/// classifiers, the largest, go to different threads. Returns the ones
+/// the verifier refused, each with the line that says why; errors only
+/// when a program is missing from the object.
+fn load_programs(
+    ebpf: &mut Ebpf,
+    wanted: &[&'static str],
+) -> anyhow::Result<Vec<(&'static str, String)>> {
+    for prog in TRACEPOINTS
         .iter()
-        .map(|(p, _)| p)
-        .chain(crate::kernel::sockets::PROGRAMS.iter().map(|(p, _)| p))
+        .map(|(p, _, _)| p)
+        .chain(CLASSIFIERS.iter().map(|(p, _)| p))
     {
-        if !progs.iter().any(|(n, _)| n == prog) {
+        if ebpf.program(prog).is_none() {
             bail!("program {prog} missing");
         }
     }
+    let mut progs: Vec<(&'static str, &mut Program)> = ebpf
+        .programs_mut()
+        .filter_map(|(n, p)| wanted.iter().find(|w| **w == n).map(|w| (*w, p)))
+        .collect();
     // Classifiers first, then alternate: each thread gets one of them.
     progs.sort_by_key(|(n, _)| !CLASSIFIERS.iter().any(|(p, _)| p == n));
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for (i, p) in progs.into_iter().enumerate() {
         if i % 2 == 0 { a.push(p) } else { b.push(p) }
     }
-    let load_all = |group: Vec<(&str, &mut Program)>| -> anyhow::Result<()> {
+    let load_all = |group: Vec<(&'static str, &mut Program)>| -> Vec<(&'static str, String)> {
+        let mut refused = Vec::new();
         for (name, prog) in group {
             let loaded = match prog {
                 Program::TracePoint(p) => p.load(),
                 Program::SchedClassifier(p) => p.load(),
                 Program::CgroupSkb(p) => p.load(),
-                _ => bail!("program {name} is of an unexpected type"),
+                _ => {
+                    refused.push((name, "of an unexpected program type".to_string()));
+                    continue;
+                }
             };
-            loaded.map_err(|e| anyhow!("loading {name} (verifier): {e}"))?;
+            if let Err(e) = loaded {
+                let line = verifier_line(&e);
+                warn!("{name} refused by the verifier: {line}");
+                refused.push((name, line));
+            }
         }
-        Ok(())
+        refused
     };
     std::thread::scope(|s| {
         let other = std::thread::Builder::new()
             .name("netprobe-load".into())
             .spawn_scoped(s, || load_all(b))
             .context("starting a loader thread")?;
-        let mine = load_all(a);
+        let mut mine = load_all(a);
         let theirs = other
             .join()
             .map_err(|_| anyhow!("the loader thread panicked"))?;
-        mine.and(theirs)
+        mine.extend(theirs);
+        Ok(mine)
     })
 }
 
 /// Kernels without tcx: a clsact qdisc and a netlink filter per direction;
 /// on failure nothing stays attached to `name`.
+///
+/// Netlink filters outlive their process (a SIGKILL leaves them behind):
+/// netprobe's own, found by its programs' names, are removed first.
 fn clsact_attach(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<Links> {
     let _ = tc::qdisc_add_clsact(name);
+    for removed in remove_leftovers(name) {
+        warn!(
+            "removed netprobe's leftover clsact filter {removed} on {name} (a netprobe that did not exit cleanly)"
+        );
+    }
     let mut links = Vec::new();
     for (prog, attach_type) in CLASSIFIERS {
         let cls: &mut SchedClassifier = ebpf
@@ -464,6 +699,16 @@ fn clsact_attach(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<Links> {
         }
     }
     Ok(links)
+}
+
+/// Removes clsact filters of netprobe's classifiers (by program name) from
+/// `iface`; returns what was removed ("tc_ingress ingress", ...).
+pub fn remove_leftovers(iface: &str) -> Vec<String> {
+    CLASSIFIERS
+        .iter()
+        .filter(|(prog, attach_type)| tc::qdisc_detach_program(iface, *attach_type, prog).is_ok())
+        .map(|(prog, attach_type)| format!("{prog} {}", direction(*attach_type)))
+        .collect()
 }
 
 fn clsact_detach(ebpf: &mut Ebpf, links: Links) {
@@ -529,11 +774,21 @@ pub fn direction(attach_type: TcAttachType) -> &'static str {
     }
 }
 
-/// tcx needs Linux 6.6.
+/// Whether the kernel has tcx, probed (not judged by version): querying a
+/// tcx hook of `lo` fails on kernels without it (and without the rights).
+/// NETPROBE_FORCE_CLSACT=1 takes the clsact path anyway (tests).
 pub fn tcx_supported() -> bool {
-    aya::util::KernelVersion::current()
-        .map(|v| v >= aya::util::KernelVersion::new(6, 6, 0))
-        .unwrap_or(false)
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        if std::env::var_os("NETPROBE_FORCE_CLSACT").is_some_and(|v| v == "1") {
+            return false;
+        }
+        let q = SchedClassifier::query_tcx("lo", TcAttachType::Ingress);
+        if let Err(e) = &q {
+            debug!("no tcx: querying lo's tcx ingress hook: {e}");
+        }
+        q.is_ok()
+    })
 }
 
 impl Drop for Probes {

@@ -1,5 +1,5 @@
-//! tracefs: where the tracepoints live, and a check that their record layout
-//! is the one the eBPF programs were written against.
+//! tracefs: where the tracepoints live, and where this kernel's records keep
+//! the fields the eBPF programs read (found by name, never fixed offsets).
 
 use std::{fs, path::Path};
 
@@ -7,103 +7,51 @@ use anyhow::{Context as _, bail};
 
 pub const ROOT: &str = "/sys/kernel/tracing";
 
-/// A field the programs read: (name, offset, size).
+/// A field: (name, offset, size).
 pub type Field = (&'static str, u32, u32);
 
-/// Each tracepoint and the fields the programs read from it.
-pub const EXPECTED: &[(&str, &[Field])] = &[
-    (
-        "tcp/tcp_retransmit_skb",
-        &[
-            ("skaddr", 16, 8),
-            ("state", 24, 4),
-            ("sport", 28, 2),
-            ("dport", 30, 2),
-            ("family", 32, 2),
-            ("saddr", 34, 4),
-            ("daddr", 38, 4),
-            ("saddr_v6", 42, 16),
-            ("daddr_v6", 58, 16),
-        ],
-    ),
-    (
-        "tcp/tcp_retransmit_synack",
-        &[
-            ("skaddr", 8, 8),
-            ("sport", 24, 2),
-            ("dport", 26, 2),
-            ("family", 28, 2),
-            ("saddr", 30, 4),
-            ("daddr", 34, 4),
-            ("saddr_v6", 38, 16),
-            ("daddr_v6", 54, 16),
-        ],
-    ),
-    (
-        "tcp/tcp_receive_reset",
-        &[
-            ("skaddr", 8, 8),
-            ("sport", 16, 2),
-            ("dport", 18, 2),
-            ("family", 20, 2),
-            ("saddr", 22, 4),
-            ("daddr", 26, 4),
-            ("saddr_v6", 30, 16),
-            ("daddr_v6", 46, 16),
-        ],
-    ),
-    (
-        "sock/inet_sock_set_state",
-        &[("skaddr", 8, 8), ("newstate", 20, 4), ("protocol", 30, 2)],
-    ),
-    (
-        "skb/kfree_skb",
-        &[
-            ("skbaddr", 8, 8),
-            ("location", 16, 8),
-            ("protocol", 32, 2),
-            ("reason", 36, 4),
-        ],
-    ),
-    (
-        "icmp/icmp_send",
-        &[
-            ("skbaddr", 8, 8),
-            ("type", 16, 4),
-            ("code", 20, 4),
-            ("ulen", 36, 2),
-        ],
-    ),
-    (
-        "tcp/tcp_send_reset",
-        &[
-            ("skbaddr", 8, 8),
-            ("skaddr", 16, 8),
-            ("state", 24, 4),
-            ("reason", 28, 4),
-            ("saddr", 32, 28),
-            ("daddr", 60, 28),
-        ],
-    ),
-    (
-        "neigh/neigh_update",
-        &[
-            ("family", 8, 4),
-            ("dev", 12, 4),
-            ("lladdr", 16, 32),
-            ("lladdr_len", 48, 1),
-            ("flags", 49, 1),
-            ("nud_state", 50, 1),
-            ("dead", 52, 1),
-            ("primary_key4", 60, 4),
-            ("primary_key6", 64, 16),
-            ("new_lladdr", 104, 32),
-            ("new_state", 136, 1),
-            ("update_flags", 140, 4),
-            ("pid", 144, 4),
-        ],
-    ),
-];
+/// The tracepoints netprobe's programs read ("category/name"), each once.
+pub fn tracepoints() -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    for (_, tp, ..) in probe_common::tp::FIELDS {
+        if !out.contains(tp) {
+            out.push(tp);
+        }
+    }
+    out
+}
+
+/// The field slots of the programs ([`probe_common::tp`]) from the formats
+/// `format_of` gives ("category/name" -> its format, None when the
+/// tracepoint does not exist): found by name; a field of another size than
+/// the programs read, or none, is absent.
+pub fn fields_from(format_of: impl Fn(&str) -> Option<String>) -> probe_common::TpFields {
+    let mut out = probe_common::TpFields::ABSENT;
+    for tp in tracepoints() {
+        let Some(text) = format_of(tp) else { continue };
+        let fields = parse_format(&text);
+        for (slot, _, name, size) in probe_common::tp::FIELDS.iter().filter(|f| f.1 == tp) {
+            if let Some((_, off, _)) = fields
+                .iter()
+                .find(|(n, _, s)| n == name && s == size)
+                .filter(|(_, off, _)| *off < u32::from(probe_common::tp::ABSENT))
+            {
+                out.off[*slot] = *off as u16;
+            }
+        }
+    }
+    out
+}
+
+/// This kernel's field slots, from tracefs.
+pub fn tp_fields() -> probe_common::TpFields {
+    fields_from(|tp| format(tp).ok())
+}
+
+/// Whether the tracepoint exists (its format is readable).
+pub fn exists(tp: &str) -> bool {
+    format_path(tp).is_file()
+}
 
 /// Is tracefs mounted where the kernel's tracepoints can be found?
 pub fn mounted() -> bool {
@@ -168,25 +116,6 @@ pub fn parse_format(text: &str) -> Vec<(String, u32, u32)> {
         .collect()
 }
 
-/// Errors out, naming the field, if the kernel's layout differs from ours.
-pub fn check_layout(
-    tracepoint: &str,
-    format: &str,
-    expected: &[(&str, u32, u32)],
-) -> anyhow::Result<()> {
-    let fields = parse_format(format);
-    for (name, off, size) in expected {
-        match fields.iter().find(|(n, _, _)| n == name) {
-            Some((_, o, s)) if o == off && s == size => {}
-            Some((_, o, s)) => bail!(
-                "tracepoint {tracepoint}: field {name} is at offset {o} size {s} on this kernel, netprobe expects {off}/{size}"
-            ),
-            None => bail!("tracepoint {tracepoint}: this kernel has no field {name}"),
-        }
-    }
-    Ok(())
-}
-
 /// Where tracefs describes `tp` ("category/name").
 pub fn format_path(tp: &str) -> std::path::PathBuf {
     Path::new(ROOT).join("events").join(tp).join("format")
@@ -197,15 +126,11 @@ pub fn format(tp: &str) -> std::io::Result<String> {
     fs::read_to_string(format_path(tp))
 }
 
-/// Checks every tracepoint netprobe uses exists and has the expected layout.
+/// Checks tracefs lists tracepoints at all. Which ones exist, and with
+/// which fields, is judged per capability ([`crate::kernel::capability`]).
 pub fn check_all() -> anyhow::Result<()> {
-    for (tp, fields) in EXPECTED {
-        let path = format_path(tp);
-        let text = fs::read_to_string(&path).with_context(|| {
-            format!("tracepoint {tp} is missing ({} unreadable)", path.display())
-        })?;
-        check_layout(tp, &text, fields)?;
-    }
+    let events = Path::new(ROOT).join("events");
+    fs::read_dir(&events).with_context(|| format!("tracefs: {} unreadable", events.display()))?;
     Ok(())
 }
 
@@ -224,17 +149,37 @@ mod tests {
         assert!(f.contains(&("common_type".to_string(), 0, 2)));
     }
 
+    /// 6.1's kfree_skb (protocol at 24, reason at 28) and 5.10's (no
+    /// reason), 5.10's tcp_retransmit_skb (no family), a missing icmp_send.
     #[test]
-    fn layout_mismatch_names_the_field() {
-        assert!(check_layout("tp", SAMPLE, &[("skaddr", 16, 8)]).is_ok());
-        let err = check_layout("tp", SAMPLE, &[("skaddr", 24, 8)])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("skaddr") && err.contains("24"), "{err}");
-        let err = check_layout("tp", SAMPLE, &[("nope", 1, 1)])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("no field nope"), "{err}");
+    fn fields_are_found_by_name_whatever_the_kernel() {
+        use probe_common::tp;
+        let kfree_61 = "\tfield:void * skbaddr;\toffset:8;\tsize:8;\tsigned:0;\n\tfield:void * location;\toffset:16;\tsize:8;\tsigned:0;\n\tfield:unsigned short protocol;\toffset:24;\tsize:2;\tsigned:0;\n\tfield:enum skb_drop_reason reason;\toffset:28;\tsize:4;\tsigned:0;\n";
+        let kfree_510 = "\tfield:void * skbaddr;\toffset:8;\tsize:8;\tsigned:0;\n\tfield:void * location;\toffset:16;\tsize:8;\tsigned:0;\n\tfield:unsigned short protocol;\toffset:24;\tsize:2;\tsigned:0;\n";
+        let rt_510 = "\tfield:const void * skbaddr;\toffset:8;\tsize:8;\tsigned:0;\n\tfield:const void * skaddr;\toffset:16;\tsize:8;\tsigned:0;\n\tfield:int state;\toffset:24;\tsize:4;\tsigned:1;\n\tfield:__u16 sport;\toffset:28;\tsize:2;\tsigned:0;\n\tfield:__u16 dport;\toffset:30;\tsize:2;\tsigned:0;\n\tfield:__u8 saddr[4];\toffset:32;\tsize:4;\tsigned:0;\n\tfield:__u8 daddr[4];\toffset:36;\tsize:4;\tsigned:0;\n\tfield:__u8 saddr_v6[16];\toffset:40;\tsize:16;\tsigned:0;\n\tfield:__u8 daddr_v6[16];\toffset:56;\tsize:16;\tsigned:0;\n";
+        let f = fields_from(|t| match t {
+            "skb/kfree_skb" => Some(kfree_61.into()),
+            "tcp/tcp_retransmit_skb" => Some(rt_510.into()),
+            _ => None,
+        });
+        assert_eq!(f.off[tp::KF_PROTOCOL], 24);
+        assert_eq!(f.off[tp::KF_REASON], 28);
+        assert_eq!(f.off[tp::RT_SADDR], 32);
+        assert_eq!(f.off[tp::RT_DADDR6], 56);
+        assert!(!f.has(tp::RT_FAMILY) && !f.has(tp::RT_ERR));
+        assert!(!f.has(tp::IC_TYPE) && !f.has(tp::NU_PID));
+        let f = fields_from(|t| (t == "skb/kfree_skb").then(|| kfree_510.into()));
+        assert!(f.has(tp::KF_PROTOCOL) && !f.has(tp::KF_REASON));
+        // A field of another size than the program reads is not read.
+        let odd = kfree_61.replace("offset:24;\tsize:2", "offset:24;\tsize:4");
+        let f = fields_from(|t| (t == "skb/kfree_skb").then(|| odd.clone()));
+        assert!(!f.has(tp::KF_PROTOCOL));
+        // No reasons without the field: names empty, every reason counted.
+        assert!(symbolic_names(kfree_510).is_empty());
+        assert_eq!(
+            path_reason_bitmap(&symbolic_names(kfree_510)),
+            [u64::MAX; probe_common::REASON_WORDS]
+        );
     }
 }
 
@@ -284,16 +229,20 @@ pub fn reset_reasons() -> std::collections::HashMap<u32, String> {
         .unwrap_or_default()
 }
 
-/// Where `tcp_retransmit_skb` carries the attempt's error: newer kernels
-/// fire it for attempts that sent nothing too, with `err` at this offset of
-/// the record and as the raw tracepoint's third argument.
+/// `tcp_retransmit_skb`'s attempt error: newer kernels fire it for
+/// attempts that sent nothing too, with `err` in the record and as the raw
+/// tracepoint's third argument.
 pub const RETRANSMIT_ERR: Field = ("err", 76, 4);
 
 /// Whether this kernel's `tcp_retransmit_skb` passes the attempt's error
-/// where the programs read it (false when tracefs is unreadable: then
-/// every attempt is reported, as on kernels without the field).
+/// (a 4-byte `err` field, found by name; false when tracefs is unreadable:
+/// then every attempt is reported, as on kernels without the field).
 pub fn retransmit_has_err() -> bool {
-    format("tcp/tcp_retransmit_skb").is_ok_and(|f| format_has(&f, RETRANSMIT_ERR))
+    format("tcp/tcp_retransmit_skb").is_ok_and(|f| {
+        parse_format(&f)
+            .iter()
+            .any(|(n, _, s)| n == RETRANSMIT_ERR.0 && *s == RETRANSMIT_ERR.2)
+    })
 }
 
 /// The format has `field` at exactly its offset and size.

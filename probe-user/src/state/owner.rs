@@ -500,7 +500,10 @@ mod tests {
     };
 
     fn fixture(name: &str) -> Vec<u8> {
-        let path = format!("{}/src/pipeline/tls_fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!(
+            "{}/src/pipeline/tls_fixtures/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
         let text = std::fs::read_to_string(&path).expect("fixture");
         let hex: String = text.chars().filter(char::is_ascii_hexdigit).collect();
         (0..hex.len())
