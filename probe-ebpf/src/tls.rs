@@ -128,7 +128,7 @@ fn client_flight<C: Pkt>(
     }
     // SAFETY: as above. An emptied key matches no flow.
     unsafe { (*slot).key.family = 0 };
-    emit_chunks(ctx, &m, tcp, tls_part::FLIGHT, FLIGHT_BYTES)
+    emit_chunks::<C, false>(ctx, &m, tcp, tls_part::FLIGHT, FLIGHT_BYTES)
 }
 
 /// A segment that starts a ClientHello or ServerHello record; `hello` is
@@ -142,7 +142,7 @@ fn start<C: Pkt>(ctx: &C, direction: u8, ip: &Ip, tcp: &Tcp, hello: u32) -> Opti
     let m = meta(ctx, direction, ip, tcp)?;
     if (hello >> 16) as u8 == SERVER_HELLO {
         // The ServerHello itself is short; what follows it is not ours to copy.
-        return emit_chunks(ctx, &m, tcp, tls_part::START, TLS_CAPTURE as u32);
+        return emit_chunks::<C, true>(ctx, &m, tcp, tls_part::START, TLS_CAPTURE as u32);
     }
     let wire_len = u32::from(record_len) + 5;
     if let Some(slot) = FLIGHTS.get_ptr_mut(slot_of(tcp)) {
@@ -166,7 +166,7 @@ fn start<C: Pkt>(ctx: &C, direction: u8, ip: &Ip, tcp: &Tcp, hello: u32) -> Opti
             };
         }
     }
-    emit_chunks(ctx, &m, tcp, tls_part::START, followed)
+    emit_chunks::<C, true>(ctx, &m, tcp, tls_part::START, followed)
 }
 
 /// A later segment of a followed ClientHello. Decided on the slot's
@@ -210,7 +210,7 @@ fn continuation<C: Pkt>(
         // SAFETY: as above. The record is complete: free the slot.
         unsafe { (*slot).state.end_seq = state.start_seq };
     }
-    emit_chunks(ctx, &m, tcp, tls_part::CONTINUATION, span - rel)
+    emit_chunks::<C, false>(ctx, &m, tcp, tls_part::CONTINUATION, span - rel)
 }
 
 /// Byte-wise, so no `memcmp` call (eBPF has none) is emitted.
@@ -228,7 +228,18 @@ fn same_flow(a: &FlowKey, b: &FlowKey) -> bool {
 /// (about 1.5 KB, e.g. Go's X25519MLKEM768) arrives whole. `wanted` bounds
 /// how many bytes of the segment belong to the followed record.
 #[inline(always)]
-fn emit_chunks<C: Pkt>(ctx: &C, m: &Meta, tcp: &Tcp, first: u8, wanted: u32) -> Option<()> {
+///
+/// `INLINE` writes the records in the caller's own frame: `start`'s is the
+/// largest, and main + `start` + a writer call is one frame too many for
+/// the verifier of 5.10 and 6.1 (which rounds each frame to 32 bytes and
+/// allows 512 across a call chain).
+fn emit_chunks<C: Pkt, const INLINE: bool>(
+    ctx: &C,
+    m: &Meta,
+    tcp: &Tcp,
+    first: u8,
+    wanted: u32,
+) -> Option<()> {
     let limit = core::cmp::min(tcp.payload_len, wanted as usize);
     let mut part = first;
     for k in 0..MAX_CHUNKS {
@@ -237,7 +248,12 @@ fn emit_chunks<C: Pkt>(ctx: &C, m: &Meta, tcp: &Tcp, first: u8, wanted: u32) -> 
             break;
         }
         let last = skip + TLS_CAPTURE >= limit;
-        emit_segment(ctx, m, tcp, (u32::from(part) << 8) | k as u32, last)?;
+        let part_chunk = (u32::from(part) << 8) | k as u32;
+        if INLINE {
+            write_segment(ctx, m, tcp, part_chunk, last)?;
+        } else {
+            emit_segment(ctx, m, tcp, part_chunk, last)?;
+        }
         part = tls_part::CONTINUATION;
     }
     Some(())
@@ -250,6 +266,12 @@ fn emit_chunks<C: Pkt>(ctx: &C, m: &Meta, tcp: &Tcp, first: u8, wanted: u32) -> 
 /// is the record's part << 8 | its chunk index (five arguments at most).
 #[inline(never)]
 fn emit_segment<C: Pkt>(ctx: &C, m: &Meta, tcp: &Tcp, part_chunk: u32, last: bool) -> Option<()> {
+    write_segment(ctx, m, tcp, part_chunk, last)
+}
+
+/// The body of [`emit_segment`], inlined where the caller's frame allows.
+#[inline(always)]
+fn write_segment<C: Pkt>(ctx: &C, m: &Meta, tcp: &Tcp, part_chunk: u32, last: bool) -> Option<()> {
     let part = (part_chunk >> 8) as u8;
     let chunk = (part_chunk & 0xff) as usize;
     let skip = chunk * TLS_CAPTURE;

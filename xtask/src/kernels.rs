@@ -296,6 +296,8 @@ res() { echo "$1=$2" >> "$R"; }
 res release "$(uname -r)"
 mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+# The socket hooks attach to the root of a cgroup v2 hierarchy.
+grep -q ' - cgroup2 ' /proc/self/mountinfo || mount -t cgroup2 none /sys/fs/cgroup
 ip link set lo up
 # Debian builds these as modules; doctor checks ctnetlink.
 modprobe -q nf_conntrack; modprobe -q nf_conntrack_netlink
@@ -308,7 +310,7 @@ t0=$(date +%s%N)
 res doctor_rc $?
 res doctor_s "$(( ($(date +%s%N) - t0) / 1000000 ))ms"
 
-ours='tcp_retransmit|tcp_retransmit_tp|tcp_retransmit_|tcp_receive_reset|tcp_receive_res|neigh_update|sock_state|skb_kfree|icmp_send|synack_retrans|tcp_send_reset|tc_ingress|tc_egress'
+ours='tcp_retransmit|tcp_retransmit_tp|tcp_retransmit_|tcp_receive_reset|tcp_receive_res|neigh_update|sock_state|skb_kfree|icmp_send|synack_retrans|tcp_send_reset|tc_ingress|tc_egress|sock_ingress|sock_egress'
 progs() { bpftool prog show 2>/dev/null | grep -cE "name ($ours)( |$)"; }
 filters() { for d in npm0 npm1; do tc filter show dev $d ingress; tc filter show dev $d egress; done 2>/dev/null | grep -cE 'tc_(ingress|egress)'; }
 res progs_before "$(progs)"
