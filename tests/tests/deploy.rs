@@ -164,7 +164,8 @@ fn daemonset_grants_what_netprobe_needs_and_nothing_more() {
             );
         }
     }
-    // Every mount has its volume; tracefs and BTF come from the host.
+    // Every mount has its volume; tracefs, BTF and the cgroup hierarchy
+    // (the socket hooks' root) come from the host.
     let volumes: BTreeSet<&str> = pod["volumes"]
         .as_array()
         .into_iter()
@@ -177,7 +178,7 @@ fn daemonset_grants_what_netprobe_needs_and_nothing_more() {
         assert!(volumes.contains(name), "mount {m} has no volume");
         mounted.insert(m["mountPath"].as_str().unwrap());
     }
-    for path in ["/sys/kernel/tracing", "/sys/kernel/btf"] {
+    for path in ["/sys/kernel/tracing", "/sys/kernel/btf", "/sys/fs/cgroup"] {
         assert!(mounted.contains(path), "{path} not mounted: {mounted:?}");
     }
 
