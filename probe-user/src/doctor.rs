@@ -101,9 +101,7 @@ pub fn run() -> Vec<Check> {
     }
     // Without a cgroup v2 root the socket hooks are off (a capability
     // off, not a failure: handshakes are still seen on the uplinks).
-    let cgroup = std::fs::read_to_string("/proc/self/mountinfo")
-        .ok()
-        .and_then(|info| crate::kernel::sockets::cgroup2_mount(&info));
+    let cgroup = crate::kernel::sockets::cgroup2_root().ok().flatten();
     checks.push(Check {
         name: "cgroup v2",
         ok: true,

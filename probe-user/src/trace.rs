@@ -316,16 +316,8 @@ impl Tracer<'_> {
             return;
         }
         let batch = std::mem::take(&mut self.unresolved);
-        let wanted: HashSet<i32> = batch.iter().map(|(_, id)| *id).collect();
-        match crate::kernel::sockets::resolve_nsids(&wanted).await {
-            Ok(found) => {
-                for (index, id) in batch {
-                    if let Some(inode) = found.get(&id) {
-                        self.node_ns.pods.insert(index, (id, *inode));
-                    }
-                }
-                self.sync_node_netns();
-            }
+        match self.node_ns.resolve(batch).await {
+            Ok(()) => self.sync_node_netns(),
             Err(e) => log::debug!("resolving pod namespaces: {e:#}"),
         }
     }
@@ -427,6 +419,9 @@ pub async fn session(
     // enricher names them all.
     let drop_reasons = crate::kernel::tracefs::drop_reasons();
     let have_drop_reasons = !drop_reasons.is_empty();
+    // Socket records limited to this node's namespaces unless netprobe has
+    // the initial one (see kernel::sockets); decided once for both sides.
+    let filter_netns = !crate::kernel::sockets::in_initial_netns();
     let mut probes = Probes::load(&LoadOptions {
         ring_bytes: args.ring_kib * 1024,
         offsets,
@@ -436,7 +431,7 @@ pub async fn session(
         retransmit_err: crate::kernel::tracefs::retransmit_has_err(),
         tp_fields: crate::kernel::tracefs::tp_fields(),
         verify_all: false,
-        netns_filter: !crate::kernel::sockets::in_initial_netns(),
+        netns_filter: filter_netns,
     })?;
     // One line per capability this kernel does not allow, saying what is lost.
     for cap in probes.capabilities() {
@@ -449,22 +444,14 @@ pub async fn session(
     // This node's namespaces first, then the hooks: no record of theirs
     // is dropped for want of its namespace.
     let mut node_ns = crate::kernel::sockets::NodeNamespaces {
-        filter: !crate::kernel::sockets::in_initial_netns(),
+        filter: filter_netns,
         own: crate::kernel::netns::current_inode(),
         pods: HashMap::new(),
     };
     if node_ns.filter {
         let pods = crate::kernel::sockets::pod_veth_nsids(&all_links, &addressed);
-        let wanted: HashSet<i32> = pods.iter().map(|(_, id)| *id).collect();
-        match crate::kernel::sockets::resolve_nsids(&wanted).await {
-            Ok(found) => {
-                for (index, id) in pods {
-                    if let Some(inode) = found.get(&id) {
-                        node_ns.pods.insert(index, (id, *inode));
-                    }
-                }
-            }
-            Err(e) => warn!("finding the pods' namespaces: {e:#}"),
+        if let Err(e) = node_ns.resolve(pods).await {
+            warn!("finding the pods' namespaces: {e:#}");
         }
         probes.set_node_netns(&node_ns.inodes())?;
     }

@@ -66,6 +66,18 @@ const MAX_EARLY: usize = 4096;
 /// (`pipeline::PARTIAL_AFTER_NS`, 1 s), or never.
 const EARLY_FOR: Duration = Duration::from_secs(2);
 
+/// Adds a hook the hello crossed, once per (interface, direction), at most
+/// [`MAX_HOPS`].
+fn add_hop(hops: &mut Vec<Hop>, hop: Hop) {
+    if hops.len() < MAX_HOPS
+        && !hops
+            .iter()
+            .any(|x| x.iface == hop.iface && x.direction == hop.direction)
+    {
+        hops.push(hop);
+    }
+}
+
 #[derive(Default)]
 pub struct Handshakes {
     pending: HashMap<FlowRef, Pending>,
@@ -103,13 +115,7 @@ impl Handshakes {
             dst_mac: hello.dst_mac.clone(),
         }];
         for h in self.early.remove(&flow).map(|(_, h)| h).unwrap_or_default() {
-            if hops.len() < MAX_HOPS
-                && !hops
-                    .iter()
-                    .any(|x| x.iface == h.iface && x.direction == h.direction)
-            {
-                hops.push(h);
-            }
+            add_hop(&mut hops, h);
         }
         self.pending.insert(
             flow,
@@ -149,14 +155,7 @@ impl Handshakes {
             }
             return;
         };
-        if p.hops.len() < MAX_HOPS
-            && !p
-                .hops
-                .iter()
-                .any(|x| x.iface == h.iface && x.direction == h.direction)
-        {
-            p.hops.push(hop);
-        }
+        add_hop(&mut p.hops, hop);
     }
 
     /// A ServerHello from `src` to `dst` answers the flow `dst -> src`; with

@@ -51,6 +51,13 @@ pub fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
     })
 }
 
+/// This process's view of the cgroup v2 root (see [`cgroup2_mount`]).
+pub fn cgroup2_root() -> anyhow::Result<Option<PathBuf>> {
+    let info =
+        std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    Ok(cgroup2_mount(&info))
+}
+
 /// mountinfo escapes spaces and a few others as `\ooo`.
 fn unescape(s: &str) -> String {
     let b = s.as_bytes();
@@ -76,9 +83,7 @@ fn unescape(s: &str) -> String {
 /// keep running). bpf links go away with the process, even on SIGKILL.
 /// Returns the cgroup's path.
 pub fn attach(ebpf: &mut Ebpf) -> anyhow::Result<PathBuf> {
-    let info =
-        std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
-    let root = cgroup2_mount(&info).ok_or_else(|| {
+    let root = cgroup2_root()?.ok_or_else(|| {
         anyhow!("no cgroup v2 hierarchy is mounted (mount -t cgroup2 none /sys/fs/cgroup/unified)")
     })?;
     let dir = File::open(&root).with_context(|| format!("opening {}", root.display()))?;
@@ -200,6 +205,20 @@ impl NodeNamespaces {
             .into_iter()
             .chain(self.pods.values().map(|(_, inode)| *inode))
             .collect()
+    }
+
+    /// Records the namespaces of pod veths `(ifindex, namespace id)`: the
+    /// ones that can be named now (a namespace whose id nothing answers to
+    /// is left out).
+    pub async fn resolve(&mut self, veths: Vec<(u32, i32)>) -> anyhow::Result<()> {
+        let wanted: HashSet<i32> = veths.iter().map(|(_, id)| *id).collect();
+        let found = resolve_nsids(&wanted).await?;
+        for (index, id) in veths {
+            if let Some(inode) = found.get(&id) {
+                self.pods.insert(index, (id, *inode));
+            }
+        }
+        Ok(())
     }
 
     /// The inode of namespace id `nsid` if a live pod veth leads there

@@ -169,6 +169,16 @@ pub fn at_socket(d: u8) -> bool {
     d == direction::SOCKET_EGRESS || d == direction::SOCKET_INGRESS
 }
 
+/// A TLS record's (source, destination) MACs; empty at a socket hook,
+/// which is above the link layer.
+pub fn record_macs(r: &TlsRecord) -> (String, String) {
+    if at_socket(r.direction) {
+        (String::new(), String::new())
+    } else {
+        (event::format_mac(&r.src_mac), event::format_mac(&r.dst_mac))
+    }
+}
+
 /// NUL-padded kernel string to `String`.
 fn c_str(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
@@ -417,12 +427,7 @@ impl Enricher {
             payload_len: r.payload_len,
             chunk: r.chunk,
         };
-        // A socket hook is above the link layer: no MACs to report.
-        let (src_mac, dst_mac) = if at_socket(r.direction) {
-            (String::new(), String::new())
-        } else {
-            (event::format_mac(&r.src_mac), event::format_mac(&r.dst_mac))
-        };
+        let (src_mac, dst_mac) = record_macs(r);
         let direction = direction_name(r.direction);
         let flow = FlowId { src, dst };
         if r.part == tls_part::START && r.chunk == 0 {

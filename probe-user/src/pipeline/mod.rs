@@ -11,7 +11,7 @@ use self::{
     decode::Record,
     enrich::{Enricher, IfaceNames, direction_name, socket_addr},
 };
-use crate::model::event::{Event, EventBody, TlsHop, format_mac};
+use crate::model::event::{Event, EventBody, TlsHop};
 
 /// A segment seen again within this window on another hook (the same packet
 /// crossing lo twice, or a bridge port and then the bridge) is a duplicate.
@@ -111,11 +111,7 @@ impl Pipeline {
             // evidence (the egress toward the next hop carries the MAC that
             // matters), so the first piece of each segment says so.
             if t.part == probe_common::tls_part::START && t.chunk == 0 {
-                let (src_mac, dst_mac) = if crate::pipeline::enrich::at_socket(t.direction) {
-                    (String::new(), String::new())
-                } else {
-                    (format_mac(&t.src_mac), format_mac(&t.dst_mac))
-                };
+                let (src_mac, dst_mac) = enrich::record_macs(t);
                 return Fed::Event(Event {
                     time: self.enricher.wall(t.header.ts_ns),
                     netns: None,
